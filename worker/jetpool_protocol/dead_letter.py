@@ -1,0 +1,59 @@
+"""The dead-letter record: everything needed to understand and replay a failed task."""
+
+from __future__ import annotations
+
+import base64
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator
+
+TRACEBACK_LIMIT = 8192
+"""Tracebacks are cut to their last bytes: the innermost frames say the most."""
+
+
+class DeadLetterReason(StrEnum):
+    INVALID = "invalid"
+    EXPIRED = "expired"
+    NON_RETRYABLE = "non_retryable"
+    MAX_ATTEMPTS = "max_attempts"
+
+
+class DeadLetterRecord(BaseModel):
+    """JSON body of one message in a pool's dead-letter stream."""
+
+    model_config = ConfigDict(frozen=True, populate_by_name=True)
+
+    version: int = 1
+    task_id: str
+    pool: str
+    namespace: str
+    reason: DeadLetterReason
+    error_type: str
+    error_message: str
+    traceback: str | None = None
+    attempts: int
+    original_subject: str
+    original_stream: str
+    original_sequence: int
+    headers: dict[str, str] = Field(default_factory=dict)
+    payload: bytes
+    first_failure_at: datetime
+    last_failure_at: datetime
+    worker: str
+
+    @field_validator("traceback")
+    @classmethod
+    def _bound_traceback(cls, value: str | None) -> str | None:
+        if value is None or len(value) <= TRACEBACK_LIMIT:
+            return value
+        return "...(truncated)...\n" + value[-TRACEBACK_LIMIT:]
+
+    @field_validator("payload", mode="before")
+    @classmethod
+    def _decode_payload(cls, value: object) -> object:
+        return base64.b64decode(value) if isinstance(value, str) else value
+
+    @field_serializer("payload")
+    def _encode_payload(self, value: bytes) -> str:
+        return base64.b64encode(value).decode("ascii")

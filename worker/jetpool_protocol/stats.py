@@ -1,0 +1,35 @@
+"""Stats each worker publishes periodically; the operator's control loop aggregates them.
+
+Counters are cumulative since the worker started, so a lost message costs nothing: the
+operator computes rates from the difference between two snapshots of the same worker.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict
+
+
+class WorkerStats(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    worker: str
+    pool: str
+    namespace: str
+    at: datetime
+    started_at: datetime
+    succeeded: int = 0
+    failed: int = 0
+    """Handler failures of any kind (each retried attempt counts once)."""
+    retried: int = 0
+    dead_lettered: int = 0
+    in_flight: int = 0
+    oldest_in_flight_seconds: float = 0.0
+    fetching: bool = True
+    """False while the worker holds back (breaker, memory guard, draining)."""
+    paused_reason: str = ""
+    control_epoch: int = 0
+    trial_succeeded: int = 0
+    """Successes during the current HalfOpen epoch (only the trial worker has these)."""
+    trial_failed: int = 0

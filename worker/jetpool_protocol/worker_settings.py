@@ -1,0 +1,138 @@
+"""The worker's configuration contract: environment variables ``JETPOOL_<FIELD>``.
+
+The operator renders a WorkerPool into these variables (:meth:`WorkerSettings.to_env`), the
+worker reads them back (:meth:`WorkerSettings.from_env`). One model, so the two sides cannot
+drift. Every variable is documented in ``docs/worker-contract.md``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+ENV_PREFIX = "JETPOOL_"
+
+
+class Jitter(StrEnum):
+    FULL = "full"
+    """Sleep uniformly in [0, backoff] (AWS "full jitter"): best at spreading retry storms."""
+    EQUAL = "equal"
+    """Sleep in [backoff/2, backoff]: keeps a floor under the delay."""
+    NONE = "none"
+
+
+class LogFormat(StrEnum):
+    JSON = "json"
+    TEXT = "text"
+
+
+class WorkerSettings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # identity
+    pool_name: str
+    pool_namespace: str = "default"
+    worker_id: str = Field("", description="Unique per process; the pod name in Kubernetes.")
+    handler: str = Field(description="'package.module:function' or an entry-point name.")
+
+    # NATS
+    nats_url: str = "nats://127.0.0.1:4222"
+    nats_credentials_file: str | None = None
+    nats_tls_ca_file: str | None = None
+    nats_tls_cert_file: str | None = None
+    nats_tls_key_file: str | None = None
+    stream: str
+    consumer: str
+    dead_letter_stream: str
+    dead_letter_subject_prefix: str
+    control_bucket: str = "jetpool-control"
+    control_key: str
+    stats_subject: str
+    stats_interval_seconds: float = Field(1.0, gt=0)
+
+    # execution
+    concurrency: int = Field(4, ge=1)
+    fetch_batch: int = Field(0, ge=0, description="0 means 'same as concurrency'.")
+    task_timeout_seconds: float = Field(300.0, gt=0)
+    max_payload_bytes: int = Field(1_048_576, ge=1)
+    task_ttl_seconds: float | None = Field(None, gt=0)
+    heartbeat_seconds: float = Field(0.0, ge=0, description="0 means 'ack wait / 3'.")
+    ack_wait_seconds: float = Field(60.0, gt=0)
+
+    # retries
+    retry_max_attempts: int = Field(5, ge=1)
+    retry_initial_seconds: float = Field(1.0, ge=0)
+    retry_max_seconds: float = Field(300.0, ge=0)
+    retry_multiplier: float = Field(2.0, ge=1)
+    retry_jitter: Jitter = Jitter.FULL
+    non_retryable: tuple[str, ...] = ()
+    """Exception type names (``ValueError`` or ``pkg.mod.Error``) that skip retries."""
+
+    # safety and lifecycle
+    memory_limit_bytes: int | None = Field(None, ge=1)
+    """Above this RSS the worker stops fetching until memory drops below 90 % of it."""
+    shutdown_grace_seconds: float = Field(25.0, ge=0)
+    metrics_port: int = Field(9090, ge=0, le=65535)
+    log_format: LogFormat = LogFormat.JSON
+    log_level: str = "INFO"
+
+    # security
+    signing_key_file: str | None = None
+    require_signed: bool = False
+    encryption_key_file: str | None = None
+
+    @model_validator(mode="after")
+    def _backoff_bounds(self) -> WorkerSettings:
+        if self.retry_initial_seconds > self.retry_max_seconds:
+            raise ValueError("retry_initial_seconds must not exceed retry_max_seconds")
+        return self
+
+    @property
+    def effective_fetch_batch(self) -> int:
+        return self.fetch_batch or self.concurrency
+
+    @property
+    def effective_heartbeat_seconds(self) -> float:
+        return self.heartbeat_seconds or self.ack_wait_seconds / 3
+
+    @classmethod
+    def env_name(cls, field: str) -> str:
+        return ENV_PREFIX + field.upper()
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> WorkerSettings:
+        """Read ``JETPOOL_*`` variables; raises ``ValueError`` naming every bad variable."""
+        values: dict[str, Any] = {}
+        for name, info in cls.model_fields.items():
+            raw = env.get(cls.env_name(name))
+            if raw is None or raw == "":
+                continue
+            values[name] = tuple(filter(None, map(str.strip, raw.split(",")))) if (
+                info.annotation == tuple[str, ...]
+            ) else raw
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{cls.env_name(str(err['loc'][0])) if err['loc'] else 'settings'}: {err['msg']}"
+                for err in exc.errors()
+            )
+            raise ValueError(f"invalid worker configuration: {problems}") from exc
+
+    def to_env(self) -> dict[str, str]:
+        """Only non-default values, so rendered Deployments stay short and readable."""
+        out: dict[str, str] = {}
+        for name, value in self.model_dump(exclude_defaults=True).items():
+            if value is None:
+                continue
+            if isinstance(value, tuple):
+                text = ",".join(value)
+            elif isinstance(value, bool):
+                text = "true" if value else "false"
+            else:
+                text = str(value)
+            out[self.env_name(name)] = text
+        return out
