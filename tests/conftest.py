@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import nats
 import pytest
 from nats.aio.client import Client as NATS
 
+from tests.testbed.cluster import Cluster, eventually
 from tests.testbed.nats_server import NatsServer
 
 
@@ -32,3 +34,25 @@ async def nc(nats_server: NatsServer) -> AsyncIterator[NATS]:
     client = await nats.connect(nats_server.url)
     yield client
     await client.drain()
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[Cluster]:
+    """The real local Kubernetes cluster (reused from JETPOOL_KUBECONFIG when set)."""
+    started = Cluster.start()
+    yield started
+    started.stop()
+
+
+@pytest.fixture
+def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace per test, deleted afterwards (without waiting for it to finish)."""
+    name = "t-" + uuid.uuid4().hex[:8]
+    cluster.kubectl("create", "namespace", name)
+    cluster.kubectl("label", "namespace", name, f"jetpool.dev/test={request.node.name[:60]}")
+    eventually(
+        lambda: cluster.kubectl("-n", name, "get", "serviceaccount", "default", check=False),
+        what="default ServiceAccount",
+    )
+    yield name
+    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)

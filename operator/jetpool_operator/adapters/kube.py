@@ -1,0 +1,131 @@
+"""Kubernetes access through the official client, always off the event loop.
+
+Children are written with server-side apply (field manager ``jetpool-operator``): applying the
+same desired object twice is a no-op, and drift (an edited or deleted child) is undone by
+applying again. Status goes through the ``status`` subresource as a JSON merge patch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import kubernetes
+from kubernetes.client.exceptions import ApiException
+from kubernetes.dynamic import DynamicClient
+from kubernetes.dynamic.exceptions import NotFoundError
+
+log = logging.getLogger(__name__)
+
+FIELD_MANAGER = "jetpool-operator"
+GROUP = "jetpool.dev"
+VERSION = "v1alpha1"
+PLURAL = "workerpools"
+
+
+class MissingSecret(Exception):
+    """A Secret (or key in it) the pool refers to does not exist."""
+
+
+@dataclass(frozen=True, slots=True)
+class AppliedObject:
+    kind: str
+    name: str
+    generation: int
+    resource_version: str
+
+
+def load_configuration() -> kubernetes.client.Configuration:
+    """In-cluster config when running in a pod, else the kubeconfig (KUBECONFIG or ~/.kube)."""
+    configuration = kubernetes.client.Configuration()
+    try:
+        kubernetes.config.load_incluster_config(client_configuration=configuration)
+    except kubernetes.config.ConfigException:
+        kubernetes.config.load_kube_config(client_configuration=configuration)
+    return configuration
+
+
+class KubeAdapter:
+    """Thin async facade over the official client; every call runs in a worker thread."""
+
+    def __init__(self, configuration: kubernetes.client.Configuration | None = None) -> None:
+        self._api_client = kubernetes.client.ApiClient(configuration or load_configuration())
+        self._dynamic: DynamicClient | None = None
+        self._core = kubernetes.client.CoreV1Api(self._api_client)
+        self._custom = kubernetes.client.CustomObjectsApi(self._api_client)
+
+    def _dyn(self) -> DynamicClient:
+        if self._dynamic is None:
+            self._dynamic = DynamicClient(self._api_client)
+        return self._dynamic
+
+    async def apply(self, obj: dict[str, Any]) -> AppliedObject:
+        """Server-side apply one object; returns its generation after the apply."""
+
+        def call() -> AppliedObject:
+            resource = self._dyn().resources.get(api_version=obj["apiVersion"], kind=obj["kind"])
+            result = self._dyn().server_side_apply(
+                resource,
+                body=obj,
+                namespace=obj["metadata"].get("namespace"),
+                field_manager=FIELD_MANAGER,
+                force_conflicts=True,
+            )
+            meta = result.metadata
+            return AppliedObject(
+                kind=obj["kind"],
+                name=meta.name,
+                generation=int(meta.generation or 0),
+                resource_version=str(meta.resourceVersion),
+            )
+
+        return await asyncio.to_thread(call)
+
+    async def get(
+        self, api_version: str, kind: str, namespace: str, name: str
+    ) -> dict[str, Any] | None:
+        def call() -> dict[str, Any] | None:
+            resource = self._dyn().resources.get(api_version=api_version, kind=kind)
+            try:
+                return resource.get(name=name, namespace=namespace).to_dict()  # type: ignore[no-any-return]
+            except NotFoundError:
+                return None
+
+        return await asyncio.to_thread(call)
+
+    async def patch_pool_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        """Merge-patch ``status`` of a WorkerPool (``None`` values delete keys)."""
+
+        def call() -> None:
+            self._custom.api_client.call_api(
+                f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}/status",
+                "PATCH",
+                body={"status": status},
+                header_params={"Content-Type": "application/merge-patch+json"},
+                auth_settings=["BearerToken"],
+                response_type="object",
+                _return_http_data_only=True,
+            )
+
+        await asyncio.to_thread(call)
+
+    async def read_secret_key(self, namespace: str, name: str, key: str) -> bytes:
+        def call() -> bytes:
+            try:
+                secret = self._core.read_namespaced_secret(name, namespace)
+            except ApiException as exc:
+                if exc.status == 404:
+                    raise MissingSecret(f"Secret {namespace}/{name} not found") from exc
+                raise
+            data = secret.data or {}
+            if key not in data:
+                raise MissingSecret(f"Secret {namespace}/{name} has no key {key!r}")
+            return base64.b64decode(data[key])
+
+        return await asyncio.to_thread(call)
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self._api_client.close)
