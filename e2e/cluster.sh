@@ -24,7 +24,7 @@ bin=$("$here/build-testbed.sh" kubernetes etcd kwok | tail -n 1)
 kubectl_bin=${KUBECTL:-$repo/.venv/bin/kubectl}
 [ -x "$kubectl_bin" ] || kubectl_bin=$(command -v kubectl)
 
-export KWOK_WORKDIR="$workdir"
+export KWOK_WORKDIR="$workdir" KWOK_KUBECTL_BINARY="$kubectl_bin"
 kwokctl() { "$bin/kwokctl" --name "$name" "$@"; }
 kctl() { "$kubectl_bin" --kubeconfig "$kubeconfig" "$@"; }
 
@@ -64,7 +64,6 @@ up() {
       --kube-scheduler-binary "$bin/kube-scheduler" \
       --etcd-binary "$bin/etcd" \
       --kwok-controller-binary "$bin/kwok" \
-      --kubectl-binary "$kubectl_bin" \
       --kubeconfig "$kubeconfig" \
       --wait 3m >&2
   fi
