@@ -1,0 +1,131 @@
+"""Building tasks and replay messages: pure functions over the protocol's shapes."""
+
+from __future__ import annotations
+
+import base64
+import os
+from datetime import UTC, datetime
+
+import pytest
+
+from jetpool_cli.dead_letters import replay_message
+from jetpool_cli.errors import CliError
+from jetpool_cli.publishing import TaskOptions, build_task, task_ids
+from jetpool_protocol import headers as h
+from jetpool_protocol.dead_letter import DeadLetterReason, DeadLetterRecord
+from jetpool_protocol.envelope import task_headers
+from jetpool_protocol.security import signature, unseal
+
+NOW = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
+
+
+def test_built_tasks_carry_the_envelope_headers_with_the_task_id_as_msg_id() -> None:
+    task = build_task(
+        "tasks.a.b.c",
+        b"{}",
+        "t-1",
+        created_at=NOW,
+        options=TaskOptions(ttl_seconds=30, extra_headers={"X-Tenant": "acme"}),
+    )
+    assert task.headers[h.MSG_ID] == task.headers[h.TASK_ID] == "t-1"
+    assert task.headers[h.TASK_TTL] == "30"
+    assert task.headers[h.TASK_CREATED] == "2025-01-02T03:04:05Z"
+    assert task.headers["X-Tenant"] == "acme"
+
+
+def test_sealed_tasks_unseal_with_the_same_keys() -> None:
+    sign, enc = os.urandom(32), os.urandom(32)
+    task = build_task(
+        "s",
+        b'{"a": 1}',
+        "t-2",
+        created_at=NOW,
+        options=TaskOptions(signing_key=sign, encryption_key=enc),
+    )
+    assert task.payload != b'{"a": 1}'
+    plain = unseal(
+        task.payload, task.headers, signing_key=sign, encryption_key=enc, require_signed=True
+    )
+    assert plain == b'{"a": 1}'
+
+
+def test_id_prefix_gives_numbered_ids_so_reruns_are_deduplicated() -> None:
+    assert list(task_ids(3, id_prefix="batch")) == ["batch-1", "batch-2", "batch-3"]
+
+
+def test_random_ids_are_distinct() -> None:
+    ids = list(task_ids(50))
+    assert len(set(ids)) == 50
+
+
+def test_an_explicit_id_names_exactly_one_task() -> None:
+    assert list(task_ids(1, task_id="x")) == ["x"]
+    with pytest.raises(CliError, match="exactly one task"):
+        list(task_ids(2, task_id="x"))
+
+
+def _record(headers: dict[str, str], payload: bytes = b'{"n": 1}') -> DeadLetterRecord:
+    return DeadLetterRecord(
+        task_id="t-9",
+        pool="p",
+        namespace="ns",
+        reason=DeadLetterReason.EXPIRED,
+        error_type="ExpiredTask",
+        error_message="deadline passed",
+        attempts=1,
+        original_subject="tasks.ns.p.send",
+        original_stream="jetpool-ns-p",
+        original_sequence=3,
+        headers=headers,
+        payload=payload,
+        first_failure_at=NOW,
+        last_failure_at=NOW,
+        worker="w",
+    )
+
+
+def test_replay_keeps_original_payload_and_headers_but_gets_a_replay_msg_id() -> None:
+    original = task_headers(task_id="t-9", created_at=NOW, ttl_seconds=60, extra={"X-A": "1"})
+    original |= {h.DLQ_REASON: "expired", "Nats-Expected-Stream": "old", h.REPLAYED_BY: "old"}
+    subject, payload, headers = replay_message(
+        _record(original), dlq_stream="dlq", dlq_seq=42, by="ann@host", now=NOW
+    )
+    assert (subject, payload) == ("tasks.ns.p.send", b'{"n": 1}')
+    assert headers[h.MSG_ID] == "t-9:replay:42"
+    assert headers[h.TASK_ID] == "t-9"
+    assert headers[h.TASK_CREATED] == original[h.TASK_CREATED]
+    assert headers["X-A"] == "1"
+    assert headers[h.REPLAYED_FROM] == "dlq:42"
+    assert headers[h.REPLAYED_BY] == "ann@host"
+    assert headers[h.REPLAYED_AT] == "2025-01-02T03:04:05Z"
+    assert h.DLQ_REASON not in headers
+    assert "Nats-Expected-Stream" not in headers
+
+
+def test_reset_expiry_restarts_the_ttl_clock_and_re_signs() -> None:
+    key = os.urandom(32)
+    created = datetime(2020, 1, 1, tzinfo=UTC)
+    original = task_headers(task_id="t-9", created_at=created, ttl_seconds=60)
+    original[h.TASK_DEADLINE] = "2020-01-01T00:01:00Z"
+    original[h.SIGNATURE] = signature(key, b'{"n": 1}', original)
+    _, payload, headers = replay_message(
+        _record(original),
+        dlq_stream="d",
+        dlq_seq=1,
+        by="b",
+        now=NOW,
+        reset_expiry=True,
+        signing_key=key,
+    )
+    assert headers[h.TASK_CREATED] == "2025-01-02T03:04:05Z"
+    assert h.TASK_DEADLINE not in headers
+    assert unseal(payload, headers, signing_key=key, require_signed=True) == b'{"n": 1}'
+
+
+def test_reset_expiry_of_a_signed_task_without_the_key_is_refused() -> None:
+    original = task_headers(task_id="t-9", created_at=NOW)
+    original[h.SIGNATURE] = base64.b16encode(b"x").decode()
+    with pytest.raises(CliError, match="sign-key-file"):
+        replay_message(
+            _record(original), dlq_stream="d", dlq_seq=1, by="b", now=NOW, reset_expiry=True
+        )

@@ -1,0 +1,114 @@
+"""`jetpool dlq replay`: original task back on its subject, audited, record deleted once acked."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from jetpool_protocol import headers as h
+from jetpool_protocol.dead_letter import DeadLetterReason
+from jetpool_protocol.envelope import parse_task
+from tests.cli.conftest import Pool
+
+pytestmark = pytest.mark.nats
+
+
+async def test_replay_publishes_the_original_task_with_audit_headers_and_deletes_the_record(
+    pool: Pool,
+) -> None:
+    seq = await pool.dead_letter(pool.record("r1", extra_headers={"X-Tenant": "acme"}))
+    result = await pool.cli("dlq", "replay", str(seq), "--by", "ops@test")
+    assert result.code == 0, result.err
+    assert "replayed 1, duplicates 0, failed 0, deleted 1" in result.out
+    [msg] = await pool.task_messages()
+    assert msg.subject == pool.task_subject
+    assert msg.data == b'{"to": "a@example.com"}'
+    assert msg.headers[h.TASK_ID] == "r1"
+    assert msg.headers[h.MSG_ID] == f"r1:replay:{seq}"
+    assert msg.headers["X-Tenant"] == "acme"
+    assert msg.headers[h.REPLAYED_FROM] == f"{pool.names.dead_letter_stream}:{seq}"
+    assert msg.headers[h.REPLAYED_BY] == "ops@test"
+    assert datetime.fromisoformat(msg.headers[h.REPLAYED_AT]) > datetime.now(UTC) - timedelta(
+        minutes=1
+    )
+    assert h.DLQ_REASON not in msg.headers
+    assert await pool.dlq_seqs() == []
+
+
+async def test_replaying_a_kept_record_twice_is_deduplicated(pool: Pool) -> None:
+    seq = await pool.dead_letter(pool.record("r2"))
+    first = await pool.cli("dlq", "replay", str(seq), "--keep", "-o", "json")
+    second = await pool.cli("dlq", "replay", str(seq), "-o", "json")
+    assert (first.json()["replayed"], first.json()["deleted"]) == (1, 0)
+    assert (second.json()["duplicates"], second.json()["deleted"]) == (1, 1)
+    assert len(await pool.task_messages()) == 1
+    assert await pool.dlq_seqs() == []
+
+
+async def test_replay_by_filter_takes_only_matching_records(pool: Pool) -> None:
+    keep = await pool.dead_letter(pool.record("k", reason=DeadLetterReason.INVALID))
+    await pool.dead_letter(pool.record("m1"))
+    await pool.dead_letter(pool.record("m2", error_type="KeyError"))
+    result = await pool.cli(
+        "dlq", "replay", "--reason", "max_attempts", "--error-type", "ValueError"
+    )
+    assert result.code == 0, result.err
+    assert [m.headers[h.TASK_ID] for m in await pool.task_messages()] == ["m1"]
+    assert len(await pool.dlq_seqs()) == 2
+    assert keep in await pool.dlq_seqs()
+
+
+async def test_replay_all_with_a_limit_stops_after_n(pool: Pool) -> None:
+    for i in range(5):
+        await pool.dead_letter(pool.record(f"x{i}"))
+    result = await pool.cli("dlq", "replay", "--all", "--limit", "3", "-o", "json")
+    assert result.json()["replayed"] == 3
+    assert len(await pool.dlq_seqs()) == 2
+
+
+async def test_a_dry_run_replays_and_deletes_nothing(pool: Pool) -> None:
+    seq = await pool.dead_letter(pool.record("dry"))
+    result = await pool.cli("dlq", "replay", "--all", "--dry-run")
+    assert result.code == 0, result.err
+    assert "would replay 1 records" in result.out
+    assert await pool.task_messages() == []
+    assert await pool.dlq_seqs() == [seq]
+
+
+async def test_a_missing_sequence_fails_that_item_and_the_exit_code(pool: Pool) -> None:
+    seq = await pool.dead_letter(pool.record("ok"))
+    result = await pool.cli("dlq", "replay", str(seq), "4242", "-o", "json")
+    assert result.code == 1
+    outcomes = {i["seq"]: i["outcome"] for i in result.json()["items"]}
+    assert outcomes == {seq: "replayed", 4242: "failed"}
+
+
+async def test_replay_with_reset_expiry_makes_an_expired_task_runnable_again(pool: Pool) -> None:
+    record = pool.record("exp", reason=DeadLetterReason.EXPIRED, error_type="ExpiredTask")
+    stale = dict(record.headers) | {h.TASK_CREATED: "2020-01-01T00:00:00Z", h.TASK_TTL: "60"}
+    seq = await pool.dead_letter(record.model_copy(update={"headers": stale}))
+    result = await pool.cli("dlq", "replay", str(seq), "--reset-expiry")
+    assert result.code == 0, result.err
+    [msg] = await pool.task_messages()
+    task = parse_task(
+        subject=msg.subject,
+        payload=msg.data,
+        headers=msg.headers,
+        stream_sequence=msg.seq,
+        attempt=1,
+        published_at=msg.time,
+        now=datetime.now(UTC),
+        max_payload_bytes=1 << 20,
+        default_ttl_seconds=None,
+    )
+    assert task.id == "exp"
+
+
+async def test_replay_needs_a_selection(pool: Pool) -> None:
+    result = await pool.cli("dlq", "replay")
+    assert result.code == 2
+    assert "choose records" in result.err
+    mixed = await pool.cli("dlq", "replay", "1", "--all")
+    assert mixed.code == 2
+    assert "cannot be combined" in mixed.err
