@@ -1,0 +1,882 @@
+"""WorkerPool ``jetpool.dev/v1alpha1``: the pydantic models the CRD is generated from.
+
+One source of truth: these models validate specs inside the operator, and
+:mod:`jetpool_operator.api.crdgen` turns them into ``crds/workerpools.jetpool.dev.yaml``.
+Every field carries a description (``kubectl explain`` shows it). Cross-field rules live
+next to the fields twice on purpose: as CEL ``x-kubernetes-validations`` (so ``kubectl apply``
+of a bad pool fails with a clear message) and as pydantic validators (so the pure core never
+sees a spec the apiserver would have rejected). Tests check that the two sets match.
+
+Raw Kubernetes structures (affinity, tolerations, ...) are kept as objects with
+``x-kubernetes-preserve-unknown-fields``: the apiserver validates them when the operator
+creates the Deployment, and the operator never has to track upstream API changes.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    StringConstraints,
+    WithJsonSchema,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+from jetpool_protocol.control import BreakerState
+from jetpool_protocol.worker_settings import Jitter
+
+GROUP = "jetpool.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "WorkerPool"
+PLURAL = "workerpools"
+SINGULAR = "workerpool"
+SHORT_NAMES = ("wp",)
+CATEGORIES = ("jetpool",)
+
+DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+SECRET_KEY = r"^[-._a-zA-Z0-9]+$"
+NATS_NAME = r"^[^.*>\s]+$"
+"""Stream and consumer names: no ``.``, ``*``, ``>`` or whitespace (JetStream rule)."""
+NATS_SUBJECT = r"^[^\s]+$"
+HANDLER = r"^[A-Za-z_][A-Za-z0-9_.-]*(:[A-Za-z_][A-Za-z0-9_.]*)?$"
+QUANTITY = (
+    r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
+    r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+)
+ENV_NAME = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
+
+RawObject = Annotated[
+    dict[str, Any],
+    WithJsonSchema({"type": "object", "x-kubernetes-preserve-unknown-fields": True}),
+]
+"""A Kubernetes structure passed through as-is (validated by the apiserver on the child)."""
+
+RawList = Annotated[
+    list[dict[str, Any]],
+    WithJsonSchema(
+        {
+            "type": "array",
+            "items": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+        }
+    ),
+]
+
+Quantity = Annotated[
+    int | Annotated[str, StringConstraints(pattern=QUANTITY)],
+    WithJsonSchema(
+        {
+            "anyOf": [{"type": "integer"}, {"type": "string"}],
+            "pattern": QUANTITY,
+            "x-kubernetes-int-or-string": True,
+        }
+    ),
+]
+"""A Kubernetes resource quantity such as ``500m``, ``512Mi`` or ``2``."""
+
+SecretName = Annotated[str, StringConstraints(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN)]
+NatsName = Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=NATS_NAME)]
+
+
+def _rule(rule: str, message: str, field_path: str | None = None) -> dict[str, str]:
+    out = {"rule": rule, "message": message}
+    if field_path is not None:
+        out["fieldPath"] = field_path
+    return out
+
+
+class ApiModel(BaseModel):
+    """camelCase on the wire, snake_case in Python; unknown fields are an error."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        frozen=True,
+    )
+
+
+def _cel(*rules: dict[str, str]) -> ConfigDict:
+    """CEL rules of one object; crdgen emits them as ``x-kubernetes-validations``."""
+    validations: list[JsonValue] = [dict(r) for r in rules]
+    return ConfigDict(json_schema_extra={"x-kubernetes-validations": validations})
+
+
+def _prune_empty(value: Any) -> Any:
+    if isinstance(value, dict):
+        pruned = {k: _prune_empty(v) for k, v in value.items()}
+        return {k: v for k, v in pruned.items() if v not in ({}, [])}
+    return value
+
+
+def defaults_of(model: type[BaseModel]) -> dict[str, Any]:
+    """The wire form of a model's defaults, without empty lists and maps."""
+    dumped = model().model_dump(by_alias=True, mode="json", exclude_none=True)
+    pruned: dict[str, Any] = _prune_empty(dumped)
+    return pruned
+
+
+def _obj(model: type[BaseModel], description: str) -> Any:
+    """A nested object field whose schema default is the model's defaults in full.
+
+    Not ``{}``: the apiserver checks a default against the CEL rules *before* filling
+    nested defaults, so ``{}`` fails a rule like ``self.minReplicas <= self.maxReplicas``.
+    """
+    return Field(
+        default_factory=model,
+        description=description,
+        json_schema_extra={"default": defaults_of(model)},
+    )
+
+
+# --- spec: NATS -----------------------------------------------------------------------------
+
+
+class SecretKeyRef(ApiModel):
+    """A key inside a Secret in the pool's namespace, mounted into workers as a file."""
+
+    name: SecretName = Field(description="Name of the Secret (same namespace as the pool).")
+    key: str = Field(
+        min_length=1, max_length=253, pattern=SECRET_KEY, description="Key inside the Secret."
+    )
+
+
+class CredentialsSecretRef(SecretKeyRef):
+    key: str = Field(
+        "nats.creds",
+        min_length=1,
+        max_length=253,
+        pattern=SECRET_KEY,
+        description="Key inside the Secret holding the NATS credentials (.creds) file.",
+    )
+
+
+class SigningKeySecretRef(SecretKeyRef):
+    key: str = Field(
+        "signing.key",
+        min_length=1,
+        max_length=253,
+        pattern=SECRET_KEY,
+        description="Key holding the base64 HMAC-SHA256 key (32 bytes, `openssl rand -base64 32`).",
+    )
+
+
+class EncryptionKeySecretRef(SecretKeyRef):
+    key: str = Field(
+        "encryption.key",
+        min_length=1,
+        max_length=253,
+        pattern=SECRET_KEY,
+        description="Key holding the base64 AES-256-GCM key (32 bytes, `openssl rand -base64 32`).",
+    )
+
+
+_TLS_ONE_STYLE = _rule(
+    "!has(self.secretName) || !(has(self.ca) || has(self.cert) || has(self.key))",
+    "nats.tls: use either secretName or ca/cert/key references, not both",
+)
+_TLS_PAIR = _rule(
+    "has(self.cert) == has(self.key)",
+    "nats.tls: cert and key must be given together",
+)
+
+
+class NatsTLS(ApiModel):
+    """TLS towards NATS. A ``tls://`` URL with an empty block uses the system trust store."""
+
+    model_config = _cel(_TLS_ONE_STYLE, _TLS_PAIR)
+
+    secret_name: SecretName | None = Field(
+        None,
+        description=(
+            "A kubernetes.io/tls Secret holding ca.crt, tls.crt and tls.key (cert-manager "
+            "layout): CA and client certificate for mutual TLS. All three keys must exist."
+        ),
+    )
+    ca: SecretKeyRef | None = Field(None, description="CA bundle that signs the NATS servers.")
+    cert: SecretKeyRef | None = Field(None, description="Client certificate (PEM) for mTLS.")
+    key: SecretKeyRef | None = Field(None, description="Client private key (PEM) for mTLS.")
+
+    @model_validator(mode="after")
+    def _one_style(self) -> NatsTLS:
+        if self.secret_name is not None and (self.ca or self.cert or self.key):
+            raise ValueError(_TLS_ONE_STYLE["message"])
+        if (self.cert is None) != (self.key is None):
+            raise ValueError(_TLS_PAIR["message"])
+        return self
+
+
+_STREAM_IMMUTABLE = _rule(
+    "has(self.stream) == has(oldSelf.stream)"
+    " && (!has(self.stream) || self.stream == oldSelf.stream)",
+    "nats.stream cannot change after creation: the old stream would keep its tasks;"
+    " create a new pool instead",
+)
+_CONSUMER_IMMUTABLE = _rule(
+    "self.consumer == oldSelf.consumer",
+    "nats.consumer cannot change after creation: tasks pending on the old consumer would be"
+    " stranded; create a new pool instead",
+)
+
+
+class NatsSpec(ApiModel):
+    """Where tasks come from: the NATS server, the task stream and the durable consumer."""
+
+    model_config = _cel(_STREAM_IMMUTABLE, _CONSUMER_IMMUTABLE)
+
+    url: str = Field(
+        min_length=1,
+        max_length=4096,
+        description=(
+            "NATS server URL(s), comma-separated, e.g. nats://nats.nats.svc:4222. "
+            "Use tls:// to require TLS."
+        ),
+    )
+    credentials_secret: CredentialsSecretRef | None = Field(
+        None, description="Secret holding a NATS credentials (.creds) file for the workers."
+    )
+    tls: NatsTLS | None = Field(None, description="CA and client certificates for TLS.")
+    stream: NatsName | None = Field(
+        None,
+        description=(
+            "Task stream name. Default: jetpool-<namespace>-<pool>. Immutable. If the stream "
+            "exists it is adopted, and its retention must be WorkQueue."
+        ),
+    )
+    subjects: list[Annotated[str, StringConstraints(min_length=1, pattern=NATS_SUBJECT)]] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Subjects the task stream captures. Empty: tasks.<namespace>.<pool>.>",
+    )
+    consumer: NatsName = Field(
+        "workers", description="Durable pull consumer the workers share. Immutable."
+    )
+    replicas: int = Field(
+        1,
+        ge=1,
+        le=5,
+        description=(
+            "JetStream replicas of the task and dead-letter streams (R3 is recommended on a "
+            "clustered NATS; R1 is the only value a single server accepts)."
+        ),
+    )
+    max_age_seconds: int = Field(
+        0,
+        ge=0,
+        description="Oldest task the stream keeps, in seconds; 0 keeps tasks until acknowledged.",
+    )
+    max_bytes: int = Field(
+        0,
+        ge=0,
+        description=(
+            "Size limit of the task stream; 0 means unlimited. When full, publishers get an "
+            "error (discard policy New): tasks are never dropped silently."
+        ),
+    )
+    max_msgs: int = Field(
+        0,
+        ge=0,
+        description="Task count limit of the stream; 0 means unlimited. Full -> publish errors.",
+    )
+    duplicate_window_seconds: int = Field(
+        120,
+        ge=0,
+        le=86400,
+        description=(
+            "Window in which a task published twice with the same Nats-Msg-Id is stored once."
+        ),
+    )
+    max_ack_pending: int | None = Field(
+        None,
+        ge=1,
+        description=(
+            "Consumer limit on delivered-but-unacknowledged tasks (including tasks waiting "
+            "for a retry). Default: max(1000, 2 * scaling.maxReplicas * concurrency)."
+        ),
+    )
+
+
+# --- spec: execution, retries, dead letters ------------------------------------------------
+
+
+class TaskSpec(ApiModel):
+    """Limits applied to every task."""
+
+    timeout_seconds: int = Field(
+        300,
+        ge=1,
+        le=86400,
+        description="A handler running longer than this is cancelled and the task retried.",
+    )
+    max_payload_bytes: int = Field(
+        1_048_576,
+        ge=1,
+        le=67_108_864,
+        description="Larger payloads are rejected by the stream at publish time.",
+    )
+    ttl_seconds: int | None = Field(
+        None,
+        ge=1,
+        description=(
+            "A task older than this (since publishing) is dead-lettered as expired instead "
+            "of run. Unset: tasks never expire."
+        ),
+    )
+
+
+_BACKOFF_BOUNDS = _rule(
+    "self.initialSeconds <= self.maxSeconds",
+    "retry.backoff.initialSeconds must not exceed retry.backoff.maxSeconds",
+)
+
+
+class BackoffSpec(ApiModel):
+    """Exponential backoff between attempts: initial * multiplier^(attempt-1), capped."""
+
+    model_config = _cel(_BACKOFF_BOUNDS)
+
+    initial_seconds: float = Field(1.0, ge=0, le=86400, description="Delay before attempt 2.")
+    max_seconds: float = Field(300.0, ge=0, le=86400, description="Cap on any single delay.")
+    multiplier: float = Field(2.0, ge=1, le=10, description="Growth factor per attempt.")
+    jitter: Jitter = Field(
+        Jitter.FULL,
+        description=(
+            "full: uniform in [0, delay] (spreads retry storms best); equal: uniform in "
+            "[delay/2, delay]; none: exact delay."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _bounds(self) -> BackoffSpec:
+        if self.initial_seconds > self.max_seconds:
+            raise ValueError(_BACKOFF_BOUNDS["message"])
+        return self
+
+
+class RetrySpec(ApiModel):
+    """What happens when a handler raises."""
+
+    max_attempts: int = Field(
+        5,
+        ge=1,
+        le=100,
+        description="Attempts (including the first) before a task is dead-lettered.",
+    )
+    backoff: BackoffSpec = _obj(BackoffSpec, "Delay between attempts.")
+    non_retryable: list[Annotated[str, StringConstraints(min_length=1, max_length=256)]] = Field(
+        default_factory=list,
+        max_length=64,
+        description=(
+            "Exception type names (ValueError or package.module.Error) that are dead-lettered "
+            "at once, without retries."
+        ),
+    )
+
+
+class DeadLetterSpec(ApiModel):
+    """The dead-letter stream: tasks that cannot succeed, with full failure metadata."""
+
+    stream: NatsName | None = Field(
+        None, description="Dead-letter stream name. Default: <task stream>-dlq. Immutable."
+    )
+    max_age_seconds: int = Field(
+        1_209_600,
+        ge=0,
+        description="How long dead letters are kept (default 14 days); 0 keeps them forever.",
+    )
+    max_msgs: int = Field(
+        0, ge=0, description="Cap on kept dead letters (oldest go first); 0 means unlimited."
+    )
+    max_bytes: int = Field(
+        0, ge=0, description="Size cap of the stream (oldest go first); 0 means unlimited."
+    )
+
+
+# --- spec: autoscaling and circuit breaker ------------------------------------------------
+
+
+_MIN_LE_MAX = _rule(
+    "self.minReplicas <= self.maxReplicas",
+    "scaling.minReplicas must not exceed scaling.maxReplicas",
+)
+
+
+class ScalingSpec(ApiModel):
+    """The operator's autoscaler: backlog-driven, owns the worker Deployment's replicas."""
+
+    model_config = _cel(_MIN_LE_MAX)
+
+    enabled: bool = Field(
+        True,
+        description=(
+            "false: the pool runs exactly minReplicas workers (manual, fixed size). "
+            "true: the autoscaler picks replicas in [minReplicas, maxReplicas]."
+        ),
+    )
+    min_replicas: int = Field(
+        1,
+        ge=0,
+        le=10000,
+        description="Lower bound. 0 lets an idle pool scale to zero (see activationBacklog).",
+    )
+    max_replicas: int = Field(10, ge=1, le=10000, description="Upper bound.")
+    target_backlog_per_replica: int = Field(
+        10,
+        ge=1,
+        description="Pending tasks per worker the autoscaler aims for (desired = backlog/this).",
+    )
+    activation_backlog: int = Field(
+        0,
+        ge=0,
+        description="A pool at zero replicas wakes up when the backlog exceeds this.",
+    )
+    scale_up_max_step: int | None = Field(
+        None,
+        ge=1,
+        description=(
+            "Optional cap: at most this many replicas above the ready ones per decision. "
+            "Unset (default): a burst gets every replica it needs in one step."
+        ),
+    )
+    scale_up_max_percent: int | None = Field(
+        None,
+        ge=1,
+        le=1000,
+        description=(
+            "Optional cap: at most this percent of the ready replicas added per decision; "
+            "with scaleUpMaxStep set too, the larger allowance wins. Unset: no cap."
+        ),
+    )
+    scale_down_delay_seconds: int = Field(
+        30,
+        ge=0,
+        le=86400,
+        description=(
+            "Stabilization window: the pool scales down only to the highest recommendation "
+            "seen in this window, so a short lull does not stop warm workers."
+        ),
+    )
+    scale_to_zero_delay_seconds: int = Field(
+        60,
+        ge=0,
+        le=86400,
+        description=(
+            "With minReplicas 0: how long the pool must be idle (no backlog, nothing in "
+            "flight) before its last worker stops."
+        ),
+    )
+    tolerance: float = Field(
+        0.1,
+        ge=0,
+        lt=1,
+        description="Demand within this fraction of current capacity changes nothing (anti-flap).",
+    )
+    poll_interval_seconds: int = Field(
+        1,
+        ge=1,
+        le=300,
+        description=(
+            "How often the control loop reads the backlog and error rate (one consumer-info "
+            "request to NATS per tick)."
+        ),
+    )
+    max_error_rate_for_scale_up: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description=(
+            "Scale-up is held while the pool's error rate is above this: more workers against "
+            "a failing dependency only fail faster. 1 disables the hold."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _min_le_max(self) -> ScalingSpec:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(_MIN_LE_MAX["message"])
+        return self
+
+
+class CircuitBreakerSpec(ApiModel):
+    """Pool-wide circuit breaker: stop fetching when most tasks fail, probe, then resume."""
+
+    enabled: bool = Field(True, description="false: the breaker never opens.")
+    error_rate_threshold: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="Opens when the error rate over windowSeconds reaches this (0..1].",
+    )
+    min_tasks: int = Field(
+        20, ge=1, description="Minimum finished tasks in the window before it may open."
+    )
+    window_seconds: int = Field(
+        60, ge=5, le=3600, description="Sliding window the error rate is measured over."
+    )
+    open_seconds: int = Field(
+        30, ge=1, le=86400, description="Time spent Open before trying HalfOpen."
+    )
+    half_open_tasks: int = Field(
+        5,
+        ge=1,
+        le=1000,
+        description="Trial tasks run while HalfOpen; all must succeed to close again.",
+    )
+
+
+_SIGNED_NEEDS_KEY = _rule(
+    "!self.requireSigned || has(self.signingKeySecret)",
+    "security.requireSigned needs security.signingKeySecret",
+)
+
+
+class SecuritySpec(ApiModel):
+    """Task signing (HMAC-SHA256) and payload encryption (AES-256-GCM)."""
+
+    model_config = _cel(_SIGNED_NEEDS_KEY)
+
+    signing_key_secret: SigningKeySecretRef | None = Field(
+        None, description="Secret with the HMAC key that signs tasks."
+    )
+    encryption_key_secret: EncryptionKeySecretRef | None = Field(
+        None, description="Secret with the AES-256-GCM key that encrypts task payloads."
+    )
+    require_signed: bool = Field(
+        False, description="Dead-letter (as invalid) every task without a valid signature."
+    )
+
+    @model_validator(mode="after")
+    def _signed_needs_key(self) -> SecuritySpec:
+        if self.require_signed and self.signing_key_secret is None:
+            raise ValueError(_SIGNED_NEEDS_KEY["message"])
+        return self
+
+
+# --- spec: pod template ---------------------------------------------------------------------
+
+
+class ResourceRequirements(ApiModel):
+    """CPU and memory of each worker container (Kubernetes resource quantities)."""
+
+    limits: dict[str, Quantity] = Field(
+        default_factory=dict, description="Maximum, e.g. {memory: 512Mi}."
+    )
+    requests: dict[str, Quantity] = Field(
+        default_factory=dict, description="Reserved, e.g. {cpu: 100m, memory: 256Mi}."
+    )
+
+
+def _default_resources() -> ResourceRequirements:
+    return ResourceRequirements(
+        requests={"cpu": "100m", "memory": "256Mi"}, limits={"memory": "512Mi"}
+    )
+
+
+class EnvVar(ApiModel):
+    """An environment variable of the worker container (Kubernetes EnvVar)."""
+
+    name: str = Field(min_length=1, max_length=256, pattern=ENV_NAME, description="Name.")
+    value: str | None = Field(None, description="Literal value.")
+    value_from: RawObject | None = Field(
+        None, description="Kubernetes EnvVarSource (secretKeyRef, configMapKeyRef, fieldRef...)."
+    )
+
+
+class LocalObjectReference(ApiModel):
+    name: SecretName = Field(description="Name of the object in the pool's namespace.")
+
+
+class WorkerTemplate(ApiModel):
+    """Pod-level knobs of the worker Deployment; the operator fills in everything else."""
+
+    resources: ResourceRequirements = Field(
+        default_factory=_default_resources,
+        json_schema_extra={"default": _default_resources().model_dump(by_alias=True, mode="json")},
+        description=(
+            "Worker container resources. Default: requests cpu 100m / memory 256Mi, limit "
+            "memory 512Mi."
+        ),
+    )
+    env: list[EnvVar] = Field(
+        default_factory=list,
+        max_length=256,
+        description=(
+            "Extra environment variables. A JETPOOL_* name here replaces the value the "
+            "operator renders (an escape hatch; see docs/worker-contract.md)."
+        ),
+    )
+    env_from: RawList = Field(
+        default_factory=list, description="Kubernetes EnvFromSource list (ConfigMaps, Secrets)."
+    )
+    node_selector: dict[str, str] = Field(
+        default_factory=dict, description="Node labels the worker pods must match."
+    )
+    affinity: RawObject | None = Field(None, description="Kubernetes Affinity of worker pods.")
+    tolerations: RawList = Field(default_factory=list, description="Kubernetes Tolerations.")
+    topology_spread_constraints: RawList = Field(
+        default_factory=list, description="Kubernetes TopologySpreadConstraints."
+    )
+    priority_class_name: str | None = Field(
+        None, max_length=253, description="PriorityClass of worker pods."
+    )
+    service_account_name: SecretName | None = Field(
+        None,
+        description=(
+            "Use this existing ServiceAccount. Unset: the operator creates <pool>-worker "
+            "(with no API token mounted)."
+        ),
+    )
+    image_pull_secrets: list[LocalObjectReference] = Field(
+        default_factory=list, description="Secrets for pulling the worker image."
+    )
+    labels: dict[str, str] = Field(
+        default_factory=dict, description="Extra labels on worker pods (jetpool labels win)."
+    )
+    annotations: dict[str, str] = Field(
+        default_factory=dict, description="Extra annotations on worker pods."
+    )
+    volumes: RawList = Field(default_factory=list, description="Extra Kubernetes Volumes.")
+    volume_mounts: RawList = Field(
+        default_factory=list, description="Extra VolumeMounts of the worker container."
+    )
+
+
+# --- spec -----------------------------------------------------------------------------------
+
+
+class DeletionPolicy(StrEnum):
+    RETAIN = "Retain"
+    DELETE = "Delete"
+
+
+class PullPolicy(StrEnum):
+    ALWAYS = "Always"
+    IF_NOT_PRESENT = "IfNotPresent"
+    NEVER = "Never"
+
+
+_DLQ_NOT_TASK_STREAM = _rule(
+    "!has(self.deadLetter.stream) || !has(self.nats.stream)"
+    " || self.deadLetter.stream != self.nats.stream",
+    "deadLetter.stream must differ from nats.stream",
+)
+_DLQ_IMMUTABLE = _rule(
+    "has(self.deadLetter.stream) == has(oldSelf.deadLetter.stream)"
+    " && (!has(self.deadLetter.stream) || self.deadLetter.stream == oldSelf.deadLetter.stream)",
+    "deadLetter.stream cannot change after creation: the old stream would keep its dead letters",
+)
+
+
+class WorkerPoolSpec(ApiModel):
+    """Desired state of a pool of task workers fed by one NATS JetStream stream."""
+
+    model_config = _cel(_DLQ_NOT_TASK_STREAM, _DLQ_IMMUTABLE)
+
+    image: str = Field(
+        min_length=1,
+        max_length=1024,
+        description="Worker image: built FROM the jetpool worker image, with the handler code.",
+    )
+    handler: str = Field(
+        min_length=1,
+        max_length=512,
+        pattern=HANDLER,
+        description="The task handler: 'package.module:function' or an entry-point name.",
+    )
+    image_pull_policy: PullPolicy = Field(
+        PullPolicy.IF_NOT_PRESENT, description="Kubernetes imagePullPolicy of the worker."
+    )
+    nats: NatsSpec = Field(description="NATS connection, task stream and consumer.")
+    concurrency: int = Field(4, ge=1, le=1024, description="Tasks in flight per worker.")
+    task: TaskSpec = _obj(TaskSpec, "Per-task limits: timeout, payload size, time to live.")
+    retry: RetrySpec = _obj(RetrySpec, "Retries with exponential backoff and jitter.")
+    dead_letter: DeadLetterSpec = _obj(DeadLetterSpec, "Where failed tasks are kept.")
+    scaling: ScalingSpec = _obj(ScalingSpec, "Backlog-driven autoscaling.")
+    circuit_breaker: CircuitBreakerSpec = _obj(
+        CircuitBreakerSpec, "Pool-wide circuit breaker on the task error rate."
+    )
+    security: SecuritySpec = _obj(SecuritySpec, "Task signing and payload encryption.")
+    memory_limit_bytes: int | None = Field(
+        None,
+        ge=1,
+        description=(
+            "Worker memory guard: above this RSS a worker stops fetching until memory falls "
+            "below 90% of it. Default: 85% of template.resources.limits.memory, if set."
+        ),
+    )
+    shutdown_grace_seconds: int = Field(
+        25,
+        ge=0,
+        le=3600,
+        description=(
+            "On SIGTERM a worker stops fetching and lets in-flight tasks finish for this long; "
+            "unfinished tasks are redelivered to another worker."
+        ),
+    )
+    template: WorkerTemplate = _obj(WorkerTemplate, "Pod-level settings of the worker pods.")
+    paused: bool = Field(
+        False,
+        description="true: scale the workers to zero and stop autoscaling; tasks stay queued.",
+    )
+    deletion_policy: DeletionPolicy = Field(
+        DeletionPolicy.RETAIN,
+        description=(
+            "What deleting the pool does to its NATS streams. Retain (default) keeps the task "
+            "and dead-letter streams and their messages; Delete removes both."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _dead_letter_stream_differs(self) -> WorkerPoolSpec:
+        if self.dead_letter.stream is not None and self.dead_letter.stream == self.nats.stream:
+            raise ValueError(_DLQ_NOT_TASK_STREAM["message"])
+        return self
+
+
+# --- status ---------------------------------------------------------------------------------
+
+
+class ConditionStatus(StrEnum):
+    TRUE = "True"
+    FALSE = "False"
+    UNKNOWN = "Unknown"
+
+
+class Condition(ApiModel):
+    """One aspect of the pool's state (Kubernetes metav1.Condition)."""
+
+    type: str = Field(
+        max_length=316,
+        pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+        r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$",
+        description="Ready, NatsReady, CircuitOpen, ScalingLimited or Degraded.",
+    )
+    status: ConditionStatus = Field(description="True, False or Unknown.")
+    reason: str = Field(
+        min_length=1,
+        max_length=1024,
+        pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$",
+        description="CamelCase category of the last transition.",
+    )
+    message: str = Field("", max_length=32768, description="Human-readable details.")
+    last_transition_time: datetime = Field(description="When status last changed.")
+    observed_generation: int | None = Field(
+        None, ge=0, description="metadata.generation this condition was computed from."
+    )
+
+
+class CircuitBreakerStatus(ApiModel):
+    state: BreakerState = Field(BreakerState.CLOSED, description="Closed, Open or HalfOpen.")
+    since: datetime | None = Field(None, description="When the breaker entered this state.")
+    reason: str = Field("", description="Why it last changed state (CamelCase).")
+    message: str = Field("", description="Human-readable details of the last change.")
+    trips: int = Field(0, ge=0, description="Times the breaker has opened since creation.")
+    epoch: int = Field(
+        0, ge=0, description="Increments on every transition; workers reset trial counts on it."
+    )
+    last_reset_token: str | None = Field(
+        None,
+        description=(
+            "Last value of the jetpool.dev/reset-breaker annotation that was honoured: the "
+            "same value never resets twice."
+        ),
+    )
+    trial_worker: str | None = Field(
+        None, description="The one worker allowed to run trial tasks while HalfOpen."
+    )
+
+
+class IssueSeverity(StrEnum):
+    INFO = "Info"
+    WARNING = "Warning"
+    CRITICAL = "Critical"
+
+
+class HealthIssue(ApiModel):
+    type: str = Field(min_length=1, description="CamelCase issue kind, e.g. DeadLettersGrowing.")
+    severity: IssueSeverity = Field(description="Info, Warning or Critical.")
+    message: str = Field("", description="What is wrong and what to look at.")
+    since: datetime | None = Field(None, description="When the issue was first seen.")
+
+
+class HealthStatus(ApiModel):
+    healthy: bool = Field(True, description="false while any Warning or Critical issue exists.")
+    issues: list[HealthIssue] = Field(default_factory=list, description="Current issues.")
+
+
+class NatsStatus(ApiModel):
+    """The resolved NATS names, so tools need not re-derive the defaults."""
+
+    stream: str = Field("", description="Task stream.")
+    subjects: list[str] = Field(default_factory=list, description="Task subjects.")
+    consumer: str = Field("", description="Durable pull consumer.")
+    dead_letter_stream: str = Field("", description="Dead-letter stream.")
+
+
+_CONDITIONS_EXTRA: dict[str, Any] = {
+    "x-kubernetes-list-type": "map",
+    "x-kubernetes-list-map-keys": ["type"],
+}
+
+
+class WorkerPoolStatus(ApiModel):
+    """Observed state, written only by the operator (kopf keeps its own state in annotations)."""
+
+    observed_generation: int | None = Field(
+        None, ge=0, description="metadata.generation the status reflects."
+    )
+    replicas: int = Field(0, ge=0, description="Worker pods that exist.")
+    ready_replicas: int = Field(0, ge=0, description="Worker pods that are ready.")
+    desired_replicas: int = Field(0, ge=0, description="Replicas the autoscaler asks for.")
+    backlog: int = Field(0, ge=0, description="Tasks waiting in the consumer (num_pending).")
+    in_flight: int = Field(0, ge=0, description="Tasks delivered and not yet acknowledged.")
+    redelivered: int = Field(0, ge=0, description="In-flight tasks delivered more than once.")
+    dead_letters: int = Field(0, ge=0, description="Messages in the dead-letter stream.")
+    throughput: float = Field(0.0, ge=0, description="Tasks finished per second, all workers.")
+    error_rate: float = Field(
+        0.0, ge=0, le=1, description="Failed / finished tasks over the breaker window (0..1)."
+    )
+    circuit_breaker: CircuitBreakerStatus | None = Field(
+        None, description="State of the pool's circuit breaker."
+    )
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        description="Kubernetes-convention conditions; `kubectl wait --for=condition=Ready`.",
+        json_schema_extra=_CONDITIONS_EXTRA,
+    )
+    health: HealthStatus | None = Field(None, description="Health checks and their findings.")
+    last_scale_time: datetime | None = Field(None, description="When replicas last changed.")
+    last_scale_reason: str | None = Field(None, description="Why replicas last changed.")
+    last_active_time: datetime | None = Field(
+        None, description="Last time the pool had backlog or work in flight (scale-to-zero)."
+    )
+    selector: str | None = Field(
+        None, description="Label selector of the worker pods, serialized (a=b,c=d)."
+    )
+    nats: NatsStatus | None = Field(None, description="Resolved NATS resource names.")
+    controller_memory: RawObject | None = Field(
+        None,
+        description=(
+            "Internal state of the control loop kept across operator restarts (e.g. when each "
+            "health issue began). Not an API: its shape may change between releases."
+        ),
+    )
+
+
+class WorkerPool(ApiModel):
+    """A pool of task workers fed by NATS JetStream (validates whole manifests)."""
+
+    api_version: Literal["jetpool.dev/v1alpha1"] = Field(
+        "jetpool.dev/v1alpha1", description="API version."
+    )
+    kind: Literal["WorkerPool"] = Field("WorkerPool", description="Kind.")
+    metadata: dict[str, Any] = Field(default_factory=dict, description="Kubernetes metadata.")
+    spec: WorkerPoolSpec
+    status: WorkerPoolStatus | None = None

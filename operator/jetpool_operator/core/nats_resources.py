@@ -1,0 +1,283 @@
+"""Desired JetStream resources of a pool, and what it takes to reconcile existing ones.
+
+Pure: a spec goes in, frozen dataclasses come out; the NATS adapter maps them onto nats-py.
+Values use the units of nats-py's config classes (seconds as floats, -1 for "unlimited"),
+so the mapping is field-by-field.
+
+Reconciling never deletes: when an existing stream or consumer differs in a way JetStream
+cannot update in place (retention, storage, ack policy, ...), :func:`diff_stream` and
+:func:`diff_consumer` return a :class:`Conflict` the operator reports in the pool's status.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, fields
+from enum import StrEnum
+
+from jetpool_operator.api.v1alpha1 import WorkerPoolSpec
+from jetpool_protocol.naming import PoolNames
+
+ACK_WAIT_MARGIN_SECONDS = 30.0
+"""Slack between the task timeout and the consumer's ack wait (cancel, dead-letter, ack)."""
+MAX_DELIVER_MARGIN = 2
+"""The server-side redelivery cap sits above retry.maxAttempts: workers dead-letter first;
+the cap only stops a task that kills its worker every time from cycling forever."""
+MIN_MAX_ACK_PENDING = 1000
+HEADERS_ALLOWANCE_BYTES = 16_384
+"""Room for jetpool headers (+ the 28 bytes of AES-GCM) above task.maxPayloadBytes."""
+MAX_WAITING_PULLS = 512
+UNLIMITED = -1
+
+
+class Retention(StrEnum):
+    LIMITS = "limits"
+    WORK_QUEUE = "workqueue"
+    INTEREST = "interest"
+
+
+class Storage(StrEnum):
+    FILE = "file"
+    MEMORY = "memory"
+
+
+class Discard(StrEnum):
+    OLD = "old"
+    NEW = "new"
+
+
+class AckPolicy(StrEnum):
+    EXPLICIT = "explicit"
+    ALL = "all"
+    NONE = "none"
+
+
+class DeliverPolicy(StrEnum):
+    ALL = "all"
+    LAST = "last"
+    NEW = "new"
+    BY_START_SEQUENCE = "by_start_sequence"
+    BY_START_TIME = "by_start_time"
+    LAST_PER_SUBJECT = "last_per_subject"
+
+
+@dataclass(frozen=True, slots=True)
+class StreamConfig:
+    name: str
+    subjects: tuple[str, ...]
+    retention: Retention
+    storage: Storage = Storage.FILE
+    discard: Discard = Discard.OLD
+    max_age_seconds: float = 0.0
+    """0 means unlimited (JetStream's own convention for max_age)."""
+    max_bytes: int = UNLIMITED
+    max_msgs: int = UNLIMITED
+    max_msg_size: int = UNLIMITED
+    duplicate_window_seconds: float = 120.0
+    replicas: int = 1
+    description: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerConfig:
+    stream: str
+    durable_name: str
+    filter_subjects: tuple[str, ...]
+    ack_wait_seconds: float
+    max_deliver: int
+    max_ack_pending: int
+    ack_policy: AckPolicy = AckPolicy.EXPLICIT
+    deliver_policy: DeliverPolicy = DeliverPolicy.ALL
+    max_waiting: int = MAX_WAITING_PULLS
+    description: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedNames:
+    """Every NATS name a pool uses, with the spec's overrides applied."""
+
+    stream: str
+    subjects: tuple[str, ...]
+    consumer: str
+    dead_letter_stream: str
+    dead_letter_subject_prefix: str
+    control_key: str
+    stats_subject: str
+
+
+@dataclass(frozen=True, slots=True)
+class NatsPlan:
+    names: ResolvedNames
+    task_stream: StreamConfig
+    consumer: ConsumerConfig
+    dead_letter_stream: StreamConfig
+
+
+def resolve_names(namespace: str, pool: str, spec: WorkerPoolSpec) -> ResolvedNames:
+    defaults = PoolNames(namespace=namespace, pool=pool)
+    stream = spec.nats.stream or defaults.stream
+    return ResolvedNames(
+        stream=stream,
+        subjects=tuple(spec.nats.subjects or defaults.default_subjects),
+        consumer=spec.nats.consumer,
+        dead_letter_stream=spec.dead_letter.stream or f"{stream}-dlq",
+        dead_letter_subject_prefix=defaults.dead_letter_subject_prefix,
+        control_key=defaults.control_key,
+        stats_subject=defaults.stats_subject,
+    )
+
+
+def ack_wait_seconds(spec: WorkerPoolSpec) -> float:
+    """The consumer's ack wait; workers also extend it with in-progress heartbeats."""
+    return float(spec.task.timeout_seconds) + ACK_WAIT_MARGIN_SECONDS
+
+
+def max_ack_pending(spec: WorkerPoolSpec) -> int:
+    """Room for every worker's in-flight tasks plus tasks parked in a retry backoff
+    (a nak with delay keeps the task pending), so retries never starve fresh work."""
+    if spec.nats.max_ack_pending is not None:
+        return spec.nats.max_ack_pending
+    return max(MIN_MAX_ACK_PENDING, 2 * spec.scaling.max_replicas * spec.concurrency)
+
+
+def _limit(value: int) -> int:
+    return value if value > 0 else UNLIMITED
+
+
+def plan(namespace: str, pool: str, spec: WorkerPoolSpec) -> NatsPlan:
+    """The desired task stream, durable consumer and dead-letter stream of one pool."""
+    names = resolve_names(namespace, pool, spec)
+    owner = f"jetpool WorkerPool {namespace}/{pool}"
+    task_stream = StreamConfig(
+        name=names.stream,
+        subjects=names.subjects,
+        retention=Retention.WORK_QUEUE,
+        discard=Discard.NEW,
+        max_age_seconds=float(spec.nats.max_age_seconds),
+        max_bytes=_limit(spec.nats.max_bytes),
+        max_msgs=_limit(spec.nats.max_msgs),
+        max_msg_size=spec.task.max_payload_bytes + HEADERS_ALLOWANCE_BYTES,
+        duplicate_window_seconds=float(spec.nats.duplicate_window_seconds),
+        replicas=spec.nats.replicas,
+        description=f"tasks of {owner}",
+    )
+    consumer = ConsumerConfig(
+        stream=names.stream,
+        durable_name=names.consumer,
+        filter_subjects=names.subjects,
+        ack_wait_seconds=ack_wait_seconds(spec),
+        max_deliver=spec.retry.max_attempts + MAX_DELIVER_MARGIN,
+        max_ack_pending=max_ack_pending(spec),
+        description=f"workers of {owner}",
+    )
+    dead_letters = StreamConfig(
+        name=names.dead_letter_stream,
+        subjects=(f"{names.dead_letter_subject_prefix}.>",),
+        retention=Retention.LIMITS,
+        discard=Discard.OLD,
+        max_age_seconds=float(spec.dead_letter.max_age_seconds),
+        max_bytes=_limit(spec.dead_letter.max_bytes),
+        max_msgs=_limit(spec.dead_letter.max_msgs),
+        duplicate_window_seconds=float(spec.nats.duplicate_window_seconds),
+        replicas=spec.nats.replicas,
+        description=f"dead letters of {owner}",
+    )
+    return NatsPlan(names, task_stream, consumer, dead_letters)
+
+
+# --- reconciling existing resources ----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class FieldChange:
+    field: str
+    observed: object
+    desired: object
+
+
+@dataclass(frozen=True, slots=True)
+class InSync:
+    """Nothing to do."""
+
+
+@dataclass(frozen=True, slots=True)
+class Update:
+    """Apply the desired config; every change here is one JetStream accepts in place."""
+
+    changes: tuple[FieldChange, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Conflict:
+    """An existing resource differs in a way that cannot be updated; never delete it."""
+
+    changes: tuple[FieldChange, ...]
+    message: str
+
+
+Diff = InSync | Update | Conflict
+
+STREAM_IMMUTABLE = frozenset({"name", "retention", "storage"})
+"""Verified against nats-server 2.15: 'can not change retention policy to/from workqueue',
+'can not change storage type'."""
+CONSUMER_IMMUTABLE = frozenset(
+    {"stream", "durable_name", "ack_policy", "deliver_policy", "max_waiting"}
+)
+"""Verified against nats-server 2.15: 'ack policy / deliver policy / max waiting can not be
+updated'."""
+_UNORDERED = frozenset({"subjects", "filter_subjects"})
+
+
+def _changes(
+    desired: StreamConfig | ConsumerConfig, observed: StreamConfig | ConsumerConfig
+) -> tuple[FieldChange, ...]:
+    out = []
+    for f in fields(desired):
+        want, have = getattr(desired, f.name), getattr(observed, f.name)
+        if f.name in _UNORDERED:
+            want, have = sorted(want), sorted(have)
+        if want != have:
+            out.append(FieldChange(f.name, getattr(observed, f.name), getattr(desired, f.name)))
+    return tuple(out)
+
+
+def _diff(
+    kind: str,
+    name: str,
+    changes: tuple[FieldChange, ...],
+    immutable: Iterable[str],
+    hint: str,
+) -> Diff:
+    if not changes:
+        return InSync()
+    frozen = [c for c in changes if c.field in immutable]
+    if frozen:
+        what = ", ".join(f"{c.field} is {c.observed}, wants {c.desired}" for c in frozen)
+        return Conflict(
+            changes, f"existing {kind} {name!r} cannot be updated in place ({what}); {hint}"
+        )
+    return Update(changes)
+
+
+def diff_stream(desired: StreamConfig, observed: StreamConfig) -> Diff:
+    """How to turn the observed stream into the desired one, if that is possible at all."""
+    return _diff(
+        "stream",
+        desired.name,
+        _changes(desired, observed),
+        STREAM_IMMUTABLE,
+        "jetpool never deletes a stream: move or delete it yourself, or point the pool at "
+        "another stream name",
+    )
+
+
+def diff_consumer(desired: ConsumerConfig, observed: ConsumerConfig) -> Diff:
+    """Same for the durable consumer (its pending tasks belong to the stream, not to it)."""
+    return _diff(
+        "consumer",
+        desired.durable_name,
+        _changes(desired, observed),
+        CONSUMER_IMMUTABLE,
+        "delete the consumer yourself (pending tasks stay in the stream) or pick another "
+        "nats.consumer",
+    )

@@ -1,0 +1,157 @@
+"""Cross-field rules: emitted as CEL for the apiserver, mirrored by the pydantic models."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from jetpool_operator.api.v1alpha1 import WorkerPoolSpec
+
+from .schema_walk import at, nodes, root_schema
+
+_REF = re.compile(r"\b(?:self|oldSelf)((?:\.[A-Za-z_]\w*)+)")
+_HAS = re.compile(r"has\((?:self|oldSelf)((?:\.[A-Za-z_]\w*)+)\)")
+
+
+def _rules() -> dict[str, list[dict[str, Any]]]:
+    return {
+        path: node["x-kubernetes-validations"]
+        for path, node in nodes(root_schema())
+        if "x-kubernetes-validations" in node
+    }
+
+
+def _minimal(**spec: Any) -> dict[str, Any]:
+    return {"image": "worker:1", "handler": "app:run", "nats": {"url": "nats://n:4222"}, **spec}
+
+
+def test_rules_sit_on_the_objects_whose_fields_they_compare() -> None:
+    assert {path: len(rules) for path, rules in _rules().items()} == {
+        ".spec": 2,
+        ".spec.nats": 2,
+        ".spec.nats.tls": 2,
+        ".spec.retry.backoff": 1,
+        ".spec.scaling": 1,
+        ".spec.security": 1,
+    }
+
+
+def test_min_replicas_rule_is_the_one_the_design_asks_for() -> None:
+    [rule] = at(root_schema(), ".spec.scaling")["x-kubernetes-validations"]
+    assert rule["rule"] == "self.minReplicas <= self.maxReplicas"
+    assert "minReplicas" in rule["message"]
+    assert "maxReplicas" in rule["message"]
+
+
+def test_every_rule_has_a_message_naming_a_field() -> None:
+    for path, rules in _rules().items():
+        for rule in rules:
+            assert rule["message"], path
+            assert re.search(r"[a-z]+[A-Z.][a-zA-Z.]*", rule["message"]), rule["message"]
+
+
+def test_rules_only_read_fields_that_exist_and_are_always_set_or_guarded_by_has() -> None:
+    """CEL fails on an absent field, so each reference must be required, defaulted
+    (defaults apply before validation) or checked with has() first."""
+    for path, rules in _rules().items():
+        scope = at(root_schema(), path)
+        for rule in rules:
+            guarded = set(_HAS.findall(rule["rule"]))
+            for ref in _REF.findall(rule["rule"]):
+                parent = scope
+                parts = ref.strip(".").split(".")
+                for i, part in enumerate(parts):
+                    assert part in parent["properties"], f"{path}: {rule['rule']}"
+                    node = parent["properties"][part]
+                    always_set = part in parent.get("required", []) or "default" in node
+                    is_last = i == len(parts) - 1
+                    assert always_set or (is_last and ref in guarded), (
+                        f"{path}: {ref} may be absent in {rule['rule']!r}"
+                    )
+                    parent = node
+
+
+def test_a_defaulted_object_carries_every_field_its_rules_read_without_has() -> None:
+    """The apiserver checks a default against the rules before nested defaulting
+    (1.36 rejected a `default: {}` with "no such key: minReplicas")."""
+    for path, rules in _rules().items():
+        node = at(root_schema(), path)
+        if "default" not in node:
+            continue
+        for rule in rules:
+            guarded = set(_HAS.findall(rule["rule"]))
+            for ref in _REF.findall(rule["rule"]):
+                if ref in guarded:
+                    continue
+                value = node["default"]
+                for part in ref.strip(".").split("."):
+                    assert part in value, f"{path} default lacks {ref} for {rule['rule']!r}"
+                    value = value[part]
+
+
+def test_immutability_rules_are_transition_rules() -> None:
+    transition = [
+        rule["message"]
+        for rules in _rules().values()
+        for rule in rules
+        if "oldSelf" in rule["rule"]
+    ]
+    assert len(transition) == 3
+    assert all("cannot change after creation" in m for m in transition)
+
+
+BAD_SPECS = [
+    pytest.param(
+        _minimal(scaling={"minReplicas": 5, "maxReplicas": 2}),
+        "scaling.minReplicas must not exceed scaling.maxReplicas",
+        id="min-above-max",
+    ),
+    pytest.param(
+        _minimal(retry={"backoff": {"initialSeconds": 10, "maxSeconds": 5}}),
+        "retry.backoff.initialSeconds must not exceed retry.backoff.maxSeconds",
+        id="backoff-initial-above-cap",
+    ),
+    pytest.param(
+        _minimal(security={"requireSigned": True}),
+        "security.requireSigned needs security.signingKeySecret",
+        id="signed-without-key",
+    ),
+    pytest.param(
+        _minimal(
+            nats={"url": "nats://n", "tls": {"secretName": "t", "ca": {"name": "c", "key": "k"}}}
+        ),
+        "nats.tls: use either secretName or ca/cert/key references, not both",
+        id="tls-both-styles",
+    ),
+    pytest.param(
+        _minimal(nats={"url": "nats://n", "tls": {"cert": {"name": "c", "key": "k"}}}),
+        "nats.tls: cert and key must be given together",
+        id="tls-cert-without-key",
+    ),
+    pytest.param(
+        _minimal(nats={"url": "nats://n", "stream": "same"}, deadLetter={"stream": "same"}),
+        "deadLetter.stream must differ from nats.stream",
+        id="dlq-is-task-stream",
+    ),
+]
+
+
+@pytest.mark.parametrize(("spec", "message"), BAD_SPECS)
+def test_models_reject_what_the_cel_rules_reject_with_the_same_message(
+    spec: dict[str, Any], message: str
+) -> None:
+    cel_messages = [r["message"] for rules in _rules().values() for r in rules]
+    assert message in cel_messages
+    with pytest.raises(ValidationError, match=re.escape(message)):
+        WorkerPoolSpec.model_validate(spec)
+
+
+def test_every_non_transition_rule_has_a_mirrored_bad_spec() -> None:
+    mirrored = {p.values[1] for p in BAD_SPECS}
+    stateless = {
+        r["message"] for rules in _rules().values() for r in rules if "oldSelf" not in r["rule"]
+    }
+    assert stateless == mirrored

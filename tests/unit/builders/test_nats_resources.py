@@ -1,0 +1,180 @@
+"""Desired JetStream resources of a pool, and the update-or-conflict decision."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from jetpool_operator.core.nats_resources import (
+    MAX_DELIVER_MARGIN,
+    AckPolicy,
+    Conflict,
+    Discard,
+    InSync,
+    Retention,
+    Storage,
+    Update,
+    diff_consumer,
+    diff_stream,
+    plan,
+)
+from jetpool_protocol.naming import PoolNames
+
+from .support import spec
+
+
+class TestTaskStream:
+    def test_defaults_come_from_the_protocols_pool_names(self) -> None:
+        stream = plan("media", "resize", spec()).task_stream
+        names = PoolNames(namespace="media", pool="resize")
+        assert stream.name == names.stream
+        assert list(stream.subjects) == names.default_subjects
+
+    def test_it_is_a_durable_work_queue_that_refuses_rather_than_drops(self) -> None:
+        stream = plan("media", "resize", spec()).task_stream
+        assert stream.retention is Retention.WORK_QUEUE
+        assert stream.storage is Storage.FILE
+        assert stream.discard is Discard.NEW
+
+    def test_zero_limits_mean_unlimited(self) -> None:
+        stream = plan("media", "resize", spec()).task_stream
+        assert (stream.max_bytes, stream.max_msgs, stream.max_age_seconds) == (-1, -1, 0.0)
+
+    def test_spec_overrides_name_subjects_limits_and_replicas(self) -> None:
+        stream = plan(
+            "media",
+            "resize",
+            spec(
+                nats={
+                    "url": "nats://n",
+                    "stream": "IMAGES",
+                    "subjects": ["images.>", "thumbs.>"],
+                    "replicas": 3,
+                    "maxBytes": 1_000_000,
+                    "maxAgeSeconds": 3600,
+                    "duplicateWindowSeconds": 30,
+                }
+            ),
+        ).task_stream
+        assert (stream.name, stream.subjects) == ("IMAGES", ("images.>", "thumbs.>"))
+        assert (stream.replicas, stream.max_bytes, stream.max_age_seconds) == (3, 1_000_000, 3600)
+        assert stream.duplicate_window_seconds == 30
+
+    def test_the_stream_refuses_payloads_far_above_the_task_limit(self) -> None:
+        stream = plan("m", "p", spec(task={"maxPayloadBytes": 1000})).task_stream
+        assert 1000 < stream.max_msg_size <= 1000 + 64 * 1024
+
+
+class TestConsumer:
+    def test_it_is_the_durable_explicit_ack_consumer_on_the_task_subjects(self) -> None:
+        resources = plan("media", "resize", spec())
+        consumer = resources.consumer
+        assert consumer.durable_name == "workers"
+        assert consumer.stream == resources.task_stream.name
+        assert consumer.filter_subjects == resources.task_stream.subjects
+        assert consumer.ack_policy is AckPolicy.EXPLICIT
+
+    def test_ack_wait_outlasts_the_task_timeout(self) -> None:
+        consumer = plan("m", "p", spec(task={"timeoutSeconds": 120})).consumer
+        assert consumer.ack_wait_seconds > 120
+
+    def test_max_deliver_is_a_backstop_above_the_retry_budget(self) -> None:
+        consumer = plan("m", "p", spec(retry={"maxAttempts": 4})).consumer
+        assert consumer.max_deliver == 4 + MAX_DELIVER_MARGIN
+
+    def test_max_ack_pending_fits_every_worker_at_full_concurrency(self) -> None:
+        big = spec(concurrency=50, scaling={"maxReplicas": 100})
+        consumer = plan("m", "p", big).consumer
+        assert consumer.max_ack_pending >= 100 * 50
+        assert plan("m", "p", spec()).consumer.max_ack_pending >= 1000
+
+    def test_max_ack_pending_can_be_set_explicitly(self) -> None:
+        pinned = spec(nats={"url": "nats://n", "maxAckPending": 64})
+        assert plan("m", "p", pinned).consumer.max_ack_pending == 64
+
+
+class TestDeadLetterStream:
+    def test_it_keeps_dead_letters_by_age_under_the_pools_dlq_subjects(self) -> None:
+        resources = plan("media", "resize", spec(deadLetter={"maxAgeSeconds": 86400}))
+        dlq = resources.dead_letter_stream
+        prefix = PoolNames(namespace="media", pool="resize").dead_letter_subject_prefix
+        assert dlq.retention is Retention.LIMITS
+        assert dlq.subjects == (f"{prefix}.>",)
+        assert dlq.max_age_seconds == 86400
+        assert dlq.name == f"{resources.task_stream.name}-dlq"
+
+    def test_its_name_follows_an_overridden_task_stream_or_its_own_override(self) -> None:
+        renamed = spec(nats={"url": "nats://n", "stream": "IMAGES"})
+        assert plan("m", "p", renamed).dead_letter_stream.name == "IMAGES-dlq"
+        own = spec(deadLetter={"stream": "FAILED"})
+        assert plan("m", "p", own).dead_letter_stream.name == "FAILED"
+
+
+class TestDiff:
+    def test_an_identical_stream_needs_nothing(self) -> None:
+        desired = plan("m", "p", spec()).task_stream
+        assert diff_stream(desired, desired) == InSync()
+
+    def test_subject_order_does_not_matter(self) -> None:
+        desired = plan("m", "p", spec(nats={"url": "nats://n", "subjects": ["a.>", "b.>"]}))
+        observed = dataclasses.replace(desired.task_stream, subjects=("b.>", "a.>"))
+        assert isinstance(diff_stream(desired.task_stream, observed), InSync)
+
+    def test_changed_limits_are_an_in_place_update_listing_each_change(self) -> None:
+        desired = plan("m", "p", spec()).task_stream
+        observed = dataclasses.replace(desired, max_bytes=5, replicas=3)
+        result = diff_stream(desired, observed)
+        assert isinstance(result, Update)
+        assert {c.field for c in result.changes} == {"max_bytes", "replicas"}
+
+    def test_a_stream_with_other_retention_is_a_conflict_never_a_delete(self) -> None:
+        desired = plan("m", "p", spec()).task_stream
+        observed = dataclasses.replace(desired, retention=Retention.LIMITS, max_bytes=5)
+        result = diff_stream(desired, observed)
+        assert isinstance(result, Conflict)
+        assert "retention" in result.message
+        assert desired.name in result.message
+        assert "never deletes" in result.message
+
+    def test_a_consumer_with_another_ack_policy_is_a_conflict(self) -> None:
+        desired = plan("m", "p", spec()).consumer
+        observed = dataclasses.replace(desired, ack_policy=AckPolicy.NONE)
+        assert isinstance(diff_consumer(desired, observed), Conflict)
+
+    def test_a_consumer_with_another_ack_wait_is_updated_in_place(self) -> None:
+        desired = plan("m", "p", spec()).consumer
+        observed = dataclasses.replace(desired, ack_wait_seconds=5.0, max_deliver=99)
+        result = diff_consumer(desired, observed)
+        assert isinstance(result, Update)
+        assert {c.field for c in result.changes} == {"ack_wait_seconds", "max_deliver"}
+
+
+@given(
+    timeout=st.integers(1, 86400),
+    attempts=st.integers(1, 100),
+    concurrency=st.integers(1, 1024),
+    max_replicas=st.integers(1, 10000),
+)
+def test_planned_resources_are_always_consistent(
+    timeout: int, attempts: int, concurrency: int, max_replicas: int
+) -> None:
+    resources = plan(
+        "ns",
+        "pool",
+        spec(
+            task={"timeoutSeconds": timeout},
+            retry={"maxAttempts": attempts},
+            concurrency=concurrency,
+            scaling={"maxReplicas": max_replicas},
+        ),
+    )
+    consumer = resources.consumer
+    assert consumer.ack_wait_seconds > timeout
+    assert consumer.max_deliver > attempts
+    assert consumer.max_ack_pending >= max_replicas * concurrency
+    assert diff_stream(resources.task_stream, resources.task_stream) == InSync()
+    assert diff_consumer(consumer, consumer) == InSync()
+    assert resources.dead_letter_stream.name != resources.task_stream.name
+    assert not set(resources.dead_letter_stream.subjects) & set(resources.task_stream.subjects)
