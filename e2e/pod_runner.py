@@ -27,7 +27,8 @@ import kubernetes
 
 log = logging.getLogger("jetpool.pod_runner")
 
-DEFAULT_SELECTOR = "app.kubernetes.io/name=jetpool-worker"
+DEFAULT_SELECTOR = "app.kubernetes.io/name=jetpool-worker,jetpool.dev/process-backed=true"
+"""Only pods that opt in (a label set through the pool's template.labels) get a process."""
 
 
 @dataclass

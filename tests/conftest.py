@@ -49,7 +49,7 @@ def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]
     """A fresh namespace per test, deleted afterwards (without waiting for it to finish)."""
     name = "t-" + uuid.uuid4().hex[:8]
     cluster.kubectl("create", "namespace", name)
-    cluster.kubectl("label", "namespace", name, f"jetpool.dev/test={request.node.name[:60]}")
+    cluster.kubectl("annotate", "namespace", name, f"jetpool.dev/test={request.node.nodeid}")
     eventually(
         lambda: cluster.kubectl("-n", name, "get", "serviceaccount", "default", check=False),
         what="default ServiceAccount",

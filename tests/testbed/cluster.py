@@ -40,7 +40,9 @@ class Cluster:
 
     def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> str:
         cmd = [kubectl_binary(), "--kubeconfig", str(self.kubeconfig), *args]
-        proc = subprocess.run(cmd, input=input, capture_output=True, text=True, timeout=120)
+        proc = subprocess.run(
+            cmd, input=input, capture_output=True, text=True, timeout=120, check=False
+        )
         if check and proc.returncode != 0:
             raise KubectlError(list(args), proc.returncode, proc.stderr)
         return proc.stdout
@@ -65,7 +67,9 @@ class Cluster:
 
     def stop(self) -> None:
         if self.owned:
-            subprocess.run(["bash", str(CLUSTER_SCRIPT), "down", self.name], check=False, timeout=300)
+            subprocess.run(
+                ["bash", str(CLUSTER_SCRIPT), "down", self.name], check=False, timeout=300
+            )
 
 
 def eventually(
@@ -79,8 +83,10 @@ def eventually(
             last = condition()
             if last:
                 return last
-        except (KubectlError, AssertionError, KeyError, IndexError) as exc:
+        except (KubectlError, AssertionError, KeyError, IndexError, OSError) as exc:
             last = exc
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}: {last!r}")
+            raise AssertionError(
+                f"timed out after {timeout}s waiting for {what or condition}: {last!r}"
+            )
         time.sleep(interval)

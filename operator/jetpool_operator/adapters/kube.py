@@ -100,14 +100,14 @@ class KubeAdapter:
         """Merge-patch ``status`` of a WorkerPool (``None`` values delete keys)."""
 
         def call() -> None:
-            self._custom.api_client.call_api(
-                f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}/status",
-                "PATCH",
-                body={"status": status},
-                header_params={"Content-Type": "application/merge-patch+json"},
-                auth_settings=["BearerToken"],
-                response_type="object",
-                _return_http_data_only=True,
+            self._custom.patch_namespaced_custom_object_status(
+                GROUP,
+                VERSION,
+                namespace,
+                PLURAL,
+                name,
+                {"status": status},
+                _content_type="application/merge-patch+json",
             )
 
         await asyncio.to_thread(call)

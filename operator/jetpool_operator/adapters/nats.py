@@ -11,17 +11,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
 import nats
 from nats.aio.client import Client as NATS
 from nats.aio.client import RawCredentials
 from nats.aio.msg import Msg
+from nats.js import api
 from nats.js.api import KeyValueConfig, StorageType
 from nats.js.errors import BucketNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
+from jetpool_operator.core import nats_resources as nr
 from jetpool_protocol.control import ControlState
 from jetpool_protocol.naming import CONTROL_BUCKET, STATS_SUBJECT_PREFIX
 from jetpool_protocol.stats import WorkerStats
@@ -30,6 +32,7 @@ log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_SECONDS = 2.0
 REQUEST_TIMEOUT_SECONDS = 2.0
+MAX_RECONNECT_ATTEMPTS = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,12 +65,15 @@ class NatsConnections:
         self._stats_sink = stats_sink
         self._connections: dict[ConnectionKey, NATS] = {}
         self._kv: dict[ConnectionKey, KeyValue] = {}
-        self._lock = asyncio.Lock()
+        self._locks: dict[ConnectionKey, asyncio.Lock] = {}
 
     async def get(self, key: ConnectionKey) -> NATS:
-        async with self._lock:
+        """The shared connection for ``key``; one unreachable server never blocks the others."""
+        async with self._locks.setdefault(key, asyncio.Lock()):
             nc = self._connections.get(key)
-            if nc is not None and nc.is_connected:
+            if nc is not None and (nc.is_connected or nc.is_reconnecting):
+                if nc.is_reconnecting:
+                    raise ConnectionError(f"reconnecting to {key.url}")
                 return nc
             if nc is not None:
                 with contextlib.suppress(Exception):
@@ -78,14 +84,27 @@ class NatsConnections:
                 key.url,
                 user_credentials=RawCredentials(key.credentials) if key.credentials else None,
                 connect_timeout=CONNECT_TIMEOUT_SECONDS,
+                # Bounded: nats-py applies this to the first connect too, and an unbounded
+                # value makes connecting to a dead server hang forever. A connection that
+                # gives up is replaced on the next tick.
                 allow_reconnect=True,
-                max_reconnect_attempts=-1,
-                reconnect_time_wait=1,
+                max_reconnect_attempts=MAX_RECONNECT_ATTEMPTS,
+                reconnect_time_wait=0.5,
                 name="jetpool-operator",
+                error_cb=self._on_error,
+                disconnected_cb=self._on_disconnected,
             )
             await nc.subscribe(f"{STATS_SUBJECT_PREFIX}.>", cb=self._on_stats)
             self._connections[key] = nc
             return nc
+
+    @staticmethod
+    async def _on_error(exc: Exception) -> None:
+        log.warning("NATS connection error: %s: %s", type(exc).__name__, exc)
+
+    @staticmethod
+    async def _on_disconnected() -> None:
+        log.warning("NATS connection lost; reconnecting")
 
     async def _on_stats(self, msg: Msg) -> None:
         try:
@@ -93,7 +112,9 @@ class NatsConnections:
         except ValueError:
             log.warning("ignoring malformed worker stats on %s", msg.subject)
 
-    async def consumer_backlog(self, key: ConnectionKey, stream: str, consumer: str) -> ConsumerBacklog:
+    async def consumer_backlog(
+        self, key: ConnectionKey, stream: str, consumer: str
+    ) -> ConsumerBacklog:
         js = (await self.get(key)).jetstream(timeout=REQUEST_TIMEOUT_SECONDS)
         info = await js.consumer_info(stream, consumer)
         return ConsumerBacklog(
@@ -121,7 +142,9 @@ class NatsConnections:
             self._kv[key] = kv
         return kv
 
-    async def publish_control(self, key: ConnectionKey, control_key: str, state: ControlState) -> None:
+    async def publish_control(
+        self, key: ConnectionKey, control_key: str, state: ControlState
+    ) -> None:
         kv = await self._control_kv(key)
         await kv.put(control_key, state.model_dump_json().encode())
 
@@ -144,3 +167,165 @@ class NatsConnections:
                 await nc.drain()
         self._connections.clear()
         self._kv.clear()
+
+
+# --- JetStream resources ---------------------------------------------------------------------
+
+
+def _to_nats_stream(config: nr.StreamConfig) -> api.StreamConfig:
+    return api.StreamConfig(
+        name=config.name,
+        subjects=list(config.subjects),
+        retention=api.RetentionPolicy(config.retention.value),
+        storage=api.StorageType(config.storage.value),
+        discard=api.DiscardPolicy(config.discard.value),
+        max_age=config.max_age_seconds,
+        max_bytes=config.max_bytes,
+        max_msgs=config.max_msgs,
+        max_msg_size=config.max_msg_size,
+        duplicate_window=config.duplicate_window_seconds,
+        num_replicas=config.replicas,
+        description=config.description or None,
+    )
+
+
+def _from_nats_stream(config: api.StreamConfig) -> nr.StreamConfig:
+    def enum_value(value: object, default: str) -> str:
+        return str(getattr(value, "value", value) or default)
+
+    return nr.StreamConfig(
+        name=config.name or "",
+        subjects=tuple(config.subjects or ()),
+        retention=nr.Retention(enum_value(config.retention, "limits")),
+        storage=nr.Storage(enum_value(config.storage, "file")),
+        discard=nr.Discard(enum_value(config.discard, "old")),
+        max_age_seconds=float(config.max_age or 0.0),
+        max_bytes=int(config.max_bytes if config.max_bytes is not None else -1),
+        max_msgs=int(config.max_msgs if config.max_msgs is not None else -1),
+        max_msg_size=int(config.max_msg_size if config.max_msg_size is not None else -1),
+        duplicate_window_seconds=float(config.duplicate_window or 0.0),
+        replicas=int(config.num_replicas or 1),
+        description=config.description or "",
+    )
+
+
+def _to_nats_consumer(config: nr.ConsumerConfig) -> api.ConsumerConfig:
+    subjects = list(config.filter_subjects)
+    return api.ConsumerConfig(
+        durable_name=config.durable_name,
+        name=config.durable_name,
+        ack_policy=api.AckPolicy(config.ack_policy.value),
+        deliver_policy=api.DeliverPolicy(config.deliver_policy.value),
+        ack_wait=config.ack_wait_seconds,
+        max_deliver=config.max_deliver,
+        max_ack_pending=config.max_ack_pending,
+        max_waiting=config.max_waiting,
+        filter_subject=subjects[0] if len(subjects) == 1 else None,
+        filter_subjects=subjects if len(subjects) > 1 else None,
+        description=config.description or None,
+    )
+
+
+def _from_nats_consumer(stream: str, config: api.ConsumerConfig) -> nr.ConsumerConfig:
+    subjects = tuple(
+        config.filter_subjects or ([config.filter_subject] if config.filter_subject else [])
+    )
+    return nr.ConsumerConfig(
+        stream=stream,
+        durable_name=config.durable_name or config.name or "",
+        filter_subjects=subjects,
+        ack_wait_seconds=float(config.ack_wait or 0.0),
+        max_deliver=int(config.max_deliver if config.max_deliver is not None else -1),
+        max_ack_pending=int(config.max_ack_pending or 0),
+        ack_policy=nr.AckPolicy(str(getattr(config.ack_policy, "value", config.ack_policy))),
+        deliver_policy=nr.DeliverPolicy(
+            str(getattr(config.deliver_policy, "value", config.deliver_policy))
+        ),
+        max_waiting=int(config.max_waiting or nr.MAX_WAITING_PULLS),
+        description=config.description or "",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class EnsureOutcome:
+    """What happened to one JetStream resource while ensuring a pool's plan."""
+
+    kind: str
+    name: str
+    action: str
+    """created, updated, unchanged or conflict."""
+    message: str = ""
+
+
+class ResourceConflict(Exception):
+    """An existing stream/consumer cannot be brought to the pool's spec without deleting it."""
+
+
+async def ensure_plan(nc: NATS, plan: nr.NatsPlan) -> list[EnsureOutcome]:
+    """Create or update the task stream, dead-letter stream and consumer; never delete.
+
+    Raises :class:`ResourceConflict` (after handling what it could) when something exists in
+    an incompatible shape; the message says what differs and what the user can do.
+    """
+    js = nc.jetstream(timeout=REQUEST_TIMEOUT_SECONDS)
+    outcomes: list[EnsureOutcome] = []
+    for desired in (plan.task_stream, plan.dead_letter_stream):
+        try:
+            info = await js.stream_info(desired.name)
+        except NotFoundError:
+            await js.add_stream(_to_nats_stream(desired))
+            outcomes.append(EnsureOutcome("stream", desired.name, "created"))
+            continue
+        outcomes.append(
+            await _reconcile(
+                "stream",
+                desired.name,
+                nr.diff_stream(desired, _from_nats_stream(info.config)),
+                lambda d=desired: js.update_stream(_to_nats_stream(d)),  # type: ignore[misc]
+            )
+        )
+    consumer = plan.consumer
+    try:
+        cinfo = await js.consumer_info(consumer.stream, consumer.durable_name)
+    except NotFoundError:
+        await js.add_consumer(consumer.stream, _to_nats_consumer(consumer))
+        outcomes.append(EnsureOutcome("consumer", consumer.durable_name, "created"))
+    else:
+        outcomes.append(
+            await _reconcile(
+                "consumer",
+                consumer.durable_name,
+                nr.diff_consumer(consumer, _from_nats_consumer(consumer.stream, cinfo.config)),
+                lambda: js.add_consumer(consumer.stream, _to_nats_consumer(consumer)),
+            )
+        )
+    conflicts = [o.message for o in outcomes if o.action == "conflict"]
+    if conflicts:
+        raise ResourceConflict("; ".join(conflicts))
+    return outcomes
+
+
+async def _reconcile(
+    kind: str, name: str, diff: nr.Diff, update: Callable[[], Awaitable[object]]
+) -> EnsureOutcome:
+    if isinstance(diff, nr.InSync):
+        return EnsureOutcome(kind, name, "unchanged")
+    if isinstance(diff, nr.Conflict):
+        return EnsureOutcome(kind, name, "conflict", diff.message)
+    await update()
+    changed = ", ".join(c.field for c in diff.changes)
+    log.info("updated %s %s (%s)", kind, name, changed)
+    return EnsureOutcome(kind, name, "updated", changed)
+
+
+async def delete_streams(nc: NATS, streams: Iterable[str]) -> list[str]:
+    """Delete streams (deletionPolicy Delete); returns those that existed."""
+    js = nc.jetstream(timeout=REQUEST_TIMEOUT_SECONDS)
+    deleted = []
+    for name in streams:
+        try:
+            await js.delete_stream(name)
+            deleted.append(name)
+        except NotFoundError:
+            pass
+    return deleted

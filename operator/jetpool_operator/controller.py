@@ -1,0 +1,563 @@
+"""One pool's control loop: observe, decide with the pure core, act through the adapters.
+
+Level-based: every tick recomputes everything from what it observes (the WorkerPool, its
+Deployment, the consumer's backlog, the workers' stats). What must survive an operator
+restart — the breaker's state and trips, when health issues began — lives in the pool's
+status; what is cheap to rebuild (the stats window, the scale-down memory) lives here and is
+seeded conservatively after a restart (no scale-down until the stabilization window passed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from nats.errors import Error as NatsError
+from pydantic import ValidationError
+
+from jetpool_operator import metrics
+from jetpool_operator.adapters.kube import KubeAdapter, MissingSecret
+from jetpool_operator.adapters.nats import (
+    ConnectionKey,
+    ConsumerBacklog,
+    NatsConnections,
+    ResourceConflict,
+    ensure_plan,
+)
+from jetpool_operator.api.v1alpha1 import (
+    Condition,
+    ConditionStatus,
+    WorkerPoolSpec,
+)
+from jetpool_operator.core import autoscaler, circuit_breaker, health, nats_resources
+from jetpool_operator.core.children import (
+    INPUT_HASH_ANNOTATION,
+    PoolRef,
+    build_children,
+    selector_string,
+)
+from jetpool_operator.core.conditions import ConditionType, Reason, set_condition
+from jetpool_operator.core.worker_stats import StatsConfig, StatsMemory, aggregate
+from jetpool_protocol.control import BreakerState, ControlState
+from jetpool_protocol.stats import WorkerStats
+
+log = logging.getLogger(__name__)
+
+RESET_BREAKER_ANNOTATION = "jetpool.dev/reset-breaker"
+"""Set to any new value (e.g. a timestamp) to close an Open breaker by hand."""
+NATS_RECHECK_SECONDS = 30.0
+"""Streams and consumer are re-verified this often even when the spec did not change."""
+CONTROL_REPUBLISH_SECONDS = 30.0
+CHILDREN_RECHECK_SECONDS = 60.0
+NATS_TICK_TIMEOUT_SECONDS = 8.0
+"""Upper bound on one tick's NATS work, so a hung server cannot stall the loop."""
+NATS_ERRORS = (NatsError, OSError, asyncio.TimeoutError)
+
+EventSink = Callable[[str, str, str], None]
+"""(type, reason, message) -> posts a Kubernetes Event on the pool."""
+
+
+@dataclass
+class PoolRuntime:
+    """In-memory state of one pool's loop (rebuilt after a restart)."""
+
+    namespace: str
+    name: str
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    snapshots: dict[str, WorkerStats] = field(default_factory=dict)
+    stats_memory: StatsMemory = field(default_factory=StatsMemory)
+    scaler_memory: autoscaler.ScalerMemory | None = None
+    health_memory: health.HealthMemory | None = None
+    breaker: circuit_breaker.Breaker | None = None
+    published_control: ControlState | None = None
+    control_published_at: float = 0.0
+    nats_plan: nats_resources.NatsPlan | None = None
+    nats_checked_at: float = 0.0
+    nats_problem: tuple[str, str] | None = None
+    """(reason, message) of the last NATS failure, None when NATS is fine."""
+    applied_children: dict[str, tuple[str, float]] = field(default_factory=dict)
+    """kind -> (input hash, monotonic time of the apply) for the non-Deployment children."""
+    deployment_generation: int | None = None
+    """metadata.generation right after our last Deployment apply: anything else is drift."""
+    seen: tuple[Any, ...] | None = None
+    """(generation, reset annotation) last seen by the handlers, to wake only on user changes."""
+
+
+@dataclass(frozen=True)
+class TickResult:
+    status: dict[str, Any]
+    patched: bool
+    interval_seconds: float
+
+
+class OperatorRuntime:
+    """Everything the handlers share: adapters and every pool's runtime."""
+
+    def __init__(self, kube: KubeAdapter, clock: Callable[[], datetime] | None = None) -> None:
+        self.kube = kube
+        self.nats = NatsConnections(self._on_stats)
+        self.pools: dict[tuple[str, str], PoolRuntime] = {}
+        self.clock = clock or (lambda: datetime.now(UTC))
+
+    def pool(self, namespace: str, name: str) -> PoolRuntime:
+        key = (namespace, name)
+        if key not in self.pools:
+            self.pools[key] = PoolRuntime(namespace, name)
+        return self.pools[key]
+
+    def forget(self, namespace: str, name: str) -> None:
+        self.pools.pop((namespace, name), None)
+        metrics.forget_pool(namespace, name)
+
+    def wake(self, namespace: str, name: str) -> None:
+        runtime = self.pools.get((namespace, name))
+        if runtime is not None:
+            runtime.wake.set()
+
+    def _on_stats(self, stats: WorkerStats) -> None:
+        runtime = self.pools.get((stats.namespace, stats.pool))
+        if runtime is not None:
+            runtime.snapshots[stats.worker] = stats
+
+    async def close(self) -> None:
+        await self.nats.close()
+        await self.kube.close()
+
+
+# --- mapping spec -> pure-core configs ---------------------------------------------------------
+
+
+def scaling_policy(spec: WorkerPoolSpec) -> autoscaler.ScalingPolicy:
+    s = spec.scaling
+    return autoscaler.ScalingPolicy(
+        enabled=s.enabled,
+        min_replicas=s.min_replicas,
+        max_replicas=s.max_replicas,
+        target_backlog_per_replica=s.target_backlog_per_replica,
+        activation_backlog=s.activation_backlog,
+        scale_up_max_step=s.scale_up_max_step,
+        scale_up_max_percent=(
+            None if s.scale_up_max_percent is None else float(s.scale_up_max_percent)
+        ),
+        scale_down_delay_seconds=float(s.scale_down_delay_seconds),
+        scale_to_zero_delay_seconds=float(s.scale_to_zero_delay_seconds),
+        tolerance=s.tolerance,
+        max_error_rate_for_scale_up=s.max_error_rate_for_scale_up,
+    )
+
+
+def breaker_config(spec: WorkerPoolSpec) -> circuit_breaker.BreakerConfig:
+    c = spec.circuit_breaker
+    return circuit_breaker.BreakerConfig(
+        enabled=c.enabled,
+        error_rate_threshold=c.error_rate_threshold,
+        min_tasks=c.min_tasks,
+        window_seconds=float(c.window_seconds),
+        open_seconds=float(c.open_seconds),
+        half_open_tasks=c.half_open_tasks,
+    )
+
+
+def health_config(spec: WorkerPoolSpec) -> health.HealthConfig:
+    return health.HealthConfig(task_timeout_seconds=float(spec.task.timeout_seconds))
+
+
+# --- the tick ----------------------------------------------------------------------------------
+
+
+async def connection_key(kube: KubeAdapter, namespace: str, spec: WorkerPoolSpec) -> ConnectionKey:
+    creds = None
+    ref = spec.nats.credentials_secret
+    if ref is not None:
+        creds = (await kube.read_secret_key(namespace, ref.name, ref.key)).decode()
+    return ConnectionKey(url=spec.nats.url, credentials=creds)
+
+
+def _deployment_replicas(deployment: Mapping[str, Any] | None) -> tuple[int | None, int, int]:
+    """(spec.replicas, status.replicas, status.readyReplicas) of the observed Deployment."""
+    if deployment is None:
+        return None, 0, 0
+    spec = deployment.get("spec") or {}
+    status = deployment.get("status") or {}
+    return (
+        spec.get("replicas"),
+        int(status.get("replicas") or 0),
+        int(status.get("readyReplicas") or 0),
+    )
+
+
+def _round(value: float, digits: int = 3) -> float:
+    return round(value, digits)
+
+
+def _clean(value: Any) -> Any:
+    """Drop None values recursively: the shape the apiserver stores and returns."""
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    return value
+
+
+async def reconcile(
+    rt: OperatorRuntime,
+    pool: PoolRuntime,
+    body: Mapping[str, Any],
+    deployment: Mapping[str, Any] | None,
+    post_event: EventSink,
+) -> TickResult:
+    """One control-loop tick for one pool. Never raises for expected failures."""
+    now = rt.clock()
+    mono = time.monotonic()
+    meta = body.get("metadata") or {}
+    generation = int(meta.get("generation") or 0)
+    old_status: dict[str, Any] = dict(body.get("status") or {})
+    conditions = [Condition.model_validate(c) for c in old_status.get("conditions") or []]
+
+    def condition(type_: str, ok: bool | ConditionStatus, reason: str, message: str) -> None:
+        nonlocal conditions
+        conditions = set_condition(
+            conditions,
+            type_,
+            ok,
+            reason=reason,
+            message=message,
+            observed_generation=generation,
+            now=now,
+        )
+
+    try:
+        spec = WorkerPoolSpec.model_validate(body.get("spec") or {})
+    except ValidationError as exc:
+        message = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        condition(ConditionType.READY, False, Reason.RECONCILE_FAILED, f"invalid spec: {message}")
+        invalid = {**old_status, "observedGeneration": generation}
+        invalid["conditions"] = [c.model_dump(mode="json", by_alias=True) for c in conditions]
+        return await _write_status(rt, pool, old_status, invalid, 5.0)
+
+    ref = PoolRef(name=pool.name, namespace=pool.namespace, uid=str(meta.get("uid", "")))
+    plan = nats_resources.plan(pool.namespace, pool.name, spec)
+
+    # -- NATS: resources and observations ------------------------------------------------------
+    observed = await _sync_nats(rt, pool, spec, plan, post_event, mono)
+    backlog, dead_letters = observed.backlog, observed.dead_letters
+    key, problem = observed.key, observed.problem
+    if problem != pool.nats_problem:
+        if problem is not None:
+            post_event("Warning", problem[0], problem[1])
+            metrics.ERRORS.labels(pool.namespace, pool.name, "nats", problem[0]).inc()
+        elif pool.nats_problem is not None:
+            post_event("Normal", "NatsRecovered", "NATS reachable and resources ready again")
+        pool.nats_problem = problem
+
+    # -- stats, breaker, control state ---------------------------------------------------------
+    bconfig = breaker_config(spec)
+    if pool.breaker is None:
+        pool.breaker = circuit_breaker.Breaker.from_dict(old_status.get("circuitBreaker"))
+    stats_config = StatsConfig(window_seconds=float(spec.circuit_breaker.window_seconds))
+    stats, pool.stats_memory = aggregate(
+        pool.stats_memory,
+        list(pool.snapshots.values()),
+        now,
+        stats_config,
+        epoch=pool.breaker.epoch,
+    )
+    for gone in stats.stale_workers:
+        pool.snapshots.pop(gone, None)
+    reset_token = (meta.get("annotations") or {}).get(RESET_BREAKER_ANNOTATION)
+    observation = circuit_breaker.observe(
+        pool.breaker, pool.stats_memory, stats, now, bconfig, reset_token=reset_token
+    )
+    stepped = circuit_breaker.step(pool.breaker, observation, now, bconfig)
+    pool.breaker = stepped.breaker
+    if stepped.transition is not None:
+        t = stepped.transition
+        post_event(
+            "Warning" if t.to_state is BreakerState.OPEN else "Normal",
+            f"CircuitBreaker{t.to_state.value}",
+            t.message,
+        )
+        metrics.BREAKER_TRIPS.labels(pool.namespace, pool.name, t.to_state.value).inc()
+    control = circuit_breaker.control_state(pool.breaker, bconfig)
+    if (
+        key is not None
+        and problem is None
+        and (
+            control != pool.published_control
+            or mono - pool.control_published_at > CONTROL_REPUBLISH_SECONDS
+        )
+    ):
+        try:
+            await rt.nats.publish_control(key, plan.names.control_key, control)
+            pool.published_control, pool.control_published_at = control, mono
+        except NATS_ERRORS as exc:
+            log.warning(
+                "could not publish control state of %s/%s: %s", pool.namespace, pool.name, exc
+            )
+
+    # -- scaling ---------------------------------------------------------------------------------
+    wanted, replicas_now, ready_now = _deployment_replicas(deployment)
+    current = wanted if wanted is not None else int(old_status.get("desiredReplicas") or 0)
+    if pool.scaler_memory is None:
+        # After a restart: remember the current size as a fresh recommendation, so no
+        # scale-down happens before a whole stabilization window has been observed.
+        pool.scaler_memory = autoscaler.ScalerMemory(recommendations=((now.timestamp(), current),))
+    window_rate = stats.window.error_rate_if(bconfig.min_tasks)
+    decision = autoscaler.decide(
+        scaling_policy(spec),
+        autoscaler.ScalingObservation(
+            current_replicas=current,
+            ready_replicas=ready_now,
+            backlog=None if backlog is None else backlog.backlog,
+            in_flight=stats.in_flight,
+            error_rate=window_rate,
+            breaker=pool.breaker.state,
+            paused=spec.paused,
+        ),
+        pool.scaler_memory,
+        now,
+    )
+    pool.scaler_memory = decision.memory
+    last_scale_time = old_status.get("lastScaleTime")
+    last_scale_reason = old_status.get("lastScaleReason")
+    if decision.replicas != current:
+        direction = "up" if decision.replicas > current else "down"
+        post_event("Normal", f"Scaled{direction.capitalize()}", decision.message)
+        metrics.SCALE_EVENTS.labels(pool.namespace, pool.name, direction, decision.reason).inc()
+        last_scale_time = now.replace(microsecond=0).isoformat().replace("+00:00", "Z")
+        last_scale_reason = f"{decision.reason}: {decision.message}"
+
+    # -- children ----------------------------------------------------------------------------------
+    children = build_children(ref, spec, decision.replicas)
+    children_error: str | None = None
+    try:
+        await _apply_children(rt, pool, children.all(), deployment, decision.replicas, mono)
+    except Exception as exc:  # an API error must not kill the loop; report it instead
+        log.exception("applying children of %s/%s failed", pool.namespace, pool.name)
+        metrics.ERRORS.labels(pool.namespace, pool.name, "kubernetes", type(exc).__name__).inc()
+        children_error = f"applying worker resources failed: {exc}"
+
+    # -- health and conditions -----------------------------------------------------------------
+    if pool.health_memory is None:
+        remembered = (old_status.get("controllerMemory") or {}).get("health")
+        pool.health_memory = health.HealthMemory.from_dict(remembered)
+    assessed, pool.health_memory = health.assess(
+        health.HealthObservation(
+            pending=None if backlog is None else backlog.pending,
+            desired_replicas=decision.replicas,
+            ready_replicas=ready_now,
+            in_flight=stats.in_flight,
+            oldest_in_flight_seconds=stats.oldest_in_flight_seconds,
+            last_progress_at=stats.last_progress_at,
+            error_rate=window_rate,
+            dead_letters=dead_letters,
+            nats_reachable=problem is None or problem[0] != Reason.NATS_UNREACHABLE,
+            breaker=pool.breaker.state,
+            breaker_since=pool.breaker.since,
+            paused=spec.paused,
+        ),
+        pool.health_memory,
+        now,
+        health_config(spec),
+    )
+
+    if problem is None:
+        condition(
+            ConditionType.NATS_READY,
+            True,
+            Reason.STREAMS_READY,
+            f"stream {plan.names.stream}, consumer {plan.names.consumer}, "
+            f"dead letters {plan.names.dead_letter_stream}",
+        )
+    else:
+        condition(ConditionType.NATS_READY, False, problem[0], problem[1])
+    condition(
+        ConditionType.READY,
+        *_readiness(spec, problem, children_error, decision.replicas, ready_now),
+    )
+    state = pool.breaker.state
+    condition(
+        ConditionType.CIRCUIT_OPEN,
+        state is not BreakerState.CLOSED,
+        {
+            BreakerState.OPEN: Reason.ERROR_RATE_EXCEEDED,
+            BreakerState.HALF_OPEN: Reason.PROBING,
+        }.get(state, Reason.CLOSED if bconfig.enabled else Reason.BREAKER_DISABLED),
+        pool.breaker.message or pool.breaker.reason or "breaker closed",
+    )
+    condition(
+        ConditionType.SCALING_LIMITED,
+        decision.limited,
+        decision.limited_reason or Reason.WITHIN_LIMITS,
+        decision.limited_message or decision.message,
+    )
+    condition(
+        ConditionType.DEGRADED,
+        not assessed.healthy,
+        Reason.HEALTHY if assessed.healthy else Reason.UNHEALTHY,
+        "; ".join(f"{i.type.value}: {i.message}" for i in assessed.issues) or "no issues",
+    )
+
+    status: dict[str, Any] = {
+        "observedGeneration": generation,
+        "replicas": replicas_now,
+        "readyReplicas": ready_now,
+        "desiredReplicas": decision.replicas,
+        "backlog": None if backlog is None else backlog.pending,
+        "inFlight": None if backlog is None else backlog.ack_pending,
+        "redelivered": None if backlog is None else backlog.redelivered,
+        "deadLetters": dead_letters,
+        "throughput": _round(stats.throughput, 2),
+        "errorRate": _round(stats.error_rate),
+        "circuitBreaker": pool.breaker.to_dict(),
+        "conditions": [c.model_dump(mode="json", by_alias=True) for c in conditions],
+        "health": assessed.to_dict(),
+        "controllerMemory": {"health": pool.health_memory.to_dict()},
+        "lastScaleTime": last_scale_time,
+        "lastScaleReason": last_scale_reason,
+        "selector": selector_string(ref),
+        "nats": {
+            "stream": plan.names.stream,
+            "subjects": list(plan.names.subjects),
+            "consumer": plan.names.consumer,
+            "deadLetterStream": plan.names.dead_letter_stream,
+        },
+    }
+    _export_metrics(pool, status, state)
+    return await _write_status(
+        rt, pool, old_status, status, float(spec.scaling.poll_interval_seconds)
+    )
+
+
+@dataclass(frozen=True)
+class NatsObservation:
+    backlog: ConsumerBacklog | None
+    dead_letters: int | None
+    key: ConnectionKey | None
+    problem: tuple[str, str] | None
+
+
+async def _sync_nats(
+    rt: OperatorRuntime,
+    pool: PoolRuntime,
+    spec: WorkerPoolSpec,
+    plan: nats_resources.NatsPlan,
+    post_event: EventSink,
+    mono: float,
+) -> NatsObservation:
+    """Ensure the pool's JetStream resources, then read its backlog and dead-letter count."""
+    key: ConnectionKey | None = None
+    try:
+        async with asyncio.timeout(NATS_TICK_TIMEOUT_SECONDS):
+            key = await connection_key(rt.kube, pool.namespace, spec)
+            if plan != pool.nats_plan or mono - pool.nats_checked_at > NATS_RECHECK_SECONDS:
+                for outcome in await ensure_plan(await rt.nats.get(key), plan):
+                    if outcome.action in ("created", "updated"):
+                        post_event(
+                            "Normal",
+                            f"{outcome.kind.capitalize()}{outcome.action.capitalize()}",
+                            f"{outcome.kind} {outcome.name} {outcome.action} {outcome.message}",
+                        )
+                pool.nats_plan, pool.nats_checked_at = plan, mono
+            backlog = await rt.nats.consumer_backlog(key, plan.names.stream, plan.names.consumer)
+            dead_letters = await rt.nats.stream_messages(key, plan.names.dead_letter_stream)
+    except MissingSecret as exc:
+        return NatsObservation(None, None, None, (Reason.NATS_ERROR, f"credentials: {exc}"))
+    except ResourceConflict as exc:
+        pool.nats_plan = None
+        conflict = Reason.CONSUMER_CONFLICT if "consumer" in str(exc) else Reason.STREAM_CONFLICT
+        return NatsObservation(None, None, key, (conflict, str(exc)))
+    except NATS_ERRORS as exc:
+        pool.nats_plan = None
+        detail = f"{spec.nats.url}: {type(exc).__name__}: {exc}".rstrip(": ")
+        return NatsObservation(None, None, key, (Reason.NATS_UNREACHABLE, detail))
+    return NatsObservation(backlog, dead_letters, key, None)
+
+
+def _readiness(
+    spec: WorkerPoolSpec,
+    problem: tuple[str, str] | None,
+    children_error: str | None,
+    desired: int,
+    ready: int,
+) -> tuple[bool, str, str]:
+    """(ok, reason, message) of the Ready condition."""
+    if problem is not None:
+        return False, Reason.NATS_ERROR, f"NATS not ready: {problem[1]}"
+    if children_error is not None:
+        return False, Reason.RECONCILE_FAILED, children_error
+    if spec.paused:
+        return True, Reason.PAUSED, "pool is paused: no workers, tasks stay queued"
+    if desired == 0:
+        return True, Reason.SCALED_TO_ZERO, "no backlog: scaled to zero"
+    if ready >= desired:
+        return True, Reason.AVAILABLE, f"{ready}/{desired} workers ready"
+    return False, Reason.PROGRESSING, f"{ready}/{desired} workers ready"
+
+
+async def _apply_children(
+    rt: OperatorRuntime,
+    pool: PoolRuntime,
+    objects: list[dict[str, Any]],
+    observed_deployment: Mapping[str, Any] | None,
+    replicas: int,
+    mono: float,
+) -> None:
+    for obj in objects:
+        desired_hash = obj["metadata"]["annotations"][INPUT_HASH_ANNOTATION]
+        if obj["kind"] == "Deployment":
+            observed = observed_deployment or {}
+            observed_meta = observed.get("metadata") or {}
+            in_sync = (
+                observed_deployment is not None
+                and (observed_meta.get("annotations") or {}).get(INPUT_HASH_ANNOTATION)
+                == desired_hash
+                and (observed.get("spec") or {}).get("replicas") == replicas
+                and observed_meta.get("generation") == pool.deployment_generation
+            )
+            if not in_sync:
+                applied = await rt.kube.apply(obj)
+                pool.deployment_generation = applied.generation
+            continue
+        previous = pool.applied_children.get(obj["kind"])
+        if (
+            previous is None
+            or previous[0] != desired_hash
+            or mono - previous[1] > CHILDREN_RECHECK_SECONDS
+        ):
+            await rt.kube.apply(obj)
+            pool.applied_children[obj["kind"]] = (desired_hash, mono)
+
+
+def _export_metrics(pool: PoolRuntime, status: Mapping[str, Any], state: BreakerState) -> None:
+    labels = (pool.namespace, pool.name)
+    metrics.POOL_BACKLOG.labels(*labels).set(status["backlog"] or 0)
+    metrics.POOL_IN_FLIGHT.labels(*labels).set(status["inFlight"] or 0)
+    metrics.POOL_DESIRED.labels(*labels).set(status["desiredReplicas"])
+    metrics.POOL_READY.labels(*labels).set(status["readyReplicas"])
+    metrics.POOL_THROUGHPUT.labels(*labels).set(status["throughput"])
+    metrics.POOL_ERROR_RATE.labels(*labels).set(status["errorRate"])
+    metrics.POOL_DEAD_LETTERS.labels(*labels).set(status["deadLetters"] or 0)
+    metrics.POOL_BREAKER_OPEN.labels(*labels).set(1 if state is BreakerState.OPEN else 0)
+    metrics.POOL_HEALTHY.labels(*labels).set(1 if status["health"]["healthy"] else 0)
+
+
+async def _write_status(
+    rt: OperatorRuntime,
+    pool: PoolRuntime,
+    old: Mapping[str, Any],
+    new: dict[str, Any],
+    interval: float,
+) -> TickResult:
+    """Patch status only when it differs from what the apiserver already has."""
+    if _clean(new) == _clean(dict(old)):
+        return TickResult(new, False, interval)
+    await rt.kube.patch_pool_status(pool.namespace, pool.name, new)
+    return TickResult(new, True, interval)

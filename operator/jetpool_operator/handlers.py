@@ -1,0 +1,187 @@
+"""The kopf layer: translate kopf's callbacks into calls of the controller. Nothing else.
+
+* one daemon per WorkerPool runs its control loop (:func:`jetpool_operator.controller.reconcile`);
+* worker Deployments are indexed in memory, so a tick reads them without an API call, and
+  their changes (an edit, a deletion) wake the owning pool's loop at once;
+* a spec change or a breaker-reset annotation wakes the loop too;
+* deletion: children go by owner references; streams only with ``deletionPolicy: Delete``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+import nats.errors
+
+from jetpool_operator import metrics
+from jetpool_operator.adapters.kube import GROUP, PLURAL, VERSION, KubeAdapter
+from jetpool_operator.adapters.nats import delete_streams
+from jetpool_operator.api.v1alpha1 import WorkerPoolSpec
+from jetpool_operator.controller import (
+    RESET_BREAKER_ANNOTATION,
+    OperatorRuntime,
+    connection_key,
+    reconcile,
+)
+from jetpool_operator.core.children import LABEL_MANAGED_BY, LABEL_POOL, MANAGER
+from jetpool_operator.core.nats_resources import resolve_names
+
+log = logging.getLogger(__name__)
+
+
+def _namespaced(namespace: str | None) -> str:
+    """kopf types ``namespace`` as optional; WorkerPools and Deployments always have one."""
+    if namespace is None:
+        raise kopf.PermanentError("cluster-scoped object where a namespaced one was expected")
+    return namespace
+
+
+PREFIX = "jetpool.dev"
+WORKER_DEPLOYMENTS = {LABEL_MANAGED_BY: MANAGER}
+ERROR_RETRY_SECONDS = 5.0
+
+
+@kopf.on.startup()
+async def configure(*, settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    # kopf's own bookkeeping goes to annotations under our prefix; status is ours alone.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=PREFIX, key="last-handled-configuration"
+    )
+    settings.persistence.finalizer = f"{PREFIX}/finalizer"
+    # Survive idle or half-dead watch connections (kopf also reconnects on inactivity).
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.watching.connect_timeout = 30
+    settings.watching.reconnect_backoff = 1.0
+    settings.posting.reporting_component = "jetpool-operator"
+    memo.runtime = OperatorRuntime(await asyncio.to_thread(KubeAdapter))
+
+
+@kopf.on.cleanup()
+async def close(*, memo: kopf.Memo, **_: Any) -> None:
+    await memo.runtime.close()
+
+
+@kopf.index("apps", "v1", "deployments", labels=WORKER_DEPLOYMENTS)
+def worker_deployments(
+    *, namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any
+) -> dict[tuple[str, str], dict[str, Any]]:
+    """(namespace, pool) -> the fields of the Deployment the control loop compares."""
+    return {
+        (_namespaced(namespace), labels.get(LABEL_POOL, "")): {
+            "metadata": {
+                "generation": body.metadata.get("generation"),
+                "annotations": dict(body.metadata.annotations),
+            },
+            "spec": {"replicas": body.spec.get("replicas")},
+            "status": dict(body.status),
+        }
+    }
+
+
+@kopf.on.event("apps", "v1", "deployments", labels=WORKER_DEPLOYMENTS)
+def worker_deployment_changed(
+    *, namespace: str | None, labels: Mapping[str, str], memo: kopf.Memo, **_: Any
+) -> None:
+    memo.runtime.wake(_namespaced(namespace), labels.get(LABEL_POOL, ""))
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)
+def pool_changed(
+    *, namespace: str | None, name: str, meta: kopf.Meta, memo: kopf.Memo, **_: Any
+) -> None:
+    """Wake the loop for what the user changed (spec, reset annotation), not for our status."""
+    runtime: OperatorRuntime = memo.runtime
+    marker = (meta.get("generation"), meta.annotations.get(RESET_BREAKER_ANNOTATION))
+    pool = runtime.pool(_namespaced(namespace), name)
+    if pool.seen != marker:
+        pool.seen = marker
+        pool.wake.set()
+
+
+@kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=10)
+async def control_loop(
+    *,
+    namespace: str | None,
+    name: str,
+    body: kopf.Body,
+    memo: kopf.Memo,
+    stopped: kopf.DaemonStopped,
+    **kwargs: Any,
+) -> None:
+    deployments: kopf.Index[tuple[str, str], dict[str, Any]] = kwargs["worker_deployments"]
+    runtime: OperatorRuntime = memo.runtime
+    namespace = _namespaced(namespace)
+    pool = runtime.pool(namespace, name)
+
+    def post_event(type_: str, reason: str, message: str) -> None:
+        kopf.event(body, type=type_, reason=reason, message=message[:1024])
+
+    while not stopped:
+        interval = ERROR_RETRY_SECONDS
+        with metrics.RECONCILE_SECONDS.time():
+            try:
+                store = deployments.get((namespace, name))
+                deployment = next(iter(store), None) if store is not None else None
+                result = await reconcile(runtime, pool, body, deployment, post_event)
+                interval = result.interval_seconds
+                metrics.RECONCILES.labels(namespace, name, "ok").inc()
+            except Exception:  # one pool's bug must not stop its loop or any other pool
+                log.exception("control loop tick failed for %s/%s", namespace, name)
+                metrics.RECONCILES.labels(namespace, name, "error").inc()
+        pool.wake.clear()
+        await _sleep_or_wake(pool.wake, stopped, interval)
+
+
+async def _sleep_or_wake(wake: asyncio.Event, stopped: kopf.DaemonStopped, seconds: float) -> None:
+    waiters = [asyncio.ensure_future(wake.wait()), asyncio.ensure_future(stopped.wait())]
+    try:
+        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+
+
+@kopf.on.delete(
+    GROUP,
+    VERSION,
+    PLURAL,
+    when=lambda spec, **_: spec.get("deletionPolicy") == "Delete",
+)
+async def delete_pool_streams(
+    *, namespace: str | None, name: str, spec: kopf.Spec, memo: kopf.Memo, **_: Any
+) -> None:
+    """deletionPolicy Delete: remove the task and dead-letter streams with their messages."""
+    runtime: OperatorRuntime = memo.runtime
+    namespace = _namespaced(namespace)
+    parsed = WorkerPoolSpec.model_validate(dict(spec))
+    names = resolve_names(namespace, name, parsed)
+    try:
+        key = await connection_key(runtime.kube, namespace, parsed)
+        deleted = await delete_streams(
+            await runtime.nats.get(key), [names.stream, names.dead_letter_stream]
+        )
+    except (nats.errors.Error, OSError, TimeoutError) as exc:
+        raise kopf.TemporaryError(f"cannot reach NATS to delete streams: {exc}", delay=10) from exc
+    log.info("deleted streams %s of %s/%s", deleted, namespace, name)
+
+
+@kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)
+async def forget_pool(
+    *, namespace: str | None, name: str, spec: kopf.Spec, memo: kopf.Memo, **_: Any
+) -> None:
+    """Best effort: drop the pool's control key, metrics and in-memory state."""
+    runtime: OperatorRuntime = memo.runtime
+    namespace = _namespaced(namespace)
+    try:
+        parsed = WorkerPoolSpec.model_validate(dict(spec))
+        key = await connection_key(runtime.kube, namespace, parsed)
+        await runtime.nats.delete_control(key, resolve_names(namespace, name, parsed).control_key)
+    except Exception as exc:  # the pool is gone either way
+        log.info("could not remove control state of %s/%s: %s", namespace, name, exc)
+    runtime.forget(namespace, name)

@@ -1,0 +1,101 @@
+"""`jetpool-operator`: run the kopf operator with jetpool's handlers, metrics and liveness."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import random
+import sys
+from collections.abc import Sequence
+
+import kopf
+from prometheus_client import start_http_server
+
+log = logging.getLogger("jetpool.operator")
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    env = os.environ.get
+    parser = argparse.ArgumentParser(
+        prog="jetpool-operator",
+        description="Reconcile jetpool WorkerPools into JetStream resources and worker fleets.",
+    )
+    parser.add_argument(
+        "-n",
+        "--namespace",
+        action="append",
+        default=[n for n in env("JETPOOL_WATCH_NAMESPACES", "").split(",") if n],
+        help="Namespace (or glob) to watch; repeatable. Default: all namespaces. "
+        "Env: JETPOOL_WATCH_NAMESPACES (comma-separated).",
+    )
+    parser.add_argument(
+        "--liveness",
+        default=env("JETPOOL_LIVENESS", "http://0.0.0.0:8081/healthz"),
+        help="kopf liveness endpoint ('' disables). Env: JETPOOL_LIVENESS.",
+    )
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=int(env("JETPOOL_METRICS_PORT", "8080")),
+        help="Prometheus /metrics port, 0 disables. Env: JETPOOL_METRICS_PORT.",
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=["json", "text"],
+        default=env("JETPOOL_LOG_FORMAT", "json"),
+        help="Env: JETPOOL_LOG_FORMAT.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="Debug logging.")
+    ha = parser.add_mutually_exclusive_group()
+    ha.add_argument(
+        "--peering",
+        default=env("JETPOOL_PEERING", ""),
+        help="Name of the ClusterKopfPeering for HA: only the highest-priority replica acts. "
+        "Env: JETPOOL_PEERING. Default: standalone.",
+    )
+    ha.add_argument("--standalone", action="store_true", help="Never coordinate with peers.")
+    parser.add_argument(
+        "--priority",
+        type=int,
+        default=int(env("JETPOOL_PRIORITY", "0")) or random.randint(1, 2**31 - 1),
+        help="Peering priority; must differ between replicas (default: random).",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    kopf.configure(
+        verbose=args.verbose,
+        log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.FULL,
+        log_refkey="object" if args.log_format == "json" else None,
+    )
+    # Imported for its side effect: registering the kopf handlers.
+    from jetpool_operator import handlers  # noqa: F401
+
+    if args.metrics_port:
+        start_http_server(args.metrics_port)
+    peering = args.peering if not args.standalone else ""
+    log.info(
+        "starting jetpool-operator",
+        extra={"namespaces": args.namespace or ["*"], "peering": peering or None},
+    )
+    try:
+        asyncio.run(
+            kopf.operator(
+                clusterwide=not args.namespace,
+                namespaces=args.namespace,
+                liveness_endpoint=args.liveness or None,
+                standalone=not peering,
+                peering_name=peering or None,
+                priority=args.priority,
+            )
+        )
+    except KeyboardInterrupt:  # pragma: no cover - interactive stop
+        sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,66 @@
+"""Prometheus metrics of the operator: its own work, and one gauge set per pool.
+
+Pool gauges mirror ``status`` so dashboards and alerts need no kube-state-metrics CRD config.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from prometheus_client import Counter, Gauge, Histogram
+
+RECONCILES = Counter(
+    "jetpool_operator_reconciles_total",
+    "Control-loop ticks per pool, by result (ok, error).",
+    ["namespace", "pool", "result"],
+)
+RECONCILE_SECONDS = Histogram(
+    "jetpool_operator_reconcile_duration_seconds",
+    "Duration of one control-loop tick.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+ERRORS = Counter(
+    "jetpool_operator_errors_total",
+    "Errors while reconciling, by stage (nats, kubernetes, status) and reason.",
+    ["namespace", "pool", "stage", "reason"],
+)
+SCALE_EVENTS = Counter(
+    "jetpool_operator_scale_events_total",
+    "Replica changes decided by the autoscaler, by direction and reason.",
+    ["namespace", "pool", "direction", "reason"],
+)
+BREAKER_TRIPS = Counter(
+    "jetpool_operator_breaker_transitions_total",
+    "Circuit-breaker transitions, by target state.",
+    ["namespace", "pool", "to"],
+)
+
+_POOL = ["namespace", "pool"]
+POOL_BACKLOG = Gauge("jetpool_pool_backlog", "Tasks pending or awaiting ack.", _POOL)
+POOL_IN_FLIGHT = Gauge("jetpool_pool_in_flight", "Tasks delivered and not yet acked.", _POOL)
+POOL_DESIRED = Gauge("jetpool_pool_desired_replicas", "Replicas the autoscaler wants.", _POOL)
+POOL_READY = Gauge("jetpool_pool_ready_replicas", "Ready worker replicas.", _POOL)
+POOL_THROUGHPUT = Gauge("jetpool_pool_throughput", "Tasks succeeded per second.", _POOL)
+POOL_ERROR_RATE = Gauge("jetpool_pool_error_rate", "Failed / finished over the window.", _POOL)
+POOL_DEAD_LETTERS = Gauge("jetpool_pool_dead_letters", "Messages in the DLQ stream.", _POOL)
+POOL_BREAKER_OPEN = Gauge("jetpool_pool_breaker_open", "1 while the breaker is Open.", _POOL)
+POOL_HEALTHY = Gauge("jetpool_pool_healthy", "1 when the pool has no health issue.", _POOL)
+
+POOL_GAUGES = (
+    POOL_BACKLOG,
+    POOL_IN_FLIGHT,
+    POOL_DESIRED,
+    POOL_READY,
+    POOL_THROUGHPUT,
+    POOL_ERROR_RATE,
+    POOL_DEAD_LETTERS,
+    POOL_BREAKER_OPEN,
+    POOL_HEALTHY,
+)
+
+
+def forget_pool(namespace: str, pool: str) -> None:
+    """Drop a deleted pool's series so dashboards do not show ghosts."""
+    for gauge in POOL_GAUGES:
+        with contextlib.suppress(KeyError):
+            gauge.remove(namespace, pool)

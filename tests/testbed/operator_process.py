@@ -1,0 +1,83 @@
+"""The operator as a real process (``jetpool-operator``) against the test bed."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import subprocess
+import sys
+import tempfile
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.testbed.cluster import Cluster, eventually
+from tests.testbed.nats_server import free_port
+
+
+@dataclass
+class OperatorProcess:
+    cluster: Cluster
+    args: tuple[str, ...] = ("--standalone",)
+    metrics_port: int = field(default_factory=free_port)
+    liveness_port: int = field(default_factory=free_port)
+    log_path: Path = field(
+        default_factory=lambda: Path(tempfile.mkstemp(prefix="jetpool-operator-", suffix=".log")[1])
+    )
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> OperatorProcess:
+        binary = Path(sys.executable).parent / "jetpool-operator"
+        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child process
+        self.process = subprocess.Popen(
+            [
+                str(binary),
+                "--metrics-port",
+                str(self.metrics_port),
+                "--liveness",
+                f"http://127.0.0.1:{self.liveness_port}/healthz",
+                "--log-format",
+                "text",
+                *self.args,
+            ],
+            env=self.cluster.env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        eventually(self.alive, timeout=60, what="operator liveness endpoint")
+        return self
+
+    def alive(self) -> bool:
+        assert self.process is not None
+        assert self.process.poll() is None, self.logs()[-3000:]
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.liveness_port}/healthz", timeout=2):
+            return True
+
+    def metrics(self) -> str:
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.read().decode()  # type: ignore[no-any-return]
+
+    def reconciles(self) -> float:
+        """Sum of jetpool_operator_reconciles_total over every pool and result."""
+        total = 0.0
+        for line in self.metrics().splitlines():
+            if line.startswith("jetpool_operator_reconciles_total{"):
+                total += float(line.rsplit(" ", 1)[1])
+        return total
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.process is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            self.process.send_signal(sig)
+        try:
+            self.process.wait(20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(5)
+        self.process = None
