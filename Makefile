@@ -39,6 +39,7 @@ lint: venv ## ruff + mypy
 	@$(BIN)/ruff check .
 	@$(BIN)/ruff format --check .
 	@$(BIN)/mypy
+	@$(BIN)/python -m jetpool_operator.api.crdgen --check
 
 test: venv testbed lint ## everything: lint, unit, real nats-server, real local cluster, e2e
 	@$(BIN)/pytest $(PYTEST_ARGS)
@@ -49,8 +50,14 @@ demo: venv testbed ## the local demo: cluster, NATS, operator, workers, a pool, 
 demo-down: ## stop everything the demo started
 	@$(BIN)/python -m e2e.demo --down
 
+e2e-kind: venv ## the e2e suite on a kind cluster with real images (needs Docker + kind)
+	@e2e/kind/run.sh $(PYTEST_ARGS)
+
+manifests: venv testbed ## regenerate manifests/base from the Helm chart
+	@$(BIN)/python manifests/generate.py
+
 bench: venv ## run the benchmarks (ratios against in-run baselines)
 	@$(BIN)/python bench/worker_throughput.py
 	@$(BIN)/python bench/scaling.py
 
-.PHONY: help venv testbed cluster-up cluster-down crds lint test demo demo-down bench
+.PHONY: help venv testbed cluster-up cluster-down crds lint test demo demo-down e2e-kind manifests bench

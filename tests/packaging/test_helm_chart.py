@@ -1,0 +1,458 @@
+"""The Helm chart: lint-clean, renders for every mode, validates values, least-privilege RBAC."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from prometheus_client.metrics import MetricWrapperBase
+
+from jetpool_operator import metrics as operator_metrics
+from jetpool_operator.main import parse_args
+from tests.packaging.conftest import CHART, CRDS, Render, container, env_of, kinds, only
+
+POOL_METRICS = {
+    "jetpool_pool_backlog",
+    "jetpool_pool_desired_replicas",
+    "jetpool_pool_ready_replicas",
+    "jetpool_pool_error_rate",
+    "jetpool_pool_throughput",
+    "jetpool_pool_breaker_open",
+    "jetpool_pool_dead_letters",
+}
+
+
+def exposed_operator_series() -> set[str]:
+    """Every series name the operator's /metrics can show (counters get _total, ...)."""
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
+    names: set[str] = set()
+    for value in vars(operator_metrics).values():
+        if isinstance(value, MetricWrapperBase):
+            for family in value.describe():
+                names |= {family.name + suffix for suffix in suffixes[family.type]}
+    return names
+
+
+NAMESPACED_MODE = ("--set", "watch.namespaces={team-a,team-b}")
+EVERYTHING_ON = (
+    "--set",
+    "metrics.serviceMonitor.enabled=true",
+    "--set",
+    "metrics.prometheusRule.enabled=true",
+    "--set",
+    "networkPolicy.enabled=true",
+)
+
+
+def rules_of(role: dict[str, Any]) -> set[tuple[str, str, str]]:
+    """(apiGroup, resource, verb) triples: order- and grouping-independent."""
+    return {
+        (group, resource, verb)
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+
+
+# -- lint ------------------------------------------------------------------------------------
+
+
+def test_helm_lint_is_clean_in_strict_mode(helm: str) -> None:
+    proc = subprocess.run(
+        [helm, "lint", "--strict", str(CHART), "--kube-version", "1.36.3"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "0 chart(s) failed" in proc.stdout
+    assert "[WARNING]" not in proc.stdout
+    assert "[ERROR]" not in proc.stdout
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        (),
+        NAMESPACED_MODE + EVERYTHING_ON,
+        ("--set", "replicaCount=1", "--set", "peering.enabled=false"),
+    ],
+    ids=["defaults", "namespaced-everything-on", "standalone"],
+)
+def test_helm_lint_is_clean_with_non_default_values(helm: str, values: tuple[str, ...]) -> None:
+    proc = subprocess.run(
+        [helm, "lint", "--strict", str(CHART), "--kube-version", "1.36.3", *values],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+# -- defaults --------------------------------------------------------------------------------
+
+
+def test_defaults_render_the_ha_operator_and_its_surroundings(render: Render) -> None:
+    objects = render()
+    assert kinds(objects) == {
+        "CustomResourceDefinition",
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Service",
+        "Deployment",
+        "PodDisruptionBudget",
+        "ClusterKopfPeering",
+        "ConfigMap",
+    }
+    deployment = only(objects, "Deployment", "jetpool-operator")
+    assert deployment["spec"]["replicas"] == 2
+    assert deployment["spec"]["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1},
+    }
+    assert env_of(deployment)["JETPOOL_PEERING"] == "jetpool"
+    assert env_of(deployment)["JETPOOL_WATCH_NAMESPACES"] == ""
+    assert only(objects, "ClusterKopfPeering")["metadata"]["name"] == "jetpool"
+
+
+def test_operator_pod_meets_the_restricted_pod_security_standard(render: Render) -> None:
+    deployment = only(render(), "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    sc = container(deployment)["securityContext"]
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"]["drop"] == ["ALL"]
+    assert sc["readOnlyRootFilesystem"] is True
+    assert "hostNetwork" not in pod
+    assert "hostPID" not in pod
+
+
+def test_operator_has_liveness_on_kopf_healthz_and_resources(render: Render) -> None:
+    c = container(only(render(), "Deployment"))
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert ports == {"metrics": 8080, "health": 8081}
+    assert c["resources"]["requests"]
+    assert c["resources"]["limits"]["memory"]
+
+
+def test_rendered_environment_configures_the_operator_as_the_chart_says(
+    render: Render, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The chart's env names are the ones `jetpool-operator` reads (its parse_args)."""
+    deployment = only(
+        render(*NAMESPACED_MODE, "--set", "health.port=9901", "--set", "metrics.port=9900"),
+        "Deployment",
+    )
+    for name, value in env_of(deployment).items():
+        monkeypatch.setenv(name, value)
+    parsed = parse_args(container(deployment).get("args", []))
+    assert parsed.namespace == ["team-a", "team-b"]
+    assert parsed.peering == "jetpool"
+    assert parsed.metrics_port == 9900
+    assert parsed.liveness == "http://0.0.0.0:9901/healthz"
+    assert parsed.log_format == "json"
+    assert not parsed.verbose
+
+
+def test_verbose_logging_and_standalone_reach_the_operator(
+    render: Render, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    deployment = only(
+        render(
+            "--set",
+            "logging.verbose=true",
+            "--set",
+            "replicaCount=1",
+            "--set",
+            "peering.enabled=false",
+            "--set",
+            "logging.format=text",
+        ),
+        "Deployment",
+    )
+    for name, value in env_of(deployment).items():
+        monkeypatch.setenv(name, value)
+    parsed = parse_args(container(deployment)["args"])
+    assert parsed.verbose
+    assert parsed.peering == ""
+    assert parsed.namespace == []
+    assert parsed.log_format == "text"
+
+
+def test_metrics_service_targets_the_operator_pods(render: Render) -> None:
+    objects = render()
+    service = only(objects, "Service", "jetpool-operator-metrics")
+    selector = only(objects, "Deployment")["spec"]["selector"]["matchLabels"]
+    assert service["spec"]["selector"] == selector
+    assert service["spec"]["ports"][0]["targetPort"] == "metrics"
+
+
+# -- CRD: one source of truth ----------------------------------------------------------------
+
+
+def test_crd_is_the_generated_file_plus_chart_metadata(render: Render) -> None:
+    generated = yaml.safe_load((CRDS / "workerpools.jetpool.dev.yaml").read_text())
+    rendered = only(render(), "CustomResourceDefinition")
+    assert rendered["spec"] == generated["spec"]
+    assert rendered["metadata"]["name"] == generated["metadata"]["name"]
+    assert generated["metadata"].get("labels", {}).items() <= rendered["metadata"]["labels"].items()
+
+
+def test_crd_is_kept_on_uninstall_unless_told_otherwise(render: Render) -> None:
+    kept = only(render(), "CustomResourceDefinition")
+    assert kept["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    released = only(render("--set", "crds.keep=false"), "CustomResourceDefinition")
+    assert "helm.sh/resource-policy" not in released["metadata"].get("annotations", {})
+
+
+def test_crd_can_be_left_to_another_installer(render: Render) -> None:
+    assert "CustomResourceDefinition" not in kinds(render("--set", "crds.enabled=false"))
+
+
+def test_kopf_peering_crds_ship_in_the_charts_crds_directory_from_crds(render: Render) -> None:
+    """Helm installs crds/ before templates, so the peering object can be created at install."""
+    shipped = CHART / "crds" / "kopf-peering.yaml"
+    assert shipped.resolve() == (CRDS / "kopf-peering.yaml").resolve()
+    names = {d["metadata"]["name"] for d in yaml.safe_load_all(shipped.read_text()) if d}
+    assert names == {"clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev"}
+    with_crds = render("--include-crds")
+    assert {
+        o["metadata"]["name"] for o in with_crds if o["kind"] == "CustomResourceDefinition"
+    } == {
+        *names,
+        "workerpools.jetpool.dev",
+    }
+
+
+# -- RBAC ------------------------------------------------------------------------------------
+
+EXPECTED_NAMESPACED = {
+    *{("jetpool.dev", "workerpools", v) for v in ("get", "list", "watch", "patch")},
+    *{("jetpool.dev", "workerpools/status", v) for v in ("get", "patch", "update")},
+    *{
+        ("apps", "deployments", v)
+        for v in ("get", "list", "watch", "create", "patch", "update", "delete")
+    },
+    *{
+        ("", r, v)
+        for r in ("serviceaccounts", "services")
+        for v in ("get", "list", "watch", "create", "patch", "delete")
+    },
+    *{
+        ("policy", "poddisruptionbudgets", v)
+        for v in ("get", "list", "watch", "create", "patch", "delete")
+    },
+    ("", "secrets", "get"),
+    *{(g, "events", v) for g in ("", "events.k8s.io") for v in ("create", "patch")},
+}
+EXPECTED_CLUSTER_ONLY = {
+    ("apiextensions.k8s.io", "customresourcedefinitions", "list"),
+    ("apiextensions.k8s.io", "customresourcedefinitions", "watch"),
+    ("", "namespaces", "list"),
+    ("", "namespaces", "watch"),
+}
+
+
+def test_cluster_wide_rbac_is_exactly_what_the_operator_uses(render: Render) -> None:
+    role = only(render(), "ClusterRole")
+    assert rules_of(role) == EXPECTED_NAMESPACED | EXPECTED_CLUSTER_ONLY | {
+        *{("kopf.dev", "clusterkopfpeerings", v) for v in ("get", "list", "watch", "patch")},
+    }
+
+
+def test_rbac_grants_no_wildcards_and_no_secret_listing(render: Render) -> None:
+    for role in (
+        o for o in render(*NAMESPACED_MODE) + render() if o["kind"] in ("ClusterRole", "Role")
+    ):
+        for group, resource, verb in rules_of(role):
+            assert "*" not in (group, resource, verb)
+            if resource == "secrets":
+                assert verb == "get"
+
+
+def test_namespaced_mode_grants_a_role_per_watched_namespace_only(render: Render) -> None:
+    objects = render(*NAMESPACED_MODE)
+    roles = [o for o in objects if o["kind"] == "Role"]
+    assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
+    for role in roles:
+        assert rules_of(role) == EXPECTED_NAMESPACED | {
+            ("kopf.dev", "kopfpeerings", v) for v in ("get", "list", "watch", "patch")
+        }
+    bindings = [o for o in objects if o["kind"] == "RoleBinding"]
+    assert sorted(b["metadata"]["namespace"] for b in bindings) == ["team-a", "team-b"]
+    assert rules_of(only(objects, "ClusterRole")) == EXPECTED_CLUSTER_ONLY
+    assert env_of(only(objects, "Deployment"))["JETPOOL_WATCH_NAMESPACES"] == "team-a,team-b"
+
+
+def test_namespaced_mode_peers_through_a_kopfpeering_per_namespace(render: Render) -> None:
+    objects = render(*NAMESPACED_MODE)
+    assert "ClusterKopfPeering" not in kinds(objects)
+    peerings = [o for o in objects if o["kind"] == "KopfPeering"]
+    assert sorted(p["metadata"]["namespace"] for p in peerings) == ["team-a", "team-b"]
+
+
+def test_bindings_bind_the_operator_service_account(render: Render) -> None:
+    objects = render(*NAMESPACED_MODE, "--namespace", "ops")
+    sa = only(objects, "ServiceAccount")["metadata"]
+    assert (
+        only(objects, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"] == sa["name"]
+    )
+    for binding in (o for o in objects if o["kind"] in ("ClusterRoleBinding", "RoleBinding")):
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": sa["name"], "namespace": "ops"}
+        ]
+
+
+# -- standalone ------------------------------------------------------------------------------
+
+
+def test_standalone_operator_uses_recreate_and_no_peering(render: Render) -> None:
+    objects = render("--set", "replicaCount=1", "--set", "peering.enabled=false")
+    deployment = only(objects, "Deployment")
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    assert env_of(deployment)["JETPOOL_PEERING"] == ""
+    assert not kinds(objects) & {"ClusterKopfPeering", "KopfPeering", "PodDisruptionBudget"}
+    assert not {r for r in rules_of(only(objects, "ClusterRole")) if r[0] == "kopf.dev"}
+
+
+def test_several_replicas_without_peering_are_refused(render: Render) -> None:
+    with pytest.raises(RuntimeError, match=r"needs peering\.enabled"):
+        render("--set", "replicaCount=2", "--set", "peering.enabled=false")
+
+
+# -- values.schema.json ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "complaint"),
+    [
+        ("logging.format=xml", "logging.format"),
+        ("replicaCount=-1", "replicaCount"),
+        ("metrics.port=70000", "metrics.port"),
+        ("image.pullPolicy=Sometimes", "image.pullPolicy"),
+        ("watch.namespaces={Not_A_Namespace}", "watch.namespaces"),
+        ("metrics.prometheusRule.backlogFor=soon", "backlogFor"),
+        ("replicas=3", "replicas"),
+    ],
+)
+def test_schema_rejects_a_bad_value(render: Render, value: str, complaint: str) -> None:
+    with pytest.raises(
+        RuntimeError, match=r"values don't meet the specifications of the schema"
+    ) as err:
+        render("--set", value)
+    assert complaint in str(err.value)
+
+
+def test_schema_is_valid_json_and_covers_every_top_level_value() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert schema["additionalProperties"] is False
+    assert set(values) <= set(schema["properties"])
+
+
+# -- monitoring ------------------------------------------------------------------------------
+
+
+def test_prometheus_rule_alerts_on_breaker_dlq_backlog_and_operator_down(render: Render) -> None:
+    rule = only(render(*EVERYTHING_ON), "PrometheusRule")
+    alerts = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"]}
+    assert {
+        "JetpoolOperatorDown",
+        "JetpoolCircuitBreakerOpen",
+        "JetpoolDeadLettersGrowing",
+        "JetpoolBacklogHigh",
+        "JetpoolBacklogStalled",
+    } <= set(alerts)
+    assert 'up{job="jetpool-operator-metrics"' in alerts["JetpoolOperatorDown"]["expr"]
+    assert "jetpool_pool_breaker_open" in alerts["JetpoolCircuitBreakerOpen"]["expr"]
+    assert "jetpool_pool_dead_letters" in alerts["JetpoolDeadLettersGrowing"]["expr"]
+    for alert in alerts.values():
+        assert alert["labels"]["severity"] in {"warning", "critical"}
+        used = set(re.findall(r"jetpool_\w+", alert["expr"]))
+        assert used <= exposed_operator_series(), used - exposed_operator_series()
+
+
+def test_alert_thresholds_come_from_values(render: Render) -> None:
+    rule = only(
+        render(*EVERYTHING_ON, "--set", "metrics.prometheusRule.backlogThreshold=42"),
+        "PrometheusRule",
+    )
+    alerts = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"]}
+    assert alerts["JetpoolBacklogHigh"]["expr"].endswith("> 42")
+
+
+def test_service_monitor_scrapes_the_metrics_port(render: Render) -> None:
+    objects = render(*EVERYTHING_ON)
+    monitor = only(objects, "ServiceMonitor")
+    service = only(objects, "Service")
+    assert monitor["spec"]["endpoints"][0]["port"] == service["spec"]["ports"][0]["name"]
+    assert (
+        monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    )
+
+
+def test_monitoring_objects_are_off_by_default(render: Render) -> None:
+    assert not kinds(render()) & {"ServiceMonitor", "PrometheusRule", "NetworkPolicy"}
+
+
+def test_network_policy_lets_in_only_metrics_and_out_only_dns_apiserver_nats(
+    render: Render,
+) -> None:
+    policy = only(render(*EVERYTHING_ON), "NetworkPolicy")
+    assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    assert [p["port"] for rule in policy["spec"]["ingress"] for p in rule["ports"]] == ["metrics"]
+    egress_ports = {p["port"] for rule in policy["spec"]["egress"] for p in rule["ports"]}
+    assert egress_ports == {53, 443, 6443, 4222}
+
+
+def test_grafana_dashboard_ships_in_a_labelled_configmap(render: Render) -> None:
+    configmap = only(render(), "ConfigMap", "jetpool-operator-dashboard")
+    assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
+    dashboard = json.loads(configmap["data"]["jetpool.json"])
+    assert dashboard["uid"] == "jetpool-pools"
+
+
+def test_dashboard_charts_every_pool_metric_and_only_series_the_operator_exposes() -> None:
+    dashboard = json.loads((CHART / "files" / "dashboards" / "jetpool.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    used = {m for e in exprs for m in re.findall(r"jetpool_\w+", e)}
+    assert used >= POOL_METRICS
+    assert used <= exposed_operator_series(), used - exposed_operator_series()
+    titles = " ".join(p["title"].lower() for p in dashboard["panels"])
+    for topic in ("replicas", "backlog", "throughput", "error rate", "breaker", "dead letters"):
+        assert topic in titles
+    ids = [p["id"] for p in dashboard["panels"]]
+    assert len(ids) == len(set(ids))
+
+
+def test_packaged_chart_is_self_contained_despite_the_crd_symlinks(
+    helm: str, tmp_path: Path
+) -> None:
+    """helm follows the symlinks to crds/ when packaging: the archive holds real copies."""
+    proc = subprocess.run(
+        [helm, "package", str(CHART), "--destination", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    (archive,) = tmp_path.glob("jetpool-*.tgz")
+    with tarfile.open(archive) as tar:
+        members = {m.name: m for m in tar.getmembers()}
+        crd = members["jetpool/files/crds/workerpools.jetpool.dev.yaml"]
+        assert crd.isfile()
+        extracted = tar.extractfile(crd)
+        assert extracted is not None
+        assert extracted.read() == (CRDS / "workerpools.jetpool.dev.yaml").read_bytes()
+        assert members["jetpool/crds/kopf-peering.yaml"].isfile()
+    assert "jetpool/files/crds/kustomization.yaml" not in members
