@@ -1,0 +1,82 @@
+"""Handlers the worker tests run (in-process and in subprocesses via ``tests.worker.handlers:...``).
+
+The payload says what to do: ``{"fail_times": 2}`` fails the first two attempts, ``{"raise":
+"ValueError"}`` always raises that type, ``{"sleep": 3}`` sleeps, ``{"reject": "why"}`` rejects.
+Completions are recorded in memory (``DONE``) and, when ``JETPOOL_TEST_DONE_FILE`` is set (a
+name the worker settings ignore), appended to that file so a parent process can read them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections import defaultdict
+
+from jetpool_worker import Reject, Retry, Task, batch_handler
+
+DONE: dict[str, int] = defaultdict(int)
+ATTEMPT_TIMES: dict[str, list[float]] = defaultdict(list)
+BATCH_SIZES: list[int] = []
+
+
+class PermanentError(Exception):
+    pass
+
+
+def _record_done(task: Task) -> None:
+    DONE[task.id] += 1
+    path = os.environ.get("JETPOOL_TEST_DONE_FILE")
+    if path:
+        with open(path, "a") as f:
+            f.write(task.id + "\n")
+
+
+def _behave(task: Task) -> float:
+    """Raise as the payload says; return how long to sleep before succeeding."""
+    ATTEMPT_TIMES[task.id].append(time.monotonic())
+    spec = task.json() if task.payload else {}
+    if "reject" in spec:
+        raise Reject(spec["reject"])
+    if "raise" in spec:
+        raise {"ValueError": ValueError, "PermanentError": PermanentError}[spec["raise"]](
+            f"told to raise for {task.id}"
+        )
+    if task.attempt <= spec.get("fail_times", 0):
+        raise RuntimeError(f"planned failure {task.attempt} of {task.id}")
+    if task.attempt <= spec.get("retry_times", 0):
+        raise Retry(delay=spec.get("retry_delay"))
+    return float(spec.get("sleep", 0))
+
+
+async def handle(task: Task) -> None:
+    pause = _behave(task)
+    if pause:
+        await asyncio.sleep(pause)
+    _record_done(task)
+
+
+def handle_sync(task: Task) -> None:
+    pause = _behave(task)
+    if pause:
+        time.sleep(pause)
+    _record_done(task)
+
+
+@batch_handler(max_size=5)
+async def handle_batch(tasks: list[Task]) -> list[BaseException | None]:
+    BATCH_SIZES.append(len(tasks))
+    outcomes: list[BaseException | None] = []
+    for task in tasks:
+        try:
+            _behave(task)
+        except Exception as exc:
+            outcomes.append(exc)
+            continue
+        _record_done(task)
+        outcomes.append(None)
+    return outcomes
+
+
+async def noop(task: Task) -> None:
+    """For benchmarks: do nothing at all."""

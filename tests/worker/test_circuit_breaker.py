@@ -1,0 +1,133 @@
+"""The worker obeys the pool's circuit breaker written to the control KV key."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+from nats.aio.client import Client as NATS
+
+from jetpool_protocol.control import BreakerState, ControlState
+from jetpool_worker.breaker import BreakerGate, parse_control
+from tests.testbed.nats_server import NatsServer
+from tests.worker import handlers
+from tests.worker.helpers import eventually, make_pool, publish_task, running_worker
+
+
+def test_a_missing_or_empty_control_entry_means_closed():
+    assert parse_control(None).breaker is BreakerState.CLOSED
+    assert parse_control(b"").breaker is BreakerState.CLOSED
+
+
+def test_half_open_gives_the_trial_worker_exactly_its_trial_budget():
+    gate = BreakerGate("w1")
+    gate.update(
+        ControlState(breaker=BreakerState.HALF_OPEN, epoch=3, trial_worker="w1", trial_tasks=2)
+    )
+    assert gate.allowance() == 2
+    gate.fetched(2)
+    assert gate.allowance() == 0
+    assert gate.paused_reason == "breaker_half_open_trial_done"
+
+
+def test_a_new_epoch_resets_the_trial_budget():
+    gate = BreakerGate("w1")
+    gate.update(
+        ControlState(breaker=BreakerState.HALF_OPEN, epoch=3, trial_worker="w1", trial_tasks=2)
+    )
+    gate.fetched(2)
+    gate.update(
+        ControlState(breaker=BreakerState.HALF_OPEN, epoch=4, trial_worker="w1", trial_tasks=2)
+    )
+    assert gate.allowance() == 2
+
+
+def test_other_workers_behave_as_open_during_half_open():
+    gate = BreakerGate("w2")
+    gate.update(
+        ControlState(breaker=BreakerState.HALF_OPEN, epoch=1, trial_worker="w1", trial_tasks=5)
+    )
+    assert gate.allowance() == 0
+
+
+async def _control_kv(nc: NATS):
+    js = nc.jetstream()
+    bucket = f"ctl-{uuid.uuid4().hex[:8]}"
+    return bucket, await js.create_key_value(bucket=bucket)
+
+
+def _state(breaker: BreakerState, epoch: int, **kw) -> bytes:
+    return (
+        ControlState(breaker=breaker, epoch=epoch, since=datetime.now(UTC), **kw)
+        .model_dump_json()
+        .encode()
+    )
+
+
+@pytest.mark.nats
+async def test_an_open_breaker_stops_fetching_within_one_second(nc: NATS, nats_server: NatsServer):
+    js = nc.jetstream()
+    bucket, kv = await _control_kv(nc)
+    pool = await make_pool(js, nats_server.url, control_bucket=bucket)
+    async with running_worker(pool.settings) as worker:
+        await kv.put(pool.settings.control_key, _state(BreakerState.OPEN, 1, reason="test"))
+        tripped = time.monotonic()
+        await eventually(
+            lambda: worker.gate.state.breaker is BreakerState.OPEN, within=1, what="gate open"
+        )
+        # Any fetch already in flight expires within FETCH_EXPIRY; after that, none is sent.
+        await asyncio.sleep(max(0.0, tripped + 1.0 - time.monotonic()))
+        fetches_at_one_second = worker.fetch_requests
+        ids = [f"open-{uuid.uuid4().hex[:8]}" for _ in range(5)]
+        for task_id in ids:
+            await publish_task(js, pool, task_id)
+        await eventually(
+            lambda: worker.stats().paused_reason == "breaker", within=1, what="paused stats"
+        )
+        with pytest.raises(AssertionError):
+            await eventually(lambda: any(handlers.DONE[i] for i in ids), within=1.0)
+        assert worker.fetch_requests == fetches_at_one_second
+        await kv.put(pool.settings.control_key, _state(BreakerState.CLOSED, 2))
+        await eventually(
+            lambda: all(handlers.DONE[i] == 1 for i in ids), what="tasks run after close"
+        )
+
+
+@pytest.mark.nats
+async def test_half_open_lets_only_the_trial_worker_run_its_trial_tasks(
+    nc: NATS, nats_server: NatsServer
+):
+    js = nc.jetstream()
+    bucket, kv = await _control_kv(nc)
+    pool = await make_pool(js, nats_server.url, control_bucket=bucket, concurrency=4)
+    other = pool.settings.model_copy(update={"worker_id": pool.settings.worker_id + "-other"})
+    await kv.put(
+        pool.settings.control_key,
+        _state(BreakerState.HALF_OPEN, 7, trial_worker=pool.settings.worker_id, trial_tasks=3),
+    )
+    ids = [f"trial-{uuid.uuid4().hex[:8]}" for _ in range(10)]
+    for task_id in ids:
+        await publish_task(js, pool, task_id)
+    async with running_worker(pool.settings) as trial, running_worker(other) as bystander:
+        await eventually(lambda: sum(handlers.DONE[i] for i in ids) == 3, what="three trial tasks")
+        with pytest.raises(AssertionError):
+            await eventually(lambda: sum(handlers.DONE[i] for i in ids) > 3, within=1.0)
+        assert bystander.counters.succeeded == 0
+        assert trial.stats().trial_succeeded == 3
+        await kv.put(pool.settings.control_key, _state(BreakerState.CLOSED, 8))
+        await eventually(
+            lambda: all(handlers.DONE[i] == 1 for i in ids), what="all tasks after close"
+        )
+
+
+@pytest.mark.nats
+async def test_a_missing_control_bucket_means_closed(nc: NATS, nats_server: NatsServer):
+    js = nc.jetstream()
+    pool = await make_pool(js, nats_server.url, control_bucket=f"absent-{uuid.uuid4().hex[:6]}")
+    task_id = f"nobucket-{uuid.uuid4().hex[:8]}"
+    async with running_worker(pool.settings):
+        await publish_task(js, pool, task_id)
+        await eventually(lambda: handlers.DONE[task_id] == 1, what="task done")

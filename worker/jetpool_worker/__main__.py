@@ -1,0 +1,5 @@
+import sys
+
+from jetpool_worker.main import main
+
+sys.exit(main())

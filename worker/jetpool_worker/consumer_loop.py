@@ -1,0 +1,712 @@
+"""The worker: durable pull consumer, bounded concurrency, validation, outcomes, shutdown.
+
+Thin I/O around the pure parts (``retry``, ``breaker.BreakerGate``, ``dead_letter.build_record``).
+Delivery is at least once: a task is acked after its handler returned, so a crash (or a lost
+ack) redelivers it after the consumer's ack wait; handlers must be idempotent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+import os
+import random
+import socket
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import nats
+import nats.errors
+
+from jetpool_protocol.dead_letter import DeadLetterReason
+from jetpool_protocol.envelope import ExpiredTask, InvalidTask, Task, parse_task
+from jetpool_protocol.security import load_key, unseal
+from jetpool_protocol.stats import WorkerStats
+from jetpool_protocol.worker_settings import WorkerSettings
+from jetpool_worker import retry
+from jetpool_worker.breaker import BreakerGate, watch_control
+from jetpool_worker.dead_letter import FirstFailures, RawTask, build_record, publish_record
+from jetpool_worker.execution import Heartbeats, Outcome, run_batch, run_task
+from jetpool_worker.handlers import Handler, load_handler
+from jetpool_worker.metrics import HealthServer, Metrics
+
+log = logging.getLogger(__name__)
+
+FETCH_EXPIRY_SECONDS = 0.5
+"""Short pull requests: a breaker trip or a stop is seen within this long, and no stale pull
+request outlives it on the server."""
+COALESCE_SECONDS = 0.005
+"""With fewer than half the slots free, wait this long for more before pulling."""
+MEMORY_RESUME_FRACTION = 0.9
+LIVENESS_STALE_SECONDS = 10.0
+
+
+def read_rss_bytes() -> int:
+    """Current resident set size (Linux ``/proc``; peak RSS elsewhere)."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(eq=False)
+class _InFlight:
+    msg: Any
+    started: float
+    task: asyncio.Task[None] | None = None
+    released: bool = False
+    slots: int = 1
+
+
+@dataclass
+class _Counters:
+    succeeded: int = 0
+    failed: int = 0
+    retried: int = 0
+    dead_lettered: int = 0
+    started_at: datetime = field(default_factory=utcnow)
+
+
+class Worker:
+    """One worker process's runtime. ``await Worker(settings).run(stop_event)``."""
+
+    def __init__(
+        self,
+        settings: WorkerSettings,
+        *,
+        handler: Handler | None = None,
+        rss_reader: Callable[[], int] = read_rss_bytes,
+        rand: retry.RandomSource = random.random,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.settings = settings
+        self.worker_id = settings.worker_id or f"{socket.gethostname()}-{os.getpid()}"
+        self.handler = handler or load_handler(settings.handler)
+        self.policy = retry.RetryPolicy.from_settings(settings)
+        self.signing_key = (
+            load_key(settings.signing_key_file) if settings.signing_key_file else None
+        )
+        self.encryption_key = (
+            load_key(settings.encryption_key_file) if settings.encryption_key_file else None
+        )
+        self.metrics = Metrics(settings.pool_name, settings.pool_namespace, self.worker_id)
+        self.gate = BreakerGate(self.worker_id)
+        self.heartbeats = Heartbeats(settings.effective_heartbeat_seconds)
+        self.first_failures = FirstFailures()
+        self.counters = _Counters()
+        self._rss_reader = rss_reader
+        self._rand = rand
+        self._clock = clock
+        self._in_flight: set[_InFlight] = set()
+        self._slots_taken = 0
+        self._slot_freed = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=settings.concurrency, thread_name_prefix="jetpool-handler"
+        )
+        self.memory_paused = False
+        self.connected = False
+        self.consuming = False
+        self.draining = False
+        self.last_tick = time.monotonic()
+        self.health_server: HealthServer | None = None
+        self.fetch_requests = 0
+        self._nc: Any = None
+        self._js: Any = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._in_flight)
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        """Consume until ``stop`` (or :meth:`request_stop`), then shut down gracefully."""
+        if stop is not None:
+            stopper = asyncio.create_task(self._forward_stop(stop))
+        self._start_health_server()
+        background: list[asyncio.Task[Any]] = [asyncio.create_task(self._tick_liveness())]
+        try:
+            nc = await self._connect()
+            if nc is None:
+                return
+            self._nc, self._js = nc, nc.jetstream()
+            sub = await self._bind()
+            if sub is None:
+                return
+            background += [
+                asyncio.create_task(self.heartbeats.run()),
+                asyncio.create_task(
+                    watch_control(
+                        self._js,
+                        self.settings.control_bucket,
+                        self.settings.control_key,
+                        self.gate,
+                        running=lambda: not self._stop.is_set(),
+                    )
+                ),
+                asyncio.create_task(self._publish_stats()),
+                asyncio.create_task(self._guard_memory()),
+            ]
+            self.consuming = True
+            log.info(
+                "consuming %s/%s with concurrency %d",
+                self.settings.stream,
+                self.settings.consumer,
+                self.settings.concurrency,
+            )
+            await self._fetch_loop(sub)
+            await self._shutdown(sub)
+        finally:
+            self.consuming = False
+            for bg in background:
+                bg.cancel()
+            _, stuck = await asyncio.wait(background, timeout=2.0)
+            if stuck:  # a cancellation was swallowed by a client call: never hang on it
+                log.debug("%d background tasks still stopping", len(stuck))
+            log.debug("background tasks stopped")
+            if self._nc is not None and not self._nc.is_closed:
+                with contextlib.suppress(Exception):
+                    await self._nc.drain()
+            log.debug("connection drained")
+            if self.health_server is not None:
+                self.health_server.stop()
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            if stop is not None:
+                stopper.cancel()
+            log.info("worker stopped")
+
+    async def _forward_stop(self, stop: asyncio.Event) -> None:
+        await stop.wait()
+        self._stop.set()
+
+    def _start_health_server(self) -> None:
+        if self.settings.metrics_port:
+            self.health_server = HealthServer(
+                self.settings.metrics_port, self.metrics, self.healthy, self.ready
+            ).start()
+
+    def healthy(self) -> tuple[bool, str]:
+        stale = time.monotonic() - self.last_tick
+        if stale > LIVENESS_STALE_SECONDS:
+            return False, f"event loop has not ticked for {stale:.0f}s"
+        return True, "ok"
+
+    def ready(self) -> tuple[bool, str]:
+        if not self.connected:
+            return False, "not connected to NATS"
+        if not self.consuming or self.draining:
+            return False, "not consuming"
+        return True, "ok"
+
+    async def _tick_liveness(self) -> None:
+        while True:
+            self.last_tick = time.monotonic()
+            await asyncio.sleep(0.5)
+
+    async def _connect(self) -> Any:
+        s = self.settings
+        options: dict[str, Any] = {
+            "servers": [s.nats_url],
+            "name": self.worker_id,
+            "max_reconnect_attempts": -1,
+            "reconnect_time_wait": 0.5,
+            "connect_timeout": 2,
+            "drain_timeout": 5,
+            "disconnected_cb": self._on_disconnected,
+            "reconnected_cb": self._on_reconnected,
+            "error_cb": self._on_error,
+        }
+        if s.nats_credentials_file:
+            options["user_credentials"] = s.nats_credentials_file
+        if s.nats_tls_ca_file or s.nats_tls_cert_file:
+            context = ssl.create_default_context(cafile=s.nats_tls_ca_file)
+            if s.nats_tls_cert_file:
+                context.load_cert_chain(s.nats_tls_cert_file, s.nats_tls_key_file)
+            options["tls"] = context
+        while not self._stop.is_set():
+            try:
+                nc = await nats.connect(**options)
+            except Exception as exc:
+                log.warning("cannot connect to %s: %s; retrying", s.nats_url, exc)
+                await self._sleep_unless_stopped(1.0)
+                continue
+            self.connected = True
+            return nc
+        return None
+
+    async def _on_disconnected(self) -> None:
+        self.connected = False
+        if not self._stop.is_set():
+            log.warning("disconnected from NATS; reconnecting")
+
+    async def _on_reconnected(self) -> None:
+        self.connected = True
+        log.info("reconnected to NATS")
+
+    async def _on_error(self, exc: Exception) -> None:
+        log.debug("nats client error: %s", exc)
+
+    async def _bind(self) -> Any:
+        """Bind to the operator-made durable consumer, waiting for it if it is not there yet."""
+        s = self.settings
+        while not self._stop.is_set():
+            try:
+                await self._js.consumer_info(s.stream, s.consumer)
+                return await self._js.pull_subscribe_bind(durable=s.consumer, stream=s.stream)
+            except Exception as exc:
+                log.error("consumer %s/%s is not available: %s", s.stream, s.consumer, exc)
+                await self._sleep_unless_stopped(2.0)
+        return None
+
+    async def _sleep_unless_stopped(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), seconds)
+
+    # ------------------------------------------------------------------ fetching
+
+    def _pause_reason(self) -> str:
+        if self.memory_paused:
+            return "memory"
+        if self.gate.allowance() == 0:
+            return "breaker"
+        return ""
+
+    async def _wait_any(self, *events: asyncio.Event, within: float) -> None:
+        waiters = [asyncio.create_task(e.wait()) for e in events]
+        try:
+            await asyncio.wait(waiters, timeout=within, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waiters:
+                w.cancel()
+
+    async def _fetch_loop(self, sub: Any) -> None:
+        s = self.settings
+        paused_for = ""
+        while not self._stop.is_set():
+            try:
+                free = await self._free_slots()
+                if free <= 0:
+                    continue
+                reason = self._pause_reason()
+                if reason != paused_for:
+                    self._show_pause(paused_for, reason)
+                    paused_for = reason
+                if reason:
+                    self.gate.changed.clear()
+                    await self._wait_any(self.gate.changed, self._stop, within=0.1)
+                    continue
+                if not self._nc.is_connected:
+                    await self._sleep_unless_stopped(0.1)
+                    continue
+                allowance = self.gate.allowance()
+                want = min(free, s.effective_fetch_batch)
+                if allowance is not None:
+                    want = min(want, allowance)
+                self.fetch_requests += 1
+                try:
+                    msgs = await sub.fetch(want, timeout=FETCH_EXPIRY_SECONDS)
+                except nats.errors.TimeoutError:
+                    continue
+                self.gate.fetched(len(msgs))
+                self._dispatch(msgs)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # Nothing may kill the loop: log, breathe, go on.
+                log.exception("fetch loop error")
+                await self._sleep_unless_stopped(0.2)
+        self._show_pause(paused_for, "")
+
+    async def _free_slots(self) -> int:
+        """Free slots, waiting briefly for a few more so pulls come in batches, not singles."""
+        s = self.settings
+        low_water = max(1, min(s.effective_fetch_batch, s.concurrency) // 2)
+        deadline = time.monotonic() + COALESCE_SECONDS
+        while True:
+            free = s.concurrency - self._slots_taken
+            if free >= low_water or self._stop.is_set():
+                return free
+            left = deadline - time.monotonic()
+            if free > 0 and left <= 0:
+                return free
+            self._slot_freed.clear()
+            await self._wait_any(self._slot_freed, self._stop, within=max(left, 0) if free else 0.5)
+            if not free:
+                deadline = time.monotonic() + COALESCE_SECONDS
+
+    def _show_pause(self, old: str, new: str) -> None:
+        if old:
+            self.metrics.set_paused(old, False)
+            log.debug("fetching resumed (was paused: %s)", old)
+        if new:
+            self.metrics.set_paused(new, True)
+            detail = self.gate.paused_reason if new == "breaker" else new
+            if detail == "breaker_state_unknown":
+                log.debug("waiting for the first read of the control state")
+            else:
+                log.warning("fetching paused: %s", detail)
+
+    def _take(self, msgs: list[Any]) -> _InFlight:
+        entry = _InFlight(msg=msgs[0] if len(msgs) == 1 else msgs, started=time.monotonic())
+        entry.slots = len(msgs)
+        self._slots_taken += entry.slots
+        self._in_flight.add(entry)
+        self.metrics.in_flight.set(self._slots_taken)
+        for m in msgs:
+            self.heartbeats.add(m)
+        return entry
+
+    def _release_slots(self, entry: _InFlight) -> None:
+        self._slots_taken -= entry.slots
+        self.metrics.in_flight.set(self._slots_taken)
+        self._slot_freed.set()
+
+    def _finish(self, entry: _InFlight, msgs: list[Any], lingering: list[Any]) -> None:
+        self._in_flight.discard(entry)
+        for m in msgs:
+            self.heartbeats.remove(m)
+        alive = [f for f in lingering if f is not None]
+        if not alive:
+            self._release_slots(entry)
+            return
+        # A timed-out sync handler still runs in its thread: keep the slot until it returns.
+        self.metrics.lingering_threads.inc()
+        loop = asyncio.get_running_loop()
+
+        def done(_: Any) -> None:
+            loop.call_soon_threadsafe(self._lingering_done, entry)
+
+        alive[0].add_done_callback(done)
+
+    def _lingering_done(self, entry: _InFlight) -> None:
+        self.metrics.lingering_threads.dec()
+        self._release_slots(entry)
+
+    def _dispatch(self, msgs: list[Any]) -> None:
+        size = self.handler.batch_max_size
+        if size is None:
+            for m in msgs:
+                entry = self._take([m])
+                entry.task = asyncio.create_task(self._process_one(entry, m))
+        else:
+            for i in range(0, len(msgs), size):
+                chunk = msgs[i : i + size]
+                entry = self._take(chunk)
+                entry.task = asyncio.create_task(self._process_batch(entry, chunk))
+
+    # ------------------------------------------------------------------ processing
+
+    def _raw(self, msg: Any) -> RawTask:
+        meta = msg.metadata
+        return RawTask(
+            subject=msg.subject,
+            stream=meta.stream,
+            sequence=meta.sequence.stream,
+            payload=msg.data,
+            headers=dict(msg.headers or {}),
+            attempt=meta.num_delivered,
+            published_at=meta.timestamp,
+        )
+
+    async def _process_one(self, entry: _InFlight, msg: Any) -> None:
+        lingering: list[Any] = []
+        try:
+            raw = self._raw(msg)
+            task = await self._admit(msg, raw)
+            if task is None:
+                return
+            outcome = await run_task(
+                self.handler,
+                task,
+                timeout_seconds=self.settings.task_timeout_seconds,
+                executor=self._executor,
+            )
+            lingering.append(outcome.lingering)
+            if not entry.released:
+                await self._settle(msg, raw, outcome)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("could not settle a task; it will be redelivered after the ack wait")
+        finally:
+            self._finish(entry, [msg], lingering)
+
+    async def _process_batch(self, entry: _InFlight, msgs: list[Any]) -> None:
+        lingering: list[Any] = []
+        try:
+            admitted: list[tuple[Any, RawTask, Task]] = []
+            for msg in msgs:
+                try:
+                    raw = self._raw(msg)
+                    task = await self._admit(msg, raw)
+                except Exception:
+                    log.exception("could not admit a task of a batch")
+                    continue
+                if task is not None:
+                    admitted.append((msg, raw, task))
+            if not admitted:
+                return
+            outcomes = await run_batch(
+                self.handler,
+                [t for _, _, t in admitted],
+                timeout_seconds=self.settings.task_timeout_seconds,
+                executor=self._executor,
+            )
+            lingering.append(outcomes[0].lingering)
+            if entry.released:
+                return
+            for (msg, raw, _), outcome in zip(admitted, outcomes, strict=True):
+                try:
+                    await self._settle(msg, raw, outcome)
+                except Exception:
+                    log.exception("could not settle a task of a batch")
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("batch failed unexpectedly; its tasks will be redelivered")
+        finally:
+            self._finish(entry, msgs, lingering)
+
+    async def _admit(self, msg: Any, raw: RawTask) -> Task | None:
+        """Validate a delivery; dead-letter it (and return None) when it must not run."""
+        s = self.settings
+        now = self._clock()
+        try:
+            if len(raw.payload) > s.max_payload_bytes:
+                raise InvalidTask(
+                    f"payload is {len(raw.payload)} bytes, limit is {s.max_payload_bytes}"
+                )
+            payload = unseal(
+                raw.payload,
+                raw.headers,
+                signing_key=self.signing_key,
+                encryption_key=self.encryption_key,
+                require_signed=s.require_signed,
+            )
+            task = parse_task(
+                subject=raw.subject,
+                payload=payload,
+                headers=raw.headers,
+                stream_sequence=raw.sequence,
+                attempt=raw.attempt,
+                published_at=raw.published_at,
+                now=now,
+                max_payload_bytes=s.max_payload_bytes,
+                default_ttl_seconds=s.task_ttl_seconds,
+            )
+        except InvalidTask as exc:
+            await self._dead_letter(msg, raw, DeadLetterReason.INVALID, "InvalidTask", str(exc))
+            return None
+        except ExpiredTask as exc:
+            await self._dead_letter(msg, raw, DeadLetterReason.EXPIRED, "ExpiredTask", str(exc))
+            return None
+        if raw.attempt > self.policy.max_attempts:
+            await self._dead_letter(
+                msg,
+                raw,
+                DeadLetterReason.MAX_ATTEMPTS,
+                "AttemptsExhausted",
+                f"delivered {raw.attempt} times, limit is {self.policy.max_attempts}; earlier "
+                "attempts reported no outcome (worker crash or ack wait expired)",
+            )
+            return None
+        return task
+
+    async def _settle(self, msg: Any, raw: RawTask, outcome: Outcome) -> None:
+        self.metrics.processed.inc()
+        self.metrics.duration.observe(outcome.duration_seconds)
+        self.gate.finished(outcome.ok)
+        if outcome.error is None:
+            await msg.ack()
+            self.counters.succeeded += 1
+            self.metrics.succeeded.inc()
+            self.first_failures.forget(raw.sequence)
+            return
+        error = outcome.error
+        error_type = retry.error_type_name(error)
+        self.counters.failed += 1
+        self.metrics.failed(error_type)
+        decision = retry.decide(error, raw.attempt, self.policy, self._rand)
+        if decision.action is retry.Action.RETRY:
+            self.first_failures.record(raw.sequence, self._clock())
+            await msg.nak(delay=decision.delay_seconds)
+            self.counters.retried += 1
+            self.metrics.retried(error_type)
+            log.info(
+                "task %s attempt %d failed with %s; retry in %.2fs",
+                raw.task_id,
+                raw.attempt,
+                error_type,
+                decision.delay_seconds,
+                extra={"task_id": raw.task_id, "error_type": error_type},
+            )
+            return
+        assert decision.reason is not None
+        await self._dead_letter(
+            msg,
+            raw,
+            decision.reason,
+            error_type,
+            str(error) or error_type,
+            traceback=outcome.traceback,
+        )
+
+    async def _dead_letter(
+        self,
+        msg: Any,
+        raw: RawTask,
+        reason: DeadLetterReason,
+        error_type: str,
+        message: str,
+        *,
+        traceback: str | None = None,
+    ) -> None:
+        now = self._clock()
+        first = (
+            now if raw.attempt == 1 else self.first_failures.first(raw.sequence, raw.published_at)
+        )
+        record = build_record(
+            raw,
+            settings=self.settings,
+            worker=self.worker_id,
+            reason=reason,
+            error_type=error_type,
+            error_message=message,
+            traceback=traceback,
+            first_failure_at=first,
+            last_failure_at=now,
+        )
+        try:
+            await publish_record(self._js, self.settings, record, raw.dedup_id)
+        except Exception as exc:
+            # Never drop a task we could not dead-letter: hand it back for a later try.
+            log.error("dead-letter publish for task %s failed: %s; will retry", raw.task_id, exc)
+            await msg.nak(delay=min(5.0, self.settings.retry_max_seconds))
+            return
+        await msg.term()
+        self.first_failures.forget(raw.sequence)
+        self.counters.dead_lettered += 1
+        self.metrics.dead_lettered(reason, error_type)
+        log.warning(
+            "task %s dead-lettered (%s, %s): %s",
+            raw.task_id,
+            reason,
+            error_type,
+            message,
+            extra={"task_id": raw.task_id, "reason": str(reason), "error_type": error_type},
+        )
+
+    # ------------------------------------------------------------------ background
+
+    async def _guard_memory(self) -> None:
+        limit = self.settings.memory_limit_bytes
+        while True:
+            try:
+                rss = self._rss_reader()
+                self.metrics.rss.set(rss)
+                if limit is not None:
+                    if not self.memory_paused and rss > limit:
+                        self.memory_paused = True
+                        log.warning("memory guard: RSS %d above limit %d; pausing", rss, limit)
+                    elif self.memory_paused and rss < limit * MEMORY_RESUME_FRACTION:
+                        self.memory_paused = False
+                        log.info("memory guard: RSS %d below 90%% of limit; fetching again", rss)
+            except Exception:
+                log.exception("memory guard failed")
+            await asyncio.sleep(0.25)
+
+    def stats(self) -> WorkerStats:
+        now = time.monotonic()
+        oldest = max((now - e.started for e in self._in_flight), default=0.0)
+        reason = "draining" if self.draining else self._pause_reason()
+        return WorkerStats(
+            worker=self.worker_id,
+            pool=self.settings.pool_name,
+            namespace=self.settings.pool_namespace,
+            at=self._clock(),
+            started_at=self.counters.started_at,
+            succeeded=self.counters.succeeded,
+            failed=self.counters.failed,
+            retried=self.counters.retried,
+            dead_lettered=self.counters.dead_lettered,
+            in_flight=self._slots_taken,
+            oldest_in_flight_seconds=oldest,
+            fetching=not reason,
+            paused_reason=reason,
+            control_epoch=self.gate.state.epoch,
+            trial_succeeded=self.gate.trial_succeeded,
+            trial_failed=self.gate.trial_failed,
+        )
+
+    async def _publish_stats(self) -> None:
+        while True:
+            try:
+                if self._nc.is_connected:
+                    await self._nc.publish(
+                        self.settings.stats_subject, self.stats().model_dump_json().encode()
+                    )
+            except Exception as exc:
+                log.debug("stats publish failed: %s", exc)
+            await asyncio.sleep(self.settings.stats_interval_seconds)
+
+    # ------------------------------------------------------------------ shutdown
+
+    async def _shutdown(self, sub: Any) -> None:
+        """Finish in-flight work within the grace period, hand the rest back at once."""
+        self.draining = True
+        self.metrics.set_paused("draining", True)
+        grace = self.settings.shutdown_grace_seconds
+        log.info("draining: %d tasks in flight, grace %.1fs", len(self._in_flight), grace)
+        pending = [e.task for e in self._in_flight if e.task is not None]
+        if pending:
+            await asyncio.wait(pending, timeout=grace)
+        left = [e for e in self._in_flight if e.task is not None and not e.task.done()]
+        for entry in left:
+            entry.released = True
+            msgs = entry.msg if isinstance(entry.msg, list) else [entry.msg]
+            for m in msgs:
+                with contextlib.suppress(Exception):
+                    await m.nak()
+            assert entry.task is not None
+            entry.task.cancel()
+        if left:
+            log.warning("grace period over: handed %d unfinished tasks back", len(left))
+            await asyncio.gather(*(e.task for e in left if e.task), return_exceptions=True)
+        log.debug("in-flight work settled")
+        await self._return_buffered(sub)
+        log.debug("buffer returned")
+
+    async def _return_buffered(self, sub: Any) -> None:
+        """Nak messages a late pull response left in the subscription's buffer."""
+        queue = getattr(getattr(sub, "_sub", None), "_pending_queue", None)
+        returned = 0
+        while queue is not None and not queue.empty():
+            msg = queue.get_nowait()
+            if msg.headers and msg.headers.get("Status"):
+                continue
+            with contextlib.suppress(Exception):
+                await msg.nak()
+                returned += 1
+        if returned:
+            log.info("handed %d buffered tasks back", returned)
+        # A pull subscription never marks its buffer done, so the connection drain would wait
+        # for it until the drain timeout: unsubscribe it first.
+        with contextlib.suppress(Exception):
+            await sub.unsubscribe()

@@ -1,0 +1,144 @@
+"""Moving a task that cannot succeed to the pool's dead-letter stream.
+
+Order matters: the record is published with JetStream (and its PubAck awaited) BEFORE the task
+is terminated, and the publish carries ``Nats-Msg-Id = <stream>:<seq>``. A crash between the
+two steps redelivers the task; the second dead-letter publish is then dropped by the
+dead-letter stream's duplicate window, so a task is dead-lettered at most once.
+
+``first_failure_at``: a redelivered message cannot carry new headers, so the worker remembers
+the first failure of each stream sequence it saw fail (bounded, in memory). When another
+worker (or an earlier process) saw the first failure, the task's publish time is used: the
+earliest moment the first failure could have happened.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from jetpool_protocol import headers as h
+from jetpool_protocol.dead_letter import DeadLetterReason, DeadLetterRecord
+from jetpool_protocol.naming import dead_letter_subject
+from jetpool_protocol.worker_settings import WorkerSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class RawTask:
+    """What the worker knows about a delivered message, valid or not."""
+
+    subject: str
+    stream: str
+    sequence: int
+    payload: bytes
+    headers: Mapping[str, str]
+    attempt: int
+    published_at: datetime
+
+    @property
+    def task_id(self) -> str:
+        """Same rule as ``parse_task``, usable when the message failed validation."""
+        return self.headers.get(h.TASK_ID) or self.headers.get(h.MSG_ID) or f"seq-{self.sequence}"
+
+    @property
+    def dedup_id(self) -> str:
+        return f"{self.stream}:{self.sequence}"
+
+
+class FirstFailures:
+    """Bounded memory of when each stream sequence first failed on this worker."""
+
+    def __init__(self, capacity: int = 100_000) -> None:
+        self.capacity = capacity
+        self._seen: OrderedDict[int, datetime] = OrderedDict()
+
+    def record(self, sequence: int, at: datetime) -> datetime:
+        """Remember ``at`` unless an earlier failure is known; return the first failure time."""
+        first = self._seen.get(sequence)
+        if first is None:
+            self._seen[sequence] = first = at
+            if len(self._seen) > self.capacity:
+                self._seen.popitem(last=False)
+        return first
+
+    def first(self, sequence: int, fallback: datetime) -> datetime:
+        return self._seen.get(sequence, fallback)
+
+    def forget(self, sequence: int) -> None:
+        self._seen.pop(sequence, None)
+
+
+def build_record(
+    raw: RawTask,
+    *,
+    settings: WorkerSettings,
+    worker: str,
+    reason: DeadLetterReason,
+    error_type: str,
+    error_message: str,
+    traceback: str | None,
+    first_failure_at: datetime,
+    last_failure_at: datetime,
+) -> DeadLetterRecord:
+    return DeadLetterRecord(
+        task_id=raw.task_id,
+        pool=settings.pool_name,
+        namespace=settings.pool_namespace,
+        reason=reason,
+        error_type=error_type,
+        error_message=error_message,
+        traceback=traceback,
+        attempts=raw.attempt,
+        original_subject=raw.subject,
+        original_stream=raw.stream,
+        original_sequence=raw.sequence,
+        headers=dict(raw.headers),
+        payload=raw.payload,
+        first_failure_at=min(first_failure_at, last_failure_at),
+        last_failure_at=last_failure_at,
+        worker=worker,
+    )
+
+
+def record_subject(settings: WorkerSettings, record: DeadLetterRecord) -> str:
+    prefix = settings.dead_letter_subject_prefix
+    return dead_letter_subject(prefix, record.reason, record.error_type)
+
+
+def record_headers(record: DeadLetterRecord, dedup_id: str) -> dict[str, str]:
+    return {
+        h.MSG_ID: dedup_id,
+        h.DLQ_REASON: str(record.reason),
+        h.DLQ_ERROR_TYPE: record.error_type,
+        h.DLQ_POOL: f"{record.namespace}/{record.pool}",
+        h.CONTENT_TYPE: "application/json",
+    }
+
+
+class JetStreamPublisher(Protocol):
+    async def publish(
+        self,
+        subject: str,
+        payload: bytes = b"",
+        timeout: float | None = None,  # noqa: ASYNC109 - mirrors nats-py's signature
+        stream: str | None = None,
+        headers: dict[str, Any] | None = None,
+    ) -> Any: ...
+
+
+async def publish_record(
+    js: JetStreamPublisher, settings: WorkerSettings, record: DeadLetterRecord, dedup_id: str
+) -> None:
+    """Publish and wait for the dead-letter stream's PubAck; raises if it was not stored."""
+    await js.publish(
+        record_subject(settings, record),
+        record.model_dump_json().encode(),
+        timeout=5.0,
+        stream=settings.dead_letter_stream,
+        headers=record_headers(record, dedup_id),
+    )
