@@ -167,8 +167,8 @@ class PodRunner:
         mounts: dict[str, Path] = {}
         for mount in container.volume_mounts or []:
             volume = volumes.get(mount.name)
-            if volume is None:
-                continue
+            if volume is None or (volume.secret is None and volume.config_map is None):
+                continue  # emptyDir and friends: the process simply uses the host path
             local = poddir / "volumes" / mount.name
             local.mkdir(parents=True, exist_ok=True)
             if volume.secret is not None:
@@ -218,3 +218,29 @@ class PodRunner:
             cm = self._core.read_namespaced_config_map(ref.name, pod.metadata.namespace)
             return str((cm.data or {})[ref.key])
         return ""
+
+
+def main() -> None:
+    """Run the pod runner in the foreground until SIGTERM/SIGINT (used by ``make demo``)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--kubeconfig", required=True)
+    parser.add_argument("--selector", default=DEFAULT_SELECTOR)
+    parser.add_argument("--workdir", type=Path, default=None)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s pod-runner %(message)s")
+    runner = PodRunner(kubeconfig=args.kubeconfig, label_selector=args.selector)
+    if args.workdir is not None:
+        args.workdir.mkdir(parents=True, exist_ok=True)
+        runner.workdir = args.workdir
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    runner.start()
+    stop.wait()
+    runner.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -550,10 +550,11 @@ class Worker:
             self.counters.retried += 1
             self.metrics.retried(error_type)
             log.info(
-                "task %s attempt %d failed with %s; retry in %.2fs",
+                "task %s attempt %d failed with %s: %s; retry in %.2fs",
                 raw.task_id,
                 raw.attempt,
                 error_type,
+                str(error)[:200],
                 decision.delay_seconds,
                 extra={"task_id": raw.task_id, "error_type": error_type},
             )
