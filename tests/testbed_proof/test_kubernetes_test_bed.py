@@ -72,8 +72,10 @@ def test_a_deployment_gets_running_ready_pods_scales_and_is_garbage_collected(
     eventually(lambda: running_ready_pods(cluster, namespace, "idle") == 2, what="2 ready pods")
     cluster.kubectl("-n", namespace, "delete", "deployment/idle", "--wait=false")
     eventually(
-        lambda: not cluster.get_json("replicasets", "-n", namespace, "-l", "app=idle")["items"]
-        and not cluster.get_json("pods", "-n", namespace, "-l", "app=idle")["items"],
+        lambda: (
+            not cluster.get_json("replicasets", "-n", namespace, "-l", "app=idle")["items"]
+            and not cluster.get_json("pods", "-n", namespace, "-l", "app=idle")["items"]
+        ),
         what="ReplicaSet and pods garbage-collected",
     )
 
@@ -110,15 +112,24 @@ def test_a_cel_rule_on_a_crd_rejects_a_bad_object_with_its_message(
 ) -> None:
     cluster.apply(WIDGETS_CRD)
     eventually(
-        lambda: "Established"
-        in cluster.kubectl(
-            "get", "crd", "widgets.testbed.jetpool.dev",
-            "-o", "jsonpath={.status.conditions[?(@.status=='True')].type}",
+        lambda: (
+            "Established"
+            in cluster.kubectl(
+                "get",
+                "crd",
+                "widgets.testbed.jetpool.dev",
+                "-o",
+                "jsonpath={.status.conditions[?(@.status=='True')].type}",
+            )
         ),
         what="CRD established",
     )
-    good = {"apiVersion": "testbed.jetpool.dev/v1", "kind": "Widget",
-            "metadata": {"name": "good"}, "spec": {"min": 1, "max": 2}}
+    good = {
+        "apiVersion": "testbed.jetpool.dev/v1",
+        "kind": "Widget",
+        "metadata": {"name": "good"},
+        "spec": {"min": 1, "max": 2},
+    }
     bad = {**good, "metadata": {"name": "bad"}, "spec": {"min": 3, "max": 2}}
     eventually(lambda: cluster.apply(good, "-n", namespace), what="good widget accepted")
     with pytest.raises(KubectlError) as rejected:

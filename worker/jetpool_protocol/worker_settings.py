@@ -110,9 +110,11 @@ class WorkerSettings(BaseModel):
             raw = env.get(cls.env_name(name))
             if raw is None or raw == "":
                 continue
-            values[name] = tuple(filter(None, map(str.strip, raw.split(",")))) if (
-                info.annotation == tuple[str, ...]
-            ) else raw
+            values[name] = (
+                tuple(filter(None, map(str.strip, raw.split(","))))
+                if (info.annotation == tuple[str, ...])
+                else raw
+            )
         try:
             return cls.model_validate(values)
         except ValidationError as exc:
