@@ -24,11 +24,11 @@ sys.path[:0] = [str(ROOT), str(ROOT / "worker")]
 import nats  # noqa: E402
 from nats.js import api  # noqa: E402
 
+from e2e.testbed.nats_server import NatsServer  # noqa: E402
 from jetpool_protocol.envelope import Task  # noqa: E402
 from jetpool_protocol.worker_settings import WorkerSettings  # noqa: E402
 from jetpool_worker.consumer_loop import Worker  # noqa: E402
 from jetpool_worker.handlers import Handler  # noqa: E402
-from tests.testbed.nats_server import NatsServer  # noqa: E402
 
 BATCH = 64
 

@@ -97,7 +97,7 @@ def up(burst: int) -> None:
 
     say("starting nats-server with JetStream")
     sys.path.insert(0, str(REPO))
-    from tests.testbed.nats_server import free_port, nats_server_binary, wait_for_port
+    from e2e.testbed.nats_server import free_port, nats_server_binary, wait_for_port
 
     port = free_port()
     spawn(
@@ -140,7 +140,7 @@ def up(burst: int) -> None:
         [
             sys.executable,
             "-m",
-            "e2e.pod_runner",
+            "e2e.testbed.pod_runner",
             "--kubeconfig",
             str(KUBECONFIG),
             "--workdir",

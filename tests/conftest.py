@@ -9,8 +9,8 @@ import nats
 import pytest
 from nats.aio.client import Client as NATS
 
-from tests.testbed.cluster import Cluster, eventually
-from tests.testbed.nats_server import NatsServer
+from e2e.testbed.cluster import Cluster, eventually
+from e2e.testbed.nats_server import NatsServer
 
 
 @pytest.fixture(scope="session")

@@ -15,12 +15,12 @@ from nats.aio.client import Client as NatsClient
 from nats.js.api import RetentionPolicy
 from nats.js.client import JetStreamContext
 
+from e2e.testbed.nats_server import NatsServer
 from jetpool_cli.main import main_async
 from jetpool_protocol import headers as h
 from jetpool_protocol.dead_letter import DeadLetterReason, DeadLetterRecord
 from jetpool_protocol.envelope import task_headers
 from jetpool_protocol.naming import PoolNames, dead_letter_subject
-from tests.testbed.nats_server import NatsServer
 
 
 @dataclass

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from e2e.testbed.nats_server import NatsServer, free_port
 from jetpool_cli.main import main, main_async
 from tests.cli.conftest import Pool
-from tests.testbed.nats_server import NatsServer, free_port
 
 pytestmark = pytest.mark.nats
 

@@ -3,7 +3,8 @@
 ``JETPOOL_E2E_PROVIDER`` picks where the suite runs:
 
 * ``local`` (default): the local test bed; the operator runs as a process here, and each
-  Running worker pod is backed by a local ``jetpool-worker`` process (``e2e/pod_runner.py``).
+  Running worker pod is backed by a local ``jetpool-worker`` process
+  (``e2e/testbed/pod_runner.py``).
 * ``kind``: a kind cluster prepared by ``e2e/kind/run.sh`` (operator installed by the chart,
   workers are real pods). ``JETPOOL_E2E_NATS_URL`` is the NATS URL pods use and
   ``JETPOOL_E2E_NATS_TEST_URL`` the one this process uses (a port-forward).
@@ -18,10 +19,10 @@ from typing import Any
 
 import pytest
 
-from e2e.pod_runner import PodRunner
-from tests.testbed.cluster import REPO, Cluster, eventually
-from tests.testbed.nats_server import NatsServer
-from tests.testbed.operator_process import OperatorProcess
+from e2e.testbed.cluster import REPO, Cluster, eventually
+from e2e.testbed.nats_server import NatsServer
+from e2e.testbed.operator_process import OperatorProcess
+from e2e.testbed.pod_runner import PodRunner
 
 PROVIDER = os.environ.get("JETPOOL_E2E_PROVIDER", "local")
 CRDS = REPO / "crds"

@@ -8,10 +8,10 @@ from typing import Any
 import nats
 import pytest
 
+from e2e.testbed.cluster import REPO, Cluster, KubectlError, eventually
+from e2e.testbed.nats_server import NatsServer
+from e2e.testbed.operator_process import OperatorProcess
 from tests.e2e.conftest import NatsEndpoint, condition, pool_manifest, wait_for_condition
-from tests.testbed.cluster import REPO, Cluster, KubectlError, eventually
-from tests.testbed.nats_server import NatsServer
-from tests.testbed.operator_process import OperatorProcess
 
 pytestmark = [pytest.mark.kube, pytest.mark.nats, pytest.mark.e2e]
 

@@ -17,12 +17,12 @@ import nats
 import pytest
 from nats.js.errors import NotFoundError
 
-from e2e.pod_runner import PodRunner
+from e2e.testbed.cluster import Cluster, eventually
+from e2e.testbed.operator_process import OperatorProcess
+from e2e.testbed.pod_runner import PodRunner
 from jetpool_protocol.dead_letter import DeadLetterRecord
 from jetpool_protocol.envelope import task_headers
 from tests.e2e.conftest import PROVIDER, NatsEndpoint, pool_manifest
-from tests.testbed.cluster import Cluster, eventually
-from tests.testbed.operator_process import OperatorProcess
 
 pytestmark = [
     pytest.mark.kube,

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.testbed.cluster import kubectl_binary
+from e2e.testbed.cluster import kubectl_binary
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "jetpool"

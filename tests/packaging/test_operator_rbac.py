@@ -22,9 +22,9 @@ from typing import Any
 import pytest
 import yaml
 
+from e2e.testbed.cluster import Cluster, KubectlError, eventually
+from e2e.testbed.nats_server import NatsServer, free_port
 from tests.packaging.conftest import CRDS, GENERATOR, env_of, only, parse
-from tests.testbed.cluster import Cluster, KubectlError, eventually
-from tests.testbed.nats_server import NatsServer, free_port
 
 pytestmark = [pytest.mark.kube, pytest.mark.nats]
 

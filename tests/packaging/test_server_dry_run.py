@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from e2e.testbed.cluster import Cluster, kubectl_binary
 from tests.packaging.conftest import CRDS, GENERATOR, OVERLAYS, REPO, kustomize
-from tests.testbed.cluster import Cluster, kubectl_binary
 
 pytestmark = pytest.mark.kube
 

@@ -10,9 +10,9 @@ from datetime import UTC, datetime
 import pytest
 from nats.aio.client import Client as NATS
 
+from e2e.testbed.nats_server import NatsServer
 from jetpool_protocol.control import BreakerState, ControlState
 from jetpool_worker.breaker import BreakerGate, parse_control
-from tests.testbed.nats_server import NatsServer
 from tests.worker import handlers
 from tests.worker.helpers import eventually, make_pool, publish_task, running_worker
 

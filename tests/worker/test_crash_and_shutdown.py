@@ -12,7 +12,7 @@ import nats
 import pytest
 from nats.aio.client import Client as NATS
 
-from tests.testbed.nats_server import NatsServer
+from e2e.testbed.nats_server import NatsServer
 from tests.worker import handlers
 from tests.worker.helpers import (
     dead_letter_ids,

@@ -14,10 +14,10 @@ import uuid
 import pytest
 from nats.aio.client import Client as NATS
 
+from e2e.testbed.nats_server import NatsServer, free_port
 from jetpool_protocol.stats import WorkerStats
 from jetpool_worker.logs import JsonFormatter
 from jetpool_worker.main import EXIT_CONFIG, main
-from tests.testbed.nats_server import NatsServer, free_port
 from tests.worker import handlers
 from tests.worker.helpers import eventually, make_pool, publish_task, running_worker
 from tests.worker.subprocess_worker import REPO_ROOT

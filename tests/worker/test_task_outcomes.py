@@ -11,10 +11,10 @@ import uuid
 import pytest
 from nats.aio.client import Client as NATS
 
+from e2e.testbed.nats_server import NatsServer
 from jetpool_protocol import headers as h
 from jetpool_protocol.dead_letter import DeadLetterReason
 from jetpool_protocol.security import seal
-from tests.testbed.nats_server import NatsServer
 from tests.worker import handlers
 from tests.worker.helpers import (
     dead_letters,

@@ -11,8 +11,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.testbed.cluster import Cluster, eventually
-from tests.testbed.nats_server import free_port
+from e2e.testbed.cluster import Cluster, eventually
+from e2e.testbed.nats_server import free_port
 
 
 @dataclass

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.testbed.cluster import Cluster, KubectlError, eventually
+from e2e.testbed.cluster import Cluster, KubectlError, eventually
 
 pytestmark = pytest.mark.kube
 
