@@ -240,18 +240,36 @@ def up(burst: int) -> None:
     say("the demo keeps running. Try:")
     print(f"    {BIN / 'kubectl'} --kubeconfig {KUBECONFIG} get wp -o wide -w")
     print(
-        f"    {BIN / 'jetpool'} --nats-url {nats_url} publish {SUBJECT} --data '{{}}' --count 500"
+        f"    {BIN / 'jetpool'} publish {SUBJECT} --nats-url {nats_url} --data '{{}}' --count 500"
     )
     print("    make demo-down        # stops everything the demo started")
 
 
 def down() -> None:
+    """SIGTERM every process group the demo started, wait for them, then stop the cluster."""
+    groups = []
     for pidfile in sorted(STATE.glob("*.pid")):
         with contextlib.suppress(ProcessLookupError, ValueError):
-            os.killpg(int(pidfile.read_text()), signal.SIGTERM)
+            pgid = int(pidfile.read_text())
+            os.killpg(pgid, signal.SIGTERM)
+            groups.append(pgid)
         pidfile.unlink()
+    deadline = time.monotonic() + 40  # workers get their shutdown grace period
+    for pgid in groups:
+        while time.monotonic() < deadline and _group_alive(pgid):
+            time.sleep(0.2)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGKILL)
     subprocess.run(["bash", str(REPO / "e2e" / "cluster.sh"), "down"], check=False)
     say("demo stopped")
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def main() -> None:
