@@ -97,7 +97,8 @@ def up(burst: int) -> None:
 
     say("starting nats-server with JetStream")
     sys.path.insert(0, str(REPO))
-    from e2e.testbed.nats_server import free_port, nats_server_binary, wait_for_port
+    from e2e.testbed.nats_server import nats_server_binary
+    from e2e.testbed.processes import free_port, wait_for_port
 
     port = free_port()
     spawn(

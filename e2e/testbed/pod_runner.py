@@ -94,8 +94,10 @@ class PodRunner:
             self._stop.wait(self.poll_seconds)
 
     def _sync(self) -> None:
-        pods = self._core.list_pod_for_all_namespaces(label_selector=self.label_selector).items
-        live = {
+        pods: list[Any] = self._core.list_pod_for_all_namespaces(
+            label_selector=self.label_selector
+        ).items
+        live: dict[str, Any] = {
             pod.metadata.uid: pod
             for pod in pods
             if pod.status.phase == "Running" and pod.metadata.deletion_timestamp is None
@@ -202,13 +204,14 @@ class PodRunner:
     def _env_value_from(self, pod: Any, source: Any) -> str:
         if source.field_ref is not None:
             path = source.field_ref.field_path
-            return {
+            fields: dict[str, str] = {
                 "metadata.name": pod.metadata.name,
                 "metadata.namespace": pod.metadata.namespace,
                 "metadata.uid": pod.metadata.uid,
                 "status.podIP": pod.status.pod_ip or "127.0.0.1",
                 "spec.nodeName": pod.spec.node_name or "",
-            }.get(path, "")
+            }
+            return fields.get(path, "")
         if source.secret_key_ref is not None:
             ref = source.secret_key_ref
             secret = self._core.read_namespaced_secret(ref.name, pod.metadata.namespace)

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from e2e.testbed.nats_server import NatsServer, free_port
+from e2e.testbed.nats_server import NatsServer
+from e2e.testbed.processes import free_port
 from jetpool_cli.main import main, main_async
 from tests.cli.conftest import Pool
 

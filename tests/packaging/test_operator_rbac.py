@@ -23,7 +23,8 @@ import pytest
 import yaml
 
 from e2e.testbed.cluster import Cluster, KubectlError, eventually
-from e2e.testbed.nats_server import NatsServer, free_port
+from e2e.testbed.nats_server import NatsServer
+from e2e.testbed.processes import free_port
 from tests.packaging.conftest import CRDS, GENERATOR, env_of, only, parse
 
 pytestmark = [pytest.mark.kube, pytest.mark.nats]

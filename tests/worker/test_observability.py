@@ -14,7 +14,8 @@ import uuid
 import pytest
 from nats.aio.client import Client as NATS
 
-from e2e.testbed.nats_server import NatsServer, free_port
+from e2e.testbed.nats_server import NatsServer
+from e2e.testbed.processes import free_port
 from jetpool_protocol.stats import WorkerStats
 from jetpool_worker.logs import JsonFormatter
 from jetpool_worker.main import EXIT_CONFIG, main
