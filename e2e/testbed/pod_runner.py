@@ -79,9 +79,14 @@ class PodRunner:
                     proc.process.wait()
             self.processes.clear()
 
-    def running_pods(self) -> list[str]:
+    def running_pods(self, namespace: str | None = None) -> list[str]:
+        """Names of pods whose process is alive (optionally in one namespace)."""
         with self._lock:
-            return sorted(p.name for p in self.processes.values() if p.process.poll() is None)
+            return sorted(
+                p.name
+                for p in self.processes.values()
+                if p.process.poll() is None and namespace in (None, p.namespace)
+            )
 
     # -- loop ---------------------------------------------------------------------------------
 

@@ -1,27 +1,50 @@
-"""Handlers the e2e suite's worker processes run (imported via PYTHONPATH=<repo>).
+"""Handlers the e2e suite's workers run (local provider: via PYTHONPATH=<repo>; kind: baked
+into the handler image by e2e/kind/handlers.Dockerfile).
 
-They record each finished task as a file named after its id in ``JETPOOL_E2E_RECORD_DIR``/done,
-and fail on purpose while a file named ``FAIL`` exists there, so a test can switch failures on
-and off for every worker at once. (Local provider only: the files live on this machine.)
+Completion and failure injection go through a NATS KV bucket (``JETPOOL_E2E_BUCKET``) on the
+pool's own NATS server, so the same tests work whether workers are local processes or pods:
+
+* a finished task is recorded as key ``done.<task id>``;
+* while key ``FAIL`` exists, every task fails with :class:`InjectedFailure`.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
-import time
-from pathlib import Path
+
+import nats
+from nats.js.errors import KeyNotFoundError
+from nats.js.kv import KeyValue
 
 from jetpool_protocol.envelope import Task
 
+_bucket: KeyValue | None = None
+_lock = asyncio.Lock()
+
 
 class InjectedFailure(RuntimeError):
-    """Raised while the FAIL switch is on."""
+    """Raised while the FAIL key exists."""
 
 
-def record(task: Task) -> None:
-    directory = Path(os.environ["JETPOOL_E2E_RECORD_DIR"])
-    if (directory / "FAIL").exists():
+async def bucket() -> KeyValue:
+    global _bucket  # noqa: PLW0603 - one connection per worker process
+    async with _lock:
+        if _bucket is None:
+            nc = await nats.connect(os.environ["JETPOOL_NATS_URL"])
+            _bucket = await nc.jetstream().key_value(os.environ["JETPOOL_E2E_BUCKET"])
+    return _bucket
+
+
+async def record(task: Task) -> None:
+    kv = await bucket()
+    try:
+        await kv.get("FAIL")
+    except KeyNotFoundError:
+        pass
+    else:
         raise InjectedFailure(f"failure injected for {task.id}")
-    work = task.json() if task.payload else {}
-    time.sleep(float(work.get("sleep", 0)) if isinstance(work, dict) else 0)
-    (directory / "done" / task.id).touch()
+    work = json.loads(task.payload) if task.payload else {}
+    await asyncio.sleep(float(work.get("sleep", 0)))
+    await kv.put(f"done.{task.id}", b"1")
