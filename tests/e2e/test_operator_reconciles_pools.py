@@ -11,9 +11,21 @@ import pytest
 from e2e.testbed.cluster import REPO, Cluster, KubectlError, eventually
 from e2e.testbed.nats_server import NatsServer
 from e2e.testbed.operator_process import OperatorProcess
-from tests.e2e.conftest import NatsEndpoint, condition, pool_manifest, wait_for_condition
+from tests.e2e.conftest import (
+    PROVIDER,
+    NatsEndpoint,
+    condition,
+    pool_manifest,
+    wait_for_condition,
+)
 
 pytestmark = [pytest.mark.kube, pytest.mark.nats, pytest.mark.e2e]
+
+local_only = pytest.mark.skipif(
+    PROVIDER != "local",
+    reason="starts its own operator processes or NATS server on this machine; on kind the "
+    "chart's operator runs in the cluster and cannot reach them",
+)
 
 
 def deployment(cluster: Cluster, namespace: str, pool: str) -> dict[str, Any]:
@@ -162,6 +174,7 @@ def test_an_invalid_pool_is_rejected_with_the_rules_message(
     assert message in rejected.value.stderr
 
 
+@local_only
 async def test_nats_going_down_is_a_condition_and_the_pool_recovers_when_it_returns(
     cluster: Cluster, namespace: str, operator: OperatorProcess, private_nats_server: NatsServer
 ) -> None:
@@ -203,6 +216,7 @@ async def test_a_conflicting_existing_stream_is_reported_and_never_deleted(
     await nc.close()
 
 
+@local_only
 def test_a_restarted_operator_creates_no_duplicates_and_keeps_conditions_stable(
     cluster: Cluster, namespace: str, crds: None, nats_endpoint: NatsEndpoint
 ) -> None:
@@ -226,6 +240,7 @@ def test_a_restarted_operator_creates_no_duplicates_and_keeps_conditions_stable(
     } == transitions
 
 
+@local_only
 def test_of_two_peered_operators_only_one_reconciles(
     cluster: Cluster, namespace: str, crds: None, nats_endpoint: NatsEndpoint
 ) -> None:
