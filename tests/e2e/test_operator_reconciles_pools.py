@@ -7,6 +7,7 @@ from typing import Any
 
 import nats
 import pytest
+from nats.js.errors import NotFoundError
 
 from e2e.testbed.cluster import REPO, Cluster, KubectlError, eventually
 from e2e.testbed.nats_server import NatsServer
@@ -291,3 +292,73 @@ def test_the_sample_pools_apply_and_kubectl_get_shows_the_columns(
     wide = cluster.kubectl("get", "wp", "-n", namespace, "-o", "wide").splitlines()[0]
     assert "THROUGHPUT" in wide
     assert "DEAD-LETTERS" in wide
+
+
+async def test_pausing_scales_workers_to_zero_and_keeps_the_backlog(
+    cluster: Cluster, namespace: str, operator: OperatorProcess, nats_endpoint: NatsEndpoint
+) -> None:
+    cluster.apply(pool_manifest("sleepy", nats_endpoint.pod_url), "-n", namespace)
+    pool = wait_for_condition(cluster, namespace, "sleepy", "Ready", "True")
+    stream = pool["status"]["nats"]["stream"]
+    cluster.apply(pool_manifest("sleepy", nats_endpoint.pod_url, paused=True), "-n", namespace)
+    nc = await nats.connect(nats_endpoint.test_url)
+    js = nc.jetstream()
+    for i in range(5):
+        await js.publish(f"tasks.{namespace}.sleepy.x", b"{}", headers={"Nats-Msg-Id": f"p{i}"})
+
+    pool = wait_for_condition(cluster, namespace, "sleepy", "Ready", "True")
+    eventually(
+        lambda: deployment(cluster, namespace, "sleepy")["spec"]["replicas"] == 0,
+        what="paused pool scaled to zero",
+    )
+    ready = condition(cluster.get_json("workerpool", "sleepy", "-n", namespace), "Ready")
+    assert ready is not None
+    assert ready["reason"] == "Paused"
+    assert (await js.stream_info(stream)).state.messages == 5
+    await nc.close()
+
+
+async def test_deletion_policy_decides_whether_the_streams_outlive_the_pool(
+    cluster: Cluster, namespace: str, operator: OperatorProcess, nats_endpoint: NatsEndpoint
+) -> None:
+    cluster.apply(pool_manifest("keeper", nats_endpoint.pod_url), "-n", namespace)
+    cluster.apply(
+        pool_manifest("cleaner", nats_endpoint.pod_url, deletionPolicy="Delete"), "-n", namespace
+    )
+    kept = wait_for_condition(cluster, namespace, "keeper", "NatsReady", "True")
+    cleaned = wait_for_condition(cluster, namespace, "cleaner", "NatsReady", "True")
+    cluster.kubectl("-n", namespace, "delete", "workerpool", "keeper", "cleaner")
+
+    nc = await nats.connect(nats_endpoint.test_url)
+    js = nc.jetstream()
+    assert await js.stream_info(kept["status"]["nats"]["stream"])
+    assert await js.stream_info(kept["status"]["nats"]["deadLetterStream"])
+    for name in (
+        cleaned["status"]["nats"]["stream"],
+        cleaned["status"]["nats"]["deadLetterStream"],
+    ):
+        with pytest.raises(NotFoundError):
+            await js.stream_info(name)
+    await nc.close()
+
+
+def test_a_missing_credentials_secret_is_a_condition_not_a_crash(
+    cluster: Cluster, namespace: str, operator: OperatorProcess, nats_endpoint: NatsEndpoint
+) -> None:
+    cluster.apply(
+        pool_manifest(
+            "nocreds", nats_endpoint.pod_url, nats={"credentialsSecret": {"name": "nats-creds"}}
+        ),
+        "-n",
+        namespace,
+    )
+    pool = wait_for_condition(cluster, namespace, "nocreds", "NatsReady", "False")
+    nats_ready = condition(pool, "NatsReady")
+    assert nats_ready is not None
+    assert "nats-creds" in nats_ready["message"]
+    events = cluster.kubectl(
+        "get", "events", "-n", namespace, "--field-selector", "involvedObject.name=nocreds"
+    )
+    assert "NatsError" in events
+    assert operator.process is not None
+    assert operator.process.poll() is None
