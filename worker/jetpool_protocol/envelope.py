@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from opentelemetry import propagate
+
 from jetpool_protocol import headers as h
 
 
@@ -128,8 +130,13 @@ def task_headers(
     content_type: str | None = "application/json",
     extra: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
-    """Headers a publisher sets; ``Nats-Msg-Id`` = task id makes re-publishing idempotent."""
+    """Headers a publisher sets; ``Nats-Msg-Id`` = task id makes re-publishing idempotent.
+
+    The current OpenTelemetry context (if the publisher traces) is injected as ``traceparent``
+    / ``tracestate``, so the worker's span joins the publisher's trace.
+    """
     out = {h.MSG_ID: task_id, h.TASK_ID: task_id, h.TASK_CREATED: format_time(created_at)}
+    propagate.inject(out)
     if ttl_seconds is not None:
         out[h.TASK_TTL] = f"{ttl_seconds:g}"
     if content_type:
