@@ -32,6 +32,7 @@ from jetpool_protocol.worker_settings import WorkerSettings
 from jetpool_worker import retry
 from jetpool_worker.breaker import BreakerGate, watch_control
 from jetpool_worker.dead_letter import FirstFailures, RawTask, build_record, publish_record
+from jetpool_worker.eager import start_eagerly
 from jetpool_worker.execution import Heartbeats, Outcome, run_batch, run_task
 from jetpool_worker.handlers import Handler, load_handler
 from jetpool_worker.metrics import HealthServer, Metrics
@@ -60,6 +61,28 @@ def read_rss_bytes() -> int:
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def delivery_info(msg: Any) -> tuple[str, int, int, datetime]:
+    """Stream, stream sequence, delivery count and publish time of a JetStream message.
+
+    Reads the ``$JS.ACK`` reply subject directly: nats-py's ``msg.metadata`` builds three
+    frozen dataclasses per message for the same four fields.
+    """
+    tokens: list[str] = msg.reply.split(".") if msg.reply else []
+    if len(tokens) == 9 and tokens[0] == "$JS" and tokens[1] == "ACK":
+        stream, delivered, sequence, ts = tokens[2], tokens[4], tokens[5], tokens[7]
+    elif len(tokens) >= 11 and tokens[0] == "$JS" and tokens[1] == "ACK":
+        stream, delivered, sequence, ts = tokens[4], tokens[6], tokens[7], tokens[9]
+    else:  # not a JetStream delivery: let nats-py raise its own error
+        meta = msg.metadata
+        return meta.stream, meta.sequence.stream, meta.num_delivered, meta.timestamp
+    return (
+        stream,
+        int(sequence),
+        int(delivered),
+        datetime.fromtimestamp(int(ts) / 1_000_000_000, UTC),
+    )
 
 
 @dataclass(eq=False)
@@ -103,6 +126,8 @@ class Worker:
             load_key(settings.encryption_key_file) if settings.encryption_key_file else None
         )
         self.metrics = Metrics(settings.pool_name, settings.pool_namespace, self.worker_id)
+        self.metrics.in_flight.set_function(lambda: self._slots_taken)
+        self._tally = self.metrics.tally
         self.gate = BreakerGate(self.worker_id)
         self.heartbeats = Heartbeats(settings.effective_heartbeat_seconds)
         self.first_failures = FirstFailures()
@@ -322,7 +347,7 @@ class Worker:
                 self.fetch_requests += 1
                 try:
                     msgs = await sub.fetch(want, timeout=FETCH_EXPIRY_SECONDS)
-                except nats.errors.TimeoutError:
+                except TimeoutError:  # nats-py raises its own subclass or asyncio's
                     continue
                 self.gate.fetched(len(msgs))
                 self._dispatch(msgs)
@@ -368,14 +393,12 @@ class Worker:
         entry.slots = len(msgs)
         self._slots_taken += entry.slots
         self._in_flight.add(entry)
-        self.metrics.in_flight.set(self._slots_taken)
         for m in msgs:
             self.heartbeats.add(m)
         return entry
 
     def _release_slots(self, entry: _InFlight) -> None:
         self._slots_taken -= entry.slots
-        self.metrics.in_flight.set(self._slots_taken)
         self._slot_freed.set()
 
     def _finish(self, entry: _InFlight, msgs: list[Any], lingering: list[Any]) -> None:
@@ -404,25 +427,25 @@ class Worker:
         if size is None:
             for m in msgs:
                 entry = self._take([m])
-                entry.task = asyncio.create_task(self._process_one(entry, m))
+                entry.task = start_eagerly(self._process_one(entry, m))
         else:
             for i in range(0, len(msgs), size):
                 chunk = msgs[i : i + size]
                 entry = self._take(chunk)
-                entry.task = asyncio.create_task(self._process_batch(entry, chunk))
+                entry.task = start_eagerly(self._process_batch(entry, chunk))
 
     # ------------------------------------------------------------------ processing
 
     def _raw(self, msg: Any) -> RawTask:
-        meta = msg.metadata
+        stream, sequence, attempt, published_at = delivery_info(msg)
         return RawTask(
             subject=msg.subject,
-            stream=meta.stream,
-            sequence=meta.sequence.stream,
+            stream=stream,
+            sequence=sequence,
             payload=msg.data,
-            headers=dict(msg.headers or {}),
-            attempt=meta.num_delivered,
-            published_at=meta.timestamp,
+            headers=dict(msg.headers) if msg.headers else {},
+            attempt=attempt,
+            published_at=published_at,
         )
 
     async def _process_one(self, entry: _InFlight, msg: Any) -> None:
@@ -530,14 +553,14 @@ class Worker:
         return task
 
     async def _settle(self, msg: Any, raw: RawTask, outcome: Outcome) -> None:
-        self.metrics.processed.inc()
-        self.metrics.duration.observe(outcome.duration_seconds)
-        self.gate.finished(outcome.ok)
+        ok = outcome.error is None
+        self._tally.observe(outcome.duration_seconds, ok)
+        self.gate.finished(ok)
         if outcome.error is None:
             await msg.ack()
             self.counters.succeeded += 1
-            self.metrics.succeeded.inc()
-            self.first_failures.forget(raw.sequence)
+            if raw.attempt > 1:  # only a redelivery can have a remembered failure
+                self.first_failures.forget(raw.sequence)
             return
         error = outcome.error
         error_type = retry.error_type_name(error)

@@ -1,6 +1,6 @@
 """Example handlers that ship with the worker image, for smoke tests and first steps.
 
-    handler: jetpool_worker.examples:echo
+handler: jetpool_worker.examples:echo
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ import contextvars
 import logging
 import time
 import traceback
+import types
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -22,6 +23,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 from jetpool_protocol.envelope import Task
+from jetpool_worker.eager import in_own_task, resume
 from jetpool_worker.handlers import Handler
 
 log = logging.getLogger(__name__)
@@ -72,14 +74,32 @@ async def call_handler(
     started = time.perf_counter()
     lingering: concurrent.futures.Future[Any] | None = None
     try:
-        async with asyncio.timeout(timeout_seconds):  # no extra task, unlike wait_for
-            if handler.is_async:
-                result = await handler.func(argument)
+        if handler.is_async:
+            # The first step runs before any timeout scope exists: a handler that finishes
+            # without waiting cannot be interrupted by one anyway, and most do.
+            deadline = asyncio.get_running_loop().time() + timeout_seconds
+            coro = handler.func(argument)
+            if type(coro) is not types.CoroutineType:
+                await in_own_task()
+                async with asyncio.timeout_at(deadline):
+                    result = await coro
             else:
-                context = contextvars.copy_context()
-                lingering = executor.submit(context.run, handler.func, argument)
+                try:
+                    yielded = coro.send(None)
+                except StopIteration as stop:
+                    result = stop.value
+                else:
+                    await in_own_task()
+                    async with asyncio.timeout_at(deadline):  # no extra task, unlike wait_for
+                        result = await resume(coro, yielded)
+        else:
+            deadline = asyncio.get_running_loop().time() + timeout_seconds
+            context = contextvars.copy_context()
+            lingering = executor.submit(context.run, handler.func, argument)
+            await in_own_task()
+            async with asyncio.timeout_at(deadline):
                 result = await asyncio.wrap_future(lingering)
-                lingering = None
+            lingering = None
     except TimeoutError:
         error = TimeoutError(f"handler {handler.name} exceeded its timeout of {timeout_seconds:g}s")
         return Outcome(

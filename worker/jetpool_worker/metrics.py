@@ -8,15 +8,82 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+import time
+from bisect import bisect_left
+from collections.abc import Callable, Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.registry import Collector
 
 log = logging.getLogger(__name__)
 
 PAUSE_REASONS = ("breaker", "memory", "draining")
+
+
+DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900)
+
+
+class TaskTally:
+    """Per-task counts kept as plain numbers by the event loop and read at scrape time.
+
+    A prometheus-client metric takes a lock on every update; three of those per task were a
+    measurable share of the worker's hot path. Only the loop writes here; a scrape from the
+    HTTP thread reads ints (atomic under the GIL), so it sees a consistent-enough snapshot.
+    """
+
+    __slots__ = ("bucket_counts", "duration_sum", "processed", "succeeded")
+
+    def __init__(self) -> None:
+        self.processed = 0
+        self.succeeded = 0
+        self.duration_sum = 0.0
+        self.bucket_counts = [0] * (len(DURATION_BUCKETS) + 1)  # last one is +Inf
+
+    def observe(self, duration_seconds: float, ok: bool) -> None:
+        self.processed += 1
+        if ok:
+            self.succeeded += 1
+        self.duration_sum += duration_seconds
+        self.bucket_counts[bisect_left(DURATION_BUCKETS, duration_seconds)] += 1
+
+
+def _le(bound: float) -> str:
+    """A bucket bound as prometheus-client's own histogram prints it."""
+    return "+Inf" if bound == float("inf") else repr(float(bound))
+
+
+class _TallyCollector(Collector):
+    """Exposes a :class:`TaskTally` as the processed/succeeded counters and the histogram."""
+
+    def __init__(self, tally: TaskTally, labels: dict[str, str]) -> None:
+        self.tally = tally
+        self.names = list(labels)
+        self.values = list(labels.values())
+        self.created = time.time()
+
+    def collect(self) -> Iterable[Metric]:
+        t = self.tally
+        processed = CounterMetricFamily(
+            "jetpool_tasks_processed", "Task deliveries handled (any outcome).", labels=self.names
+        )
+        processed.add_metric(self.values, t.processed, created=self.created)
+        succeeded = CounterMetricFamily(
+            "jetpool_tasks_succeeded", "Tasks whose handler returned normally.", labels=self.names
+        )
+        succeeded.add_metric(self.values, t.succeeded, created=self.created)
+        counts = list(t.bucket_counts)  # one snapshot, so +Inf equals the count
+        buckets, running = [], 0
+        for bound, count in zip((*DURATION_BUCKETS, float("inf")), counts, strict=True):
+            running += count
+            buckets.append((_le(bound), running))
+        duration = HistogramMetricFamily(
+            "jetpool_task_duration_seconds", "Handler run time.", labels=self.names
+        )
+        duration.add_metric(self.values, buckets, t.duration_sum)
+        return [processed, succeeded, duration]
 
 
 class Metrics:
@@ -26,12 +93,8 @@ class Metrics:
         self._labels = labels
         names = list(labels)
         r = self.registry
-        self.processed = Counter(
-            "jetpool_tasks_processed", "Task deliveries handled (any outcome).", names, registry=r
-        ).labels(**labels)
-        self.succeeded = Counter(
-            "jetpool_tasks_succeeded", "Tasks whose handler returned normally.", names, registry=r
-        ).labels(**labels)
+        self.tally = TaskTally()
+        r.register(_TallyCollector(self.tally, labels))
         self._failed = Counter(
             "jetpool_tasks_failed",
             "Handler failures, by error type.",
@@ -50,16 +113,10 @@ class Metrics:
             [*names, "reason", "error_type"],
             registry=r,
         )
-        self.duration = Histogram(
-            "jetpool_task_duration_seconds",
-            "Handler run time.",
-            names,
-            registry=r,
-            buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900),
-        ).labels(**labels)
         self.in_flight = Gauge(
             "jetpool_tasks_in_flight", "Tasks being handled right now.", names, registry=r
         ).labels(**labels)
+        """Call ``in_flight.set_function`` to have it read at scrape time."""
         self._paused = Gauge(
             "jetpool_fetching_paused",
             "1 while fetching is held back, by reason.",
