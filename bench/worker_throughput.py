@@ -17,13 +17,17 @@ import statistics
 import sys
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "worker")]
 
 import nats  # noqa: E402
+from nats.aio.msg import Msg  # noqa: E402
 from nats.js import api  # noqa: E402
+from nats.js.client import JetStreamContext  # noqa: E402
 
 from e2e.testbed.nats_server import NatsServer  # noqa: E402
 from jetpool_protocol.envelope import Task  # noqa: E402
@@ -34,13 +38,13 @@ from jetpool_worker.handlers import Handler  # noqa: E402
 BATCH = 64
 
 
-async def until(condition) -> None:
+async def until(condition: Callable[[], bool]) -> None:
     """Poll a condition owned by another coroutine (the benchmark must not change the worker)."""
     while not condition():  # noqa: ASYNC110 - the worker exposes counters, not events
         await asyncio.sleep(0.002)
 
 
-async def make_stream(js, name: str) -> str:
+async def make_stream(js: JetStreamContext, name: str) -> str:
     await js.add_stream(
         api.StreamConfig(
             name=name, subjects=[f"{name}.>"], retention=api.RetentionPolicy.WORK_QUEUE
@@ -60,7 +64,7 @@ async def make_stream(js, name: str) -> str:
     return f"{name}.work"
 
 
-async def fill(js, subject: str, count: int) -> None:
+async def fill(js: JetStreamContext, subject: str, count: int) -> None:
     """Publish ``count`` tasks quickly (async publish, bounded window)."""
     window = []
     for i in range(count):
@@ -90,7 +94,7 @@ async def raw_loop(url: str, stream: str, count: int) -> float:
     return count / elapsed
 
 
-def settings_for(url: str, stream: str, **extra) -> WorkerSettings:
+def settings_for(url: str, stream: str, **extra: Any) -> WorkerSettings:
     return WorkerSettings.model_validate(
         {
             "pool_name": stream.lower(),
@@ -113,7 +117,9 @@ def settings_for(url: str, stream: str, **extra) -> WorkerSettings:
     )
 
 
-async def worker_run(url: str, stream: str, count: int, handler) -> float:
+async def worker_run(
+    url: str, stream: str, count: int, handler: Callable[[Task], Awaitable[None]]
+) -> float:
     """Timed from the moment the worker may fetch (connected, breaker state read)."""
     worker = Worker(settings_for(url, stream), handler=Handler.wrap(handler))
     stop = asyncio.Event()
@@ -136,7 +142,7 @@ async def latency_run(url: str, stream: str, rate: float, seconds: float) -> lis
     """
     acked: dict[int, float] = {}
 
-    async def on_ack(msg) -> None:
+    async def on_ack(msg: Msg) -> None:
         if msg.data in (b"", b"+ACK"):
             acked[int(msg.subject.split(".")[5])] = time.perf_counter()
 
