@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from kubernetes.client.exceptions import ApiException
 from nats.errors import Error as NatsError
 from pydantic import ValidationError
 
@@ -32,6 +33,7 @@ from jetpool_operator.adapters.nats import (
 from jetpool_operator.api.v1alpha1 import (
     Condition,
     ConditionStatus,
+    SecretKeyRef,
     WorkerPoolSpec,
 )
 from jetpool_operator.core import autoscaler, circuit_breaker, health, nats_resources
@@ -54,6 +56,13 @@ NATS_RECHECK_SECONDS = 30.0
 """Streams and consumer are re-verified this often even when the spec did not change."""
 CONTROL_REPUBLISH_SECONDS = 30.0
 CHILDREN_RECHECK_SECONDS = 60.0
+SECRET_CACHE_SECONDS = 60.0
+STATUS_VOLATILE_SECONDS = 2.0
+"""Counters that move with every task are written at most this often; anything else at once."""
+VOLATILE_STATUS = frozenset(
+    {"backlog", "inFlight", "redelivered", "deadLetters", "throughput", "errorRate"}
+)
+MAX_MESSAGE = 4096
 NATS_TICK_TIMEOUT_SECONDS = 8.0
 """Upper bound on one tick's NATS work, so a hung server cannot stall the loop."""
 NATS_ERRORS = (NatsError, OSError, asyncio.TimeoutError)
@@ -86,6 +95,14 @@ class PoolRuntime:
     """metadata.generation right after our last Deployment apply: anything else is drift."""
     seen: tuple[Any, ...] | None = None
     """(generation, reset annotation) last seen by the handlers, to wake only on user changes."""
+    connection_key: ConnectionKey | None = None
+    stats_subject: str | None = None
+    """Stats are credited to this pool only from this connection and subject (no spoofing)."""
+    applied_replicas: int | None = None
+    """Replicas of the last successful Deployment apply (scale events fire on real changes)."""
+    last_status: dict[str, Any] | None = None
+    """The status this loop last wrote: fresher than the live body right after a patch."""
+    last_patch_at: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -96,33 +113,54 @@ class TickResult:
 
 
 class OperatorRuntime:
-    """Everything the handlers share: adapters and every pool's runtime."""
+    """Everything the handlers share: adapters, every pool's runtime, a Secret cache."""
 
     def __init__(self, kube: KubeAdapter, clock: Callable[[], datetime] | None = None) -> None:
         self.kube = kube
         self.nats = NatsConnections(self._on_stats)
         self.pools: dict[tuple[str, str], PoolRuntime] = {}
         self.clock = clock or (lambda: datetime.now(UTC))
+        self._secrets: dict[tuple[str, str, str], tuple[float, bytes]] = {}
 
-    def pool(self, namespace: str, name: str) -> PoolRuntime:
-        key = (namespace, name)
-        if key not in self.pools:
-            self.pools[key] = PoolRuntime(namespace, name)
-        return self.pools[key]
+    def start_pool(self, namespace: str, name: str) -> PoolRuntime:
+        """A fresh runtime for a (re)started loop: nothing leaks from a deleted namesake or
+        from before a peering pause; what must survive is read back from status."""
+        runtime = PoolRuntime(namespace, name)
+        self.pools[(namespace, name)] = runtime
+        return runtime
 
-    def forget(self, namespace: str, name: str) -> None:
-        self.pools.pop((namespace, name), None)
-        metrics.forget_pool(namespace, name)
+    def pool(self, namespace: str, name: str) -> PoolRuntime | None:
+        return self.pools.get((namespace, name))
+
+    def forget(self, runtime: PoolRuntime) -> None:
+        key = (runtime.namespace, runtime.name)
+        if self.pools.get(key) is runtime:
+            del self.pools[key]
+            metrics.forget_pool(*key)
 
     def wake(self, namespace: str, name: str) -> None:
         runtime = self.pools.get((namespace, name))
         if runtime is not None:
             runtime.wake.set()
 
-    def _on_stats(self, stats: WorkerStats) -> None:
+    def _on_stats(self, key: ConnectionKey, subject: str, stats: WorkerStats) -> None:
         runtime = self.pools.get((stats.namespace, stats.pool))
-        if runtime is not None:
+        if (
+            runtime is not None
+            and runtime.connection_key == key
+            and runtime.stats_subject == subject
+        ):
             runtime.snapshots[stats.worker] = stats
+
+    async def secret(self, namespace: str, name: str, key: str) -> bytes:
+        """A Secret's key, cached briefly: one GET per pool per tick would load the apiserver."""
+        cache_key = (namespace, name, key)
+        cached = self._secrets.get(cache_key)
+        if cached is not None and time.monotonic() - cached[0] < SECRET_CACHE_SECONDS:
+            return cached[1]
+        value = await self.kube.read_secret_key(namespace, name, key)
+        self._secrets[cache_key] = (time.monotonic(), value)
+        return value
 
     async def close(self) -> None:
         await self.nats.close()
@@ -170,12 +208,39 @@ def health_config(spec: WorkerPoolSpec) -> health.HealthConfig:
 # --- the tick ----------------------------------------------------------------------------------
 
 
-async def connection_key(kube: KubeAdapter, namespace: str, spec: WorkerPoolSpec) -> ConnectionKey:
-    creds = None
-    ref = spec.nats.credentials_secret
-    if ref is not None:
-        creds = (await kube.read_secret_key(namespace, ref.name, ref.key)).decode()
-    return ConnectionKey(url=spec.nats.url, credentials=creds)
+class CredentialsError(Exception):
+    """A Secret the pool's NATS settings refer to is missing or unreadable."""
+
+
+async def connection_key(
+    rt: OperatorRuntime, namespace: str, spec: WorkerPoolSpec
+) -> ConnectionKey:
+    """The pool's NATS connection identity: URL plus credentials and TLS material."""
+
+    async def text(ref: SecretKeyRef | None, name: str | None = None, key: str = "") -> str | None:
+        if ref is None and name is None:
+            return None
+        secret, item = (ref.name, ref.key) if ref is not None else (str(name), key)
+        try:
+            return (await rt.secret(namespace, secret, item)).decode()
+        except (MissingSecret, ApiException, UnicodeDecodeError) as exc:
+            raise CredentialsError(f"Secret {secret!r} key {item!r}: {exc}") from exc
+
+    tls = spec.nats.tls
+    ca = cert = key = None
+    if tls is not None and tls.secret_name is not None:
+        ca = await text(None, tls.secret_name, "ca.crt")
+        cert = await text(None, tls.secret_name, "tls.crt")
+        key = await text(None, tls.secret_name, "tls.key")
+    elif tls is not None:
+        ca, cert, key = await text(tls.ca), await text(tls.cert), await text(tls.key)
+    return ConnectionKey(
+        url=spec.nats.url,
+        credentials=await text(spec.nats.credentials_secret),
+        tls_ca=ca,
+        tls_cert=cert,
+        tls_key=key,
+    )
 
 
 def _deployment_replicas(deployment: Mapping[str, Any] | None) -> tuple[int | None, int, int]:
@@ -216,7 +281,10 @@ async def reconcile(
     mono = time.monotonic()
     meta = body.get("metadata") or {}
     generation = int(meta.get("generation") or 0)
-    old_status: dict[str, Any] = dict(body.get("status") or {})
+    # Right after our own patch the live body can trail it; what we wrote is fresher.
+    old_status: dict[str, Any] = dict(
+        pool.last_status if pool.last_status is not None else body.get("status") or {}
+    )
     conditions = [Condition.model_validate(c) for c in old_status.get("conditions") or []]
 
     def condition(type_: str, ok: bool | ConditionStatus, reason: str, message: str) -> None:
@@ -226,7 +294,7 @@ async def reconcile(
             type_,
             ok,
             reason=reason,
-            message=message,
+            message=message[:MAX_MESSAGE],
             observed_generation=generation,
             now=now,
         )
@@ -249,7 +317,8 @@ async def reconcile(
     observed = await _sync_nats(rt, pool, spec, plan, post_event, mono)
     backlog, dead_letters = observed.backlog, observed.dead_letters
     key, problem = observed.key, observed.problem
-    if problem != pool.nats_problem:
+    # Compare reasons only: the message carries exception text that can vary per tick.
+    if (problem and problem[0]) != (pool.nats_problem and pool.nats_problem[0]):
         if problem is not None:
             post_event("Warning", problem[0], problem[1])
             metrics.ERRORS.labels(pool.namespace, pool.name, "nats", problem[0]).inc()
@@ -325,14 +394,6 @@ async def reconcile(
         now,
     )
     pool.scaler_memory = decision.memory
-    last_scale_time = old_status.get("lastScaleTime")
-    last_scale_reason = old_status.get("lastScaleReason")
-    if decision.replicas != current:
-        direction = "up" if decision.replicas > current else "down"
-        post_event("Normal", f"Scaled{direction.capitalize()}", decision.message)
-        metrics.SCALE_EVENTS.labels(pool.namespace, pool.name, direction, decision.reason).inc()
-        last_scale_time = now.replace(microsecond=0).isoformat().replace("+00:00", "Z")
-        last_scale_reason = f"{decision.reason}: {decision.message}"
 
     # -- children ----------------------------------------------------------------------------------
     children = build_children(ref, spec, decision.replicas)
@@ -343,6 +404,18 @@ async def reconcile(
         log.exception("applying children of %s/%s failed", pool.namespace, pool.name)
         metrics.ERRORS.labels(pool.namespace, pool.name, "kubernetes", type(exc).__name__).inc()
         children_error = f"applying worker resources failed: {exc}"
+
+    last_scale_time = old_status.get("lastScaleTime")
+    last_scale_reason = old_status.get("lastScaleReason")
+    before = pool.applied_replicas if pool.applied_replicas is not None else current
+    if children_error is None:
+        if decision.replicas != before:  # recorded once, when the change really landed
+            direction = "up" if decision.replicas > before else "down"
+            post_event("Normal", f"Scaled{direction.capitalize()}", decision.message)
+            metrics.SCALE_EVENTS.labels(pool.namespace, pool.name, direction, decision.reason).inc()
+            last_scale_time = now.replace(microsecond=0).isoformat().replace("+00:00", "Z")
+            last_scale_reason = f"{decision.reason}: {decision.message}"[:MAX_MESSAGE]
+        pool.applied_replicas = decision.replicas
 
     # -- health and conditions -----------------------------------------------------------------
     if pool.health_memory is None:
@@ -453,10 +526,13 @@ async def _sync_nats(
     mono: float,
 ) -> NatsObservation:
     """Ensure the pool's JetStream resources, then read its backlog and dead-letter count."""
-    key: ConnectionKey | None = None
+    try:
+        key = await connection_key(rt, pool.namespace, spec)
+    except CredentialsError as exc:
+        return NatsObservation(None, None, None, (Reason.NATS_ERROR, f"credentials: {exc}"))
+    pool.connection_key, pool.stats_subject = key, plan.names.stats_subject
     try:
         async with asyncio.timeout(NATS_TICK_TIMEOUT_SECONDS):
-            key = await connection_key(rt.kube, pool.namespace, spec)
             if plan != pool.nats_plan or mono - pool.nats_checked_at > NATS_RECHECK_SECONDS:
                 for outcome in await ensure_plan(await rt.nats.get(key), plan):
                     if outcome.action in ("created", "updated"):
@@ -468,8 +544,6 @@ async def _sync_nats(
                 pool.nats_plan, pool.nats_checked_at = plan, mono
             backlog = await rt.nats.consumer_backlog(key, plan.names.stream, plan.names.consumer)
             dead_letters = await rt.nats.stream_messages(key, plan.names.dead_letter_stream)
-    except MissingSecret as exc:
-        return NatsObservation(None, None, None, (Reason.NATS_ERROR, f"credentials: {exc}"))
     except ResourceConflict as exc:
         pool.nats_plan = None
         conflict = Reason.CONSUMER_CONFLICT if "consumer" in str(exc) else Reason.STREAM_CONFLICT
@@ -556,8 +630,23 @@ async def _write_status(
     new: dict[str, Any],
     interval: float,
 ) -> TickResult:
-    """Patch status only when it differs from what the apiserver already has."""
-    if _clean(new) == _clean(dict(old)):
+    """Patch status only when it differs from what the apiserver has.
+
+    Keys the old status has and the new one lacks are sent as null (a merge patch keeps
+    anything it does not mention). Counters that move with every task alone are written at
+    most every :data:`STATUS_VOLATILE_SECONDS`; everything else goes out at once.
+    """
+    patch = {**{k: None for k in old if k not in new}, **new}
+    wanted, current = _clean(patch), _clean(dict(old))
+    if wanted == current:
         return TickResult(new, False, interval)
-    await rt.kube.patch_pool_status(pool.namespace, pool.name, new)
+
+    def stable(status: Mapping[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in status.items() if k not in VOLATILE_STATUS}
+
+    mono = time.monotonic()
+    if stable(wanted) == stable(current) and mono - pool.last_patch_at < STATUS_VOLATILE_SECONDS:
+        return TickResult(new, False, interval)
+    await rt.kube.patch_pool_status(pool.namespace, pool.name, patch)
+    pool.last_status, pool.last_patch_at = wanted, mono
     return TickResult(new, True, interval)

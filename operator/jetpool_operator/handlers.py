@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
 from typing import Any
 
 import kopf
@@ -23,11 +22,12 @@ from jetpool_operator.adapters.nats import delete_streams
 from jetpool_operator.api.v1alpha1 import WorkerPoolSpec
 from jetpool_operator.controller import (
     RESET_BREAKER_ANNOTATION,
+    CredentialsError,
     OperatorRuntime,
     connection_key,
     reconcile,
 )
-from jetpool_operator.core.children import LABEL_MANAGED_BY, LABEL_POOL, MANAGER
+from jetpool_operator.core.children import LABEL_MANAGED_BY, MANAGER
 from jetpool_operator.core.nats_resources import resolve_names
 
 log = logging.getLogger(__name__)
@@ -67,13 +67,24 @@ async def close(*, memo: kopf.Memo, **_: Any) -> None:
     await memo.runtime.close()
 
 
+def _owning_pool(body: kopf.Body) -> str | None:
+    """The WorkerPool named in the controller owner reference (labels may be shortened)."""
+    for owner in body.metadata.get("ownerReferences") or []:
+        if owner.get("kind") == "WorkerPool" and owner.get("controller"):
+            return str(owner["name"])
+    return None
+
+
 @kopf.index("apps", "v1", "deployments", labels=WORKER_DEPLOYMENTS)
 def worker_deployments(
-    *, namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any
-) -> dict[tuple[str, str], dict[str, Any]]:
+    *, namespace: str | None, body: kopf.Body, **_: Any
+) -> dict[tuple[str, str], dict[str, Any]] | None:
     """(namespace, pool) -> the fields of the Deployment the control loop compares."""
+    pool = _owning_pool(body)
+    if pool is None:
+        return None
     return {
-        (_namespaced(namespace), labels.get(LABEL_POOL, "")): {
+        (_namespaced(namespace), pool): {
             "metadata": {
                 "generation": body.metadata.get("generation"),
                 "annotations": dict(body.metadata.annotations),
@@ -84,21 +95,27 @@ def worker_deployments(
     }
 
 
+# Event handlers are async on purpose: kopf runs sync ones in a thread, where setting an
+# asyncio.Event is not safe and would not wake the loop.
 @kopf.on.event("apps", "v1", "deployments", labels=WORKER_DEPLOYMENTS)
-def worker_deployment_changed(
-    *, namespace: str | None, labels: Mapping[str, str], memo: kopf.Memo, **_: Any
+async def worker_deployment_changed(
+    *, namespace: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any
 ) -> None:
-    memo.runtime.wake(_namespaced(namespace), labels.get(LABEL_POOL, ""))
+    pool = _owning_pool(body)
+    if pool is not None:
+        memo.runtime.wake(_namespaced(namespace), pool)
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
-def pool_changed(
+async def pool_changed(
     *, namespace: str | None, name: str, meta: kopf.Meta, memo: kopf.Memo, **_: Any
 ) -> None:
     """Wake the loop for what the user changed (spec, reset annotation), not for our status."""
     runtime: OperatorRuntime = memo.runtime
-    marker = (meta.get("generation"), meta.annotations.get(RESET_BREAKER_ANNOTATION))
     pool = runtime.pool(_namespaced(namespace), name)
+    if pool is None or meta.get("deletionTimestamp"):
+        return  # no loop yet (it ticks first thing when it starts), or the pool is going away
+    marker = (meta.get("generation"), meta.annotations.get(RESET_BREAKER_ANNOTATION))
     if pool.seen != marker:
         pool.seen = marker
         pool.wake.set()
@@ -117,25 +134,28 @@ async def control_loop(
     deployments: kopf.Index[tuple[str, str], dict[str, Any]] = kwargs["worker_deployments"]
     runtime: OperatorRuntime = memo.runtime
     namespace = _namespaced(namespace)
-    pool = runtime.pool(namespace, name)
+    pool = runtime.start_pool(namespace, name)
 
     def post_event(type_: str, reason: str, message: str) -> None:
         kopf.event(body, type=type_, reason=reason, message=message[:1024])
 
-    while not stopped:
-        interval = ERROR_RETRY_SECONDS
-        with metrics.RECONCILE_SECONDS.time():
-            try:
-                store = deployments.get((namespace, name))
-                deployment = next(iter(store), None) if store is not None else None
-                result = await reconcile(runtime, pool, body, deployment, post_event)
-                interval = result.interval_seconds
-                metrics.RECONCILES.labels(namespace, name, "ok").inc()
-            except Exception:  # one pool's bug must not stop its loop or any other pool
-                log.exception("control loop tick failed for %s/%s", namespace, name)
-                metrics.RECONCILES.labels(namespace, name, "error").inc()
-        pool.wake.clear()
-        await _sleep_or_wake(pool.wake, stopped, interval)
+    try:
+        while not stopped:
+            interval = ERROR_RETRY_SECONDS
+            pool.wake.clear()  # before the tick: a change arriving during it wakes the next one
+            with metrics.RECONCILE_SECONDS.time():
+                try:
+                    store = deployments.get((namespace, name))
+                    deployment = next(iter(store), None) if store is not None else None
+                    result = await reconcile(runtime, pool, body, deployment, post_event)
+                    interval = result.interval_seconds
+                    metrics.RECONCILES.labels(namespace, name, "ok").inc()
+                except Exception:  # one pool's bug must not stop its loop or any other pool
+                    log.exception("control loop tick failed for %s/%s", namespace, name)
+                    metrics.RECONCILES.labels(namespace, name, "error").inc()
+            await _sleep_or_wake(pool.wake, stopped, interval)
+    finally:
+        runtime.forget(pool)
 
 
 async def _sleep_or_wake(wake: asyncio.Event, stopped: kopf.DaemonStopped, seconds: float) -> None:
@@ -152,17 +172,26 @@ async def _sleep_or_wake(wake: asyncio.Event, stopped: kopf.DaemonStopped, secon
     VERSION,
     PLURAL,
     when=lambda spec, **_: spec.get("deletionPolicy") == "Delete",
+    retries=30,
+    timeout=600,
 )
 async def delete_pool_streams(
     *, namespace: str | None, name: str, spec: kopf.Spec, memo: kopf.Memo, **_: Any
 ) -> None:
-    """deletionPolicy Delete: remove the task and dead-letter streams with their messages."""
+    """deletionPolicy Delete: remove the task and dead-letter streams with their messages.
+
+    Retried while NATS is unreachable (at most 30 times / 10 minutes); a spec or Secret that
+    can never work fails permanently, so the pool (and its namespace) is never stuck deleting.
+    """
     runtime: OperatorRuntime = memo.runtime
     namespace = _namespaced(namespace)
-    parsed = WorkerPoolSpec.model_validate(dict(spec))
+    try:
+        parsed = WorkerPoolSpec.model_validate(dict(spec))
+        key = await connection_key(runtime, namespace, parsed)
+    except (ValueError, CredentialsError) as exc:
+        raise kopf.PermanentError(f"cannot delete the pool's streams: {exc}") from exc
     names = resolve_names(namespace, name, parsed)
     try:
-        key = await connection_key(runtime.kube, namespace, parsed)
         deleted = await delete_streams(
             await runtime.nats.get(key), [names.stream, names.dead_letter_stream]
         )
@@ -175,13 +204,12 @@ async def delete_pool_streams(
 async def forget_pool(
     *, namespace: str | None, name: str, spec: kopf.Spec, memo: kopf.Memo, **_: Any
 ) -> None:
-    """Best effort: drop the pool's control key, metrics and in-memory state."""
+    """Best effort: drop the pool's control key (workers are gone with the Deployment)."""
     runtime: OperatorRuntime = memo.runtime
     namespace = _namespaced(namespace)
     try:
         parsed = WorkerPoolSpec.model_validate(dict(spec))
-        key = await connection_key(runtime.kube, namespace, parsed)
+        key = await connection_key(runtime, namespace, parsed)
         await runtime.nats.delete_control(key, resolve_names(namespace, name, parsed).control_key)
     except Exception as exc:  # the pool is gone either way
         log.info("could not remove control state of %s/%s: %s", namespace, name, exc)
-    runtime.forget(namespace, name)

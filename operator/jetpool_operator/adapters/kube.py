@@ -16,11 +16,12 @@ from typing import Any
 import kubernetes
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
-from kubernetes.dynamic.exceptions import NotFoundError
 
 log = logging.getLogger(__name__)
 
 FIELD_MANAGER = "jetpool-operator"
+REQUEST_TIMEOUT = (5, 30)
+"""(connect, read) seconds: a hung apiserver connection must not block a pool's loop forever."""
 GROUP = "jetpool.dev"
 VERSION = "v1alpha1"
 PLURAL = "workerpools"
@@ -73,6 +74,7 @@ class KubeAdapter:
                 namespace=obj["metadata"].get("namespace"),
                 field_manager=FIELD_MANAGER,
                 force_conflicts=True,
+                _request_timeout=REQUEST_TIMEOUT,
             )
             meta = result.metadata
             return AppliedObject(
@@ -81,18 +83,6 @@ class KubeAdapter:
                 generation=int(meta.generation or 0),
                 resource_version=str(meta.resourceVersion),
             )
-
-        return await asyncio.to_thread(call)
-
-    async def get(
-        self, api_version: str, kind: str, namespace: str, name: str
-    ) -> dict[str, Any] | None:
-        def call() -> dict[str, Any] | None:
-            resource = self._dyn().resources.get(api_version=api_version, kind=kind)
-            try:
-                return resource.get(name=name, namespace=namespace).to_dict()  # type: ignore[no-any-return]
-            except NotFoundError:
-                return None
 
         return await asyncio.to_thread(call)
 
@@ -108,6 +98,7 @@ class KubeAdapter:
                 name,
                 {"status": status},
                 _content_type="application/merge-patch+json",
+                _request_timeout=REQUEST_TIMEOUT,
             )
 
         await asyncio.to_thread(call)
@@ -115,7 +106,9 @@ class KubeAdapter:
     async def read_secret_key(self, namespace: str, name: str, key: str) -> bytes:
         def call() -> bytes:
             try:
-                secret = self._core.read_namespaced_secret(name, namespace)
+                secret = self._core.read_namespaced_secret(
+                    name, namespace, _request_timeout=REQUEST_TIMEOUT
+                )
             except ApiException as exc:
                 if exc.status == 404:
                     raise MissingSecret(f"Secret {namespace}/{name} not found") from exc

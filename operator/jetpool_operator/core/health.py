@@ -121,7 +121,9 @@ class HealthMemory:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "since": dict(self.since),
+            # A list, not a map: a JSON merge patch replaces lists whole, while a key missing
+            # from a map would linger on the server.
+            "since": [[k, v] for k, v in self.since],
             "deadLetterSamples": [[t, n] for t, n in self.dead_letter_samples],
         }
 
@@ -132,7 +134,7 @@ class HealthMemory:
             return cls()
         try:
             return cls(
-                since=tuple(sorted((str(k), float(v)) for k, v in data.get("since", {}).items())),
+                since=tuple(sorted((str(k), float(v)) for k, v in data.get("since", []))),
                 dead_letter_samples=tuple(
                     (float(t), int(n)) for t, n in data.get("deadLetterSamples", [])
                 ),
@@ -194,7 +196,7 @@ def assess(
         add(
             IssueType.NATS_UNREACHABLE,
             Severity.CRITICAL,
-            f"consumer info unavailable for {t - unreachable:.0f}s",
+            "consumer info unavailable (see NatsReady)",
             unreachable,
         )
 
@@ -226,7 +228,7 @@ def assess(
             add(
                 IssueType.STARVATION,
                 Severity.CRITICAL,
-                f"{obs.pending} tasks waiting, none finished for {t - stalled:.0f}s ({detail})",
+                f"tasks waiting, none finishing ({detail})",
                 stalled,
             )
 
@@ -237,8 +239,8 @@ def assess(
         add(
             IssueType.STUCK_TASKS,
             Severity.WARNING,
-            f"oldest task in flight for {obs.oldest_in_flight_seconds:.0f}s "
-            f"(> {config.stuck_task_factor:g} x timeout {config.task_timeout_seconds:g}s)",
+            f"a task has been in flight for over {config.stuck_task_factor:g} x its timeout "
+            f"of {config.task_timeout_seconds:g}s",
             stuck,
         )
 
@@ -251,8 +253,8 @@ def assess(
         add(
             IssueType.DEAD_LETTER_GROWTH,
             Severity.WARNING,
-            f"{growth} new dead letters within {config.dead_letter_window_seconds:g}s "
-            f"(> {config.dead_letter_growth})",
+            f"more than {config.dead_letter_growth} new dead letters within "
+            f"{config.dead_letter_window_seconds:g}s",
             growing,
         )
 
@@ -263,7 +265,7 @@ def assess(
         add(
             IssueType.HIGH_ERROR_RATE,
             Severity.WARNING,
-            f"{obs.error_rate:.0%} of attempts fail (>= {config.high_error_rate:.0%})",
+            f"at least {config.high_error_rate:.0%} of attempts fail",
             failing,
         )
 
@@ -274,7 +276,7 @@ def assess(
         add(
             IssueType.UNAVAILABLE_REPLICAS,
             Severity.WARNING,
-            f"{obs.ready_replicas} of {obs.desired_replicas} replicas ready for {t - short:.0f}s",
+            f"fewer replicas ready than desired for over {config.unavailable_seconds:g}s",
             short,
         )
 
