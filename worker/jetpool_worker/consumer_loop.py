@@ -248,7 +248,7 @@ class Worker:
     async def _connect(self) -> Any:
         s = self.settings
         options: dict[str, Any] = {
-            "servers": [s.nats_url],
+            "servers": [u.strip() for u in s.nats_url.split(",") if u.strip()],
             "name": self.worker_id,
             "max_reconnect_attempts": -1,
             "reconnect_time_wait": 0.5,
