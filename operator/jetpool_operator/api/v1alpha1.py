@@ -800,7 +800,13 @@ class IssueSeverity(StrEnum):
 
 
 class HealthIssue(ApiModel):
-    type: str = Field(min_length=1, description="CamelCase issue kind, e.g. DeadLettersGrowing.")
+    type: str = Field(
+        min_length=1,
+        description=(
+            "CamelCase issue kind: Starvation, StuckTasks, DeadLetterGrowth, HighErrorRate, "
+            "UnavailableReplicas, NatsUnreachable or BreakerOpen (docs/health.md)."
+        ),
+    )
     severity: IssueSeverity = Field(description="Info, Warning or Critical.")
     message: str = Field("", description="What is wrong and what to look at.")
     since: datetime | None = Field(None, description="When the issue was first seen.")
@@ -854,9 +860,6 @@ class WorkerPoolStatus(ApiModel):
     health: HealthStatus | None = Field(None, description="Health checks and their findings.")
     last_scale_time: datetime | None = Field(None, description="When replicas last changed.")
     last_scale_reason: str | None = Field(None, description="Why replicas last changed.")
-    last_active_time: datetime | None = Field(
-        None, description="Last time the pool had backlog or work in flight (scale-to-zero)."
-    )
     selector: str | None = Field(
         None, description="Label selector of the worker pods, serialized (a=b,c=d)."
     )
