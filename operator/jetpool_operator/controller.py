@@ -10,6 +10,7 @@ seeded conservatively after a restart (no scale-down until the stabilization win
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -18,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
+from nats.aio.subscription import Subscription
 from nats.errors import Error as NatsError
 from pydantic import ValidationError
 
@@ -28,7 +30,9 @@ from jetpool_operator.adapters.nats import (
     ConsumerBacklog,
     NatsConnections,
     ResourceConflict,
+    StrandedTaskTarget,
     ensure_plan,
+    watch_stranded_tasks,
 )
 from jetpool_operator.api.v1alpha1 import (
     Condition,
@@ -103,6 +107,8 @@ class PoolRuntime:
     last_status: dict[str, Any] | None = None
     """The status this loop last wrote: fresher than the live body right after a patch."""
     last_patch_at: float = 0.0
+    stranded_watch: tuple[object, Subscription, StrandedTaskTarget] | None = None
+    """(connection, subscription, target) of the max-deliveries advisory watch."""
 
 
 @dataclass(frozen=True)
@@ -132,7 +138,12 @@ class OperatorRuntime:
     def pool(self, namespace: str, name: str) -> PoolRuntime | None:
         return self.pools.get((namespace, name))
 
-    def forget(self, runtime: PoolRuntime) -> None:
+    async def stop_pool(self, runtime: PoolRuntime) -> None:
+        """The loop ended (pool deleted, peering pause, shutdown): drop what it held."""
+        if runtime.stranded_watch is not None:
+            with contextlib.suppress(Exception):
+                await runtime.stranded_watch[1].unsubscribe()
+            runtime.stranded_watch = None
         key = (runtime.namespace, runtime.name)
         if self.pools.get(key) is runtime:
             del self.pools[key]
@@ -542,6 +553,7 @@ async def _sync_nats(
                             f"{outcome.kind} {outcome.name} {outcome.action} {outcome.message}",
                         )
                 pool.nats_plan, pool.nats_checked_at = plan, mono
+            await _watch_stranded_tasks(rt, pool, key, plan, post_event)
             backlog = await rt.nats.consumer_backlog(key, plan.names.stream, plan.names.consumer)
             dead_letters = await rt.nats.stream_messages(key, plan.names.dead_letter_stream)
     except ResourceConflict as exc:
@@ -553,6 +565,40 @@ async def _sync_nats(
         detail = f"{spec.nats.url}: {type(exc).__name__}: {exc}".rstrip(": ")
         return NatsObservation(None, None, key, (Reason.NATS_UNREACHABLE, detail))
     return NatsObservation(backlog, dead_letters, key, None)
+
+
+async def _watch_stranded_tasks(
+    rt: OperatorRuntime,
+    pool: PoolRuntime,
+    key: ConnectionKey,
+    plan: nats_resources.NatsPlan,
+    post_event: EventSink,
+) -> None:
+    """Keep one max-deliveries advisory subscription per pool, on its current connection."""
+    target = StrandedTaskTarget(
+        stream=plan.names.stream,
+        consumer=plan.names.consumer,
+        dead_letter_prefix=plan.names.dead_letter_subject_prefix,
+        namespace=pool.namespace,
+        pool=pool.name,
+    )
+    nc = await rt.nats.get(key)
+    watch = pool.stranded_watch
+    if watch is not None and watch[0] is nc and watch[2] == target:
+        return
+    if watch is not None:
+        with contextlib.suppress(Exception):
+            await watch[1].unsubscribe()
+
+    def moved(sequence: int) -> None:
+        post_event(
+            "Warning",
+            "TaskStranded",
+            f"task {plan.names.stream}:{sequence} reached the consumer's maxDeliver without an "
+            "outcome; moved to the dead-letter stream",
+        )
+
+    pool.stranded_watch = (nc, await watch_stranded_tasks(nc, target, moved), target)
 
 
 def _readiness(

@@ -155,7 +155,7 @@ async def control_loop(
                     metrics.RECONCILES.labels(namespace, name, "error").inc()
             await _sleep_or_wake(pool.wake, stopped, interval)
     finally:
-        runtime.forget(pool)
+        await runtime.stop_pool(pool)
 
 
 async def _sleep_or_wake(wake: asyncio.Event, stopped: kopf.DaemonStopped, seconds: float) -> None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
 import nats
+import nats.errors
 import pytest
 from nats.js.errors import NotFoundError
 
@@ -363,3 +365,44 @@ def test_a_missing_credentials_secret_is_a_condition_not_a_crash(
     if operator is not None:  # local provider: the operator process is still alive
         assert operator.process is not None
         assert operator.process.poll() is None
+
+
+async def test_a_task_the_server_stops_delivering_is_moved_to_the_dead_letter_stream(
+    cluster: Cluster, namespace: str, operator: OperatorProcess | None, nats_endpoint: NatsEndpoint
+) -> None:
+    # maxAttempts 1 -> the consumer's maxDeliver is 3; no workers run (paused), the test itself
+    # plays a worker that crashes on the task every time (it naks, so no ack-wait delays).
+    cluster.apply(
+        pool_manifest("stranded", nats_endpoint.pod_url, paused=True, retry={"maxAttempts": 1}),
+        "-n",
+        namespace,
+    )
+    pool = wait_for_condition(cluster, namespace, "stranded", "NatsReady", "True")
+    stream, dlq = pool["status"]["nats"]["stream"], pool["status"]["nats"]["deadLetterStream"]
+    nc = await nats.connect(nats_endpoint.test_url)
+    js = nc.jetstream()
+    await js.publish(
+        f"tasks.{namespace}.stranded.x",
+        b"{}",
+        headers={"Nats-Msg-Id": "doomed", "Jetpool-Task-Id": "doomed"},
+    )
+    consumer = await js.pull_subscribe_bind("workers", stream=stream)
+    for _ in range(3):
+        for msg in await consumer.fetch(1, timeout=5):
+            await msg.nak()
+    # The server notices the exhausted task (and sends the advisory) on the next pull.
+    with pytest.raises(nats.errors.TimeoutError):
+        await consumer.fetch(1, timeout=1)
+
+    async def moved() -> bool:
+        return (await js.stream_info(dlq)).state.messages == 1
+
+    deadline = asyncio.get_running_loop().time() + 30
+    while not await moved():
+        assert asyncio.get_running_loop().time() < deadline, "stranded task never dead-lettered"
+        await asyncio.sleep(0.5)
+    record = json.loads((await js.get_msg(dlq, 1)).data or b"{}")
+    assert record["task_id"] == "doomed"
+    assert record["error_type"] == "MaxDeliveriesExceeded"
+    assert (await js.stream_info(stream)).state.messages == 0
+    await nc.close()

@@ -8,6 +8,9 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator
 
+from jetpool_protocol import headers as h
+from jetpool_protocol.naming import dead_letter_subject
+
 TRACEBACK_LIMIT = 8192
 """Tracebacks are cut to their last bytes: the innermost frames say the most."""
 
@@ -57,3 +60,18 @@ class DeadLetterRecord(BaseModel):
     @field_serializer("payload")
     def _encode_payload(self, value: bytes) -> str:
         return base64.b64encode(value).decode("ascii")
+
+    def subject(self, prefix: str) -> str:
+        """Where the record goes: per-subject counts give stats by reason and error type."""
+        return dead_letter_subject(prefix, self.reason, self.error_type)
+
+    def publish_headers(self, dedup_id: str) -> dict[str, str]:
+        """Headers of the record's message; ``dedup_id`` (``<stream>:<seq>``) makes a second
+        publish of the same task's record a duplicate the DLQ stream drops."""
+        return {
+            h.MSG_ID: dedup_id,
+            h.DLQ_REASON: str(self.reason),
+            h.DLQ_ERROR_TYPE: self.error_type,
+            h.DLQ_POOL: f"{self.namespace}/{self.pool}",
+            h.CONTENT_TYPE: "application/json",
+        }

@@ -22,7 +22,6 @@ from typing import Any, Protocol
 
 from jetpool_protocol import headers as h
 from jetpool_protocol.dead_letter import DeadLetterReason, DeadLetterRecord
-from jetpool_protocol.naming import dead_letter_subject
 from jetpool_protocol.worker_settings import WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -105,21 +104,6 @@ def build_record(
     )
 
 
-def record_subject(settings: WorkerSettings, record: DeadLetterRecord) -> str:
-    prefix = settings.dead_letter_subject_prefix
-    return dead_letter_subject(prefix, record.reason, record.error_type)
-
-
-def record_headers(record: DeadLetterRecord, dedup_id: str) -> dict[str, str]:
-    return {
-        h.MSG_ID: dedup_id,
-        h.DLQ_REASON: str(record.reason),
-        h.DLQ_ERROR_TYPE: record.error_type,
-        h.DLQ_POOL: f"{record.namespace}/{record.pool}",
-        h.CONTENT_TYPE: "application/json",
-    }
-
-
 class JetStreamPublisher(Protocol):
     async def publish(
         self,
@@ -136,9 +120,9 @@ async def publish_record(
 ) -> None:
     """Publish and wait for the dead-letter stream's PubAck; raises if it was not stored."""
     await js.publish(
-        record_subject(settings, record),
+        record.subject(settings.dead_letter_subject_prefix),
         record.model_dump_json().encode(),
         timeout=5.0,
         stream=settings.dead_letter_stream,
-        headers=record_headers(record, dedup_id),
+        headers=record.publish_headers(dedup_id),
     )

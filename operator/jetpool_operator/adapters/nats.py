@@ -10,24 +10,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import ssl
 import tempfile
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import nats
+import nats.errors
 from nats.aio.client import Client as NATS
 from nats.aio.client import RawCredentials
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.js import api
 from nats.js.api import KeyValueConfig, StorageType
 from nats.js.errors import BucketNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
 from jetpool_operator.core import nats_resources as nr
+from jetpool_protocol import headers as h
 from jetpool_protocol.control import ControlState
+from jetpool_protocol.dead_letter import DeadLetterReason, DeadLetterRecord
 from jetpool_protocol.naming import CONTROL_BUCKET, STATS_SUBJECT_PREFIX
 from jetpool_protocol.stats import WorkerStats
 
@@ -365,3 +371,90 @@ async def delete_streams(nc: NATS, streams: Iterable[str]) -> list[str]:
         except NotFoundError:
             pass
     return deleted
+
+
+# --- safety net: tasks the server stopped delivering ------------------------------------------
+
+MAX_DELIVERIES_ADVISORY = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{stream}.{consumer}"
+STRANDED_ERROR_TYPE = "MaxDeliveriesExceeded"
+
+
+@dataclass(frozen=True, slots=True)
+class StrandedTaskTarget:
+    """Where a pool's stranded tasks go, and whose they are."""
+
+    stream: str
+    consumer: str
+    dead_letter_prefix: str
+    namespace: str
+    pool: str
+
+
+async def dead_letter_stranded(
+    nc: NATS, target: StrandedTaskTarget, sequence: int, deliveries: int
+) -> bool:
+    """Move a task the consumer gave up on (``maxDeliver`` reached) to the dead-letter stream.
+
+    Workers dead-letter a task themselves after ``retry.maxAttempts``; the server's cap sits
+    above that, so reaching it means workers died or hung on the task every time. Without this
+    the message would stay in the WorkQueue stream, never delivered again: silently lost.
+    Idempotent: the record's ``Nats-Msg-Id`` is ``<stream>:<seq>``. Returns False when the
+    message is already gone.
+    """
+    js = nc.jetstream(timeout=REQUEST_TIMEOUT_SECONDS)
+    try:
+        raw = await js.get_msg(target.stream, sequence)
+    except NotFoundError:
+        return False
+    headers = {str(k): str(v) for k, v in (raw.headers or {}).items()}
+    now = datetime.now(UTC)
+    record = DeadLetterRecord(
+        task_id=headers.get(h.TASK_ID) or headers.get(h.MSG_ID) or f"seq-{sequence}",
+        pool=target.pool,
+        namespace=target.namespace,
+        reason=DeadLetterReason.MAX_ATTEMPTS,
+        error_type=STRANDED_ERROR_TYPE,
+        error_message=(
+            f"delivered {deliveries} times without an ack, retry or dead-letter: workers "
+            "crashed or hung on it every time"
+        ),
+        attempts=deliveries,
+        original_subject=raw.subject or "",
+        original_stream=target.stream,
+        original_sequence=sequence,
+        headers=headers,
+        payload=raw.data or b"",
+        first_failure_at=raw.time or now,
+        last_failure_at=now,
+        worker="jetpool-operator",
+    )
+    await js.publish(
+        record.subject(target.dead_letter_prefix),
+        record.model_dump_json().encode(),
+        headers=record.publish_headers(f"{target.stream}:{sequence}"),
+    )
+    with contextlib.suppress(NotFoundError):
+        await js.delete_msg(target.stream, sequence)
+    return True
+
+
+async def watch_stranded_tasks(
+    nc: NATS, target: StrandedTaskTarget, on_moved: Callable[[int], None]
+) -> Subscription:
+    """Subscribe to the consumer's max-deliveries advisories and dead-letter each task."""
+    subject = MAX_DELIVERIES_ADVISORY.format(stream=target.stream, consumer=target.consumer)
+
+    async def on_advisory(msg: Msg) -> None:
+        try:
+            advisory = json.loads(msg.data)
+            sequence, deliveries = int(advisory["stream_seq"]), int(advisory["deliveries"])
+        except (ValueError, KeyError, TypeError):
+            log.warning("ignoring malformed advisory on %s", msg.subject)
+            return
+        try:
+            if await dead_letter_stranded(nc, target, sequence, deliveries):
+                on_moved(sequence)
+        except (nats.errors.Error, OSError, TimeoutError) as exc:
+            log.error("could not dead-letter stranded task %s:%s: %s", target.stream, sequence, exc)
+
+    return await nc.subscribe(subject, cb=on_advisory)
