@@ -59,6 +59,8 @@ class PodRunner:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="pod-runner", daemon=True)
         self._lock = threading.Lock()
+        self._crashes: dict[str, tuple[int, float]] = {}
+        """pod uid -> (restarts so far, monotonic time before which it is not restarted)"""
 
     def start(self) -> PodRunner:
         self._thread.start()
@@ -108,8 +110,10 @@ class PodRunner:
             if pod.status.phase == "Running" and pod.metadata.deletion_timestamp is None
         }
         with self._lock:
+            now = time.monotonic()
             for uid, pod in live.items():
-                if uid not in self.processes:
+                _, not_before = self._crashes.get(uid, (0, 0.0))
+                if uid not in self.processes and now >= not_before:
                     self.processes[uid] = self._launch(pod)
             for uid, proc in list(self.processes.items()):
                 if uid not in live:
@@ -120,8 +124,10 @@ class PodRunner:
                     log.info("pod %s/%s process exited with %s", proc.namespace, proc.name, code)
                     del self.processes[uid]
                     if uid in live:
-                        # Like a kubelet with restartPolicy Always: start it again.
-                        self.processes[uid] = self._launch(live[uid])
+                        # Like a kubelet with restartPolicy Always: start it again, with
+                        # CrashLoopBackOff-style delays (1 s, 2 s, 4 s ... 30 s).
+                        restarts = self._crashes.get(uid, (0, 0.0))[0]
+                        self._crashes[uid] = (restarts + 1, now + min(30.0, 2.0**restarts))
                 elif proc.stop_requested_at is not None and (
                     time.monotonic() - proc.stop_requested_at > proc.grace_seconds
                 ):
@@ -147,10 +153,15 @@ class PodRunner:
         argv = [*(container.command or ["jetpool-worker"]), *(container.args or [])]
         argv[0] = self._resolve(argv[0])
         log.info("starting pod %s/%s: %s", pod.metadata.namespace, pod.metadata.name, argv)
-        out = open(poddir / "output.log", "ab")  # noqa: SIM115 - owned by the child process
-        process = subprocess.Popen(
-            argv, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=poddir, start_new_session=True
-        )
+        with open(poddir / "output.log", "ab") as out:  # the child keeps its own copy
+            process = subprocess.Popen(
+                argv,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=poddir,
+                start_new_session=True,
+            )
         grace = pod.spec.termination_grace_period_seconds
         return PodProcess(
             uid=pod.metadata.uid,
