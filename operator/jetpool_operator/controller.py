@@ -375,7 +375,9 @@ async def reconcile(
         )
     ):
         try:
-            await rt.nats.publish_control(key, plan.names.control_key, control)
+            await rt.nats.publish_control(
+                key, plan.names.control_key, control, replicas=spec.nats.replicas
+            )
             pool.published_control, pool.control_published_at = control, mono
         except NATS_ERRORS as exc:
             log.warning(

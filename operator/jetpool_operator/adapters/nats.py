@@ -171,7 +171,9 @@ class NatsConnections:
         info = await js.stream_info(stream)
         return int(info.state.messages)
 
-    async def _control_kv(self, key: ConnectionKey) -> KeyValue:
+    async def _control_kv(self, key: ConnectionKey, replicas: int = 1) -> KeyValue:
+        """The control bucket; created on first use with the replicas of the pool that needs
+        it (one bucket serves every pool on a NATS system, so R3 once any pool runs R3)."""
         kv = self._kv.get(key)
         if kv is None:
             js = (await self.get(key)).jetstream(timeout=REQUEST_TIMEOUT_SECONDS)
@@ -179,24 +181,21 @@ class NatsConnections:
                 kv = await js.key_value(CONTROL_BUCKET)
             except BucketNotFoundError:
                 kv = await js.create_key_value(
-                    KeyValueConfig(bucket=CONTROL_BUCKET, history=1, storage=StorageType.FILE)
+                    KeyValueConfig(
+                        bucket=CONTROL_BUCKET,
+                        history=1,
+                        storage=StorageType.FILE,
+                        replicas=replicas,
+                    )
                 )
             self._kv[key] = kv
         return kv
 
     async def publish_control(
-        self, key: ConnectionKey, control_key: str, state: ControlState
+        self, key: ConnectionKey, control_key: str, state: ControlState, *, replicas: int = 1
     ) -> None:
-        kv = await self._control_kv(key)
+        kv = await self._control_kv(key, replicas)
         await kv.put(control_key, state.model_dump_json().encode())
-
-    async def read_control(self, key: ConnectionKey, control_key: str) -> ControlState | None:
-        kv = await self._control_kv(key)
-        try:
-            entry = await kv.get(control_key)
-        except (NotFoundError, KeyError):
-            return None
-        return ControlState.model_validate_json(entry.value or b"{}")
 
     async def delete_control(self, key: ConnectionKey, control_key: str) -> None:
         kv = await self._control_kv(key)
