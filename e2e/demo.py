@@ -90,6 +90,26 @@ def show(seconds: float, until: Callable[[dict[str, Any]], bool] | None = None) 
         time.sleep(1)
 
 
+def publish(nats_url: str, count: int, data: str, prefix: str) -> None:
+    """Publish ``count`` tasks with the jetpool CLI (ids ``<prefix>-<time>-<n>``)."""
+    subprocess.run(
+        [
+            str(BIN / "jetpool"),
+            "publish",
+            SUBJECT,
+            "--nats-url",
+            nats_url,
+            "--data",
+            data,
+            "--count",
+            str(count),
+            "--id-prefix",
+            f"{prefix}-{int(time.time())}",
+        ],
+        check=True,
+    )
+
+
 def up(burst: int) -> None:
     STATE.mkdir(parents=True, exist_ok=True)
     say("starting the local cluster (first run builds Kubernetes from Go modules: minutes)")
@@ -187,43 +207,13 @@ def up(burst: int) -> None:
     wait_until(lambda: bool(pool_status().get("nats")), 60, "the pool's streams")
 
     say(f"publishing a burst of {burst} tasks (50 ms each) with `jetpool publish`")
-    subprocess.run(
-        [
-            str(BIN / "jetpool"),
-            "publish",
-            SUBJECT,
-            "--nats-url",
-            nats_url,
-            "--data",
-            '{"ms": 50}',
-            "--count",
-            str(burst),
-            "--id-prefix",
-            f"burst-{int(time.time())}",
-        ],
-        check=True,
-    )
+    publish(nats_url, burst, '{"ms": 50}', "burst")
     say("watching the pool scale up, drain the backlog and scale back to zero")
     show(240, until=lambda s: s.get("desiredReplicas") == 0 and not s.get("backlog"))
 
     say("switching failures on: the breaker opens and every worker stops fetching")
     fail_switch.touch()
-    subprocess.run(
-        [
-            str(BIN / "jetpool"),
-            "publish",
-            SUBJECT,
-            "--nats-url",
-            nats_url,
-            "--data",
-            '{"ms": 10}',
-            "--count",
-            "300",
-            "--id-prefix",
-            f"storm-{int(time.time())}",
-        ],
-        check=True,
-    )
+    publish(nats_url, 300, '{"ms": 10}', "storm")
     show(90, until=lambda s: (s.get("circuitBreaker") or {}).get("state") == "Open")
     say("switching failures off: HalfOpen trial tasks succeed and the breaker closes")
     fail_switch.unlink()
