@@ -48,6 +48,7 @@ from jetpool_operator.core.children import (
     selector_string,
 )
 from jetpool_operator.core.conditions import ConditionType, Reason, set_condition
+from jetpool_operator.core.status_patch import status_patch, without_nulls
 from jetpool_operator.core.worker_stats import StatsConfig, StatsMemory, aggregate
 from jetpool_protocol.control import BreakerState, ControlState
 from jetpool_protocol.stats import WorkerStats
@@ -63,9 +64,6 @@ CHILDREN_RECHECK_SECONDS = 60.0
 SECRET_CACHE_SECONDS = 60.0
 STATUS_VOLATILE_SECONDS = 2.0
 """Counters that move with every task are written at most this often; anything else at once."""
-VOLATILE_STATUS = frozenset(
-    {"backlog", "inFlight", "redelivered", "deadLetters", "throughput", "errorRate"}
-)
 MAX_MESSAGE = 4096
 NATS_TICK_TIMEOUT_SECONDS = 8.0
 """Upper bound on one tick's NATS work, so a hung server cannot stall the loop."""
@@ -269,15 +267,6 @@ def _deployment_replicas(deployment: Mapping[str, Any] | None) -> tuple[int | No
 
 def _round(value: float, digits: int = 3) -> float:
     return round(value, digits)
-
-
-def _clean(value: Any) -> Any:
-    """Drop None values recursively: the shape the apiserver stores and returns."""
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list):
-        return [_clean(v) for v in value]
-    return value
 
 
 async def reconcile(
@@ -678,23 +667,16 @@ async def _write_status(
     new: dict[str, Any],
     interval: float,
 ) -> TickResult:
-    """Patch status only when it differs from what the apiserver has.
-
-    Keys the old status has and the new one lacks are sent as null (a merge patch keeps
-    anything it does not mention). Counters that move with every task alone are written at
-    most every :data:`STATUS_VOLATILE_SECONDS`; everything else goes out at once.
-    """
-    patch = {**{k: None for k in old if k not in new}, **new}
-    wanted, current = _clean(patch), _clean(dict(old))
-    if wanted == current:
-        return TickResult(new, False, interval)
-
-    def stable(status: Mapping[str, Any]) -> dict[str, Any]:
-        return {k: v for k, v in status.items() if k not in VOLATILE_STATUS}
-
+    """Patch status only when :func:`status_patch` says the apiserver needs to hear it."""
     mono = time.monotonic()
-    if stable(wanted) == stable(current) and mono - pool.last_patch_at < STATUS_VOLATILE_SECONDS:
+    patch = status_patch(
+        old,
+        new,
+        seconds_since_last_patch=mono - pool.last_patch_at,
+        volatile_interval=STATUS_VOLATILE_SECONDS,
+    )
+    if patch is None:
         return TickResult(new, False, interval)
     await rt.kube.patch_pool_status(pool.namespace, pool.name, patch)
-    pool.last_status, pool.last_patch_at = wanted, mono
+    pool.last_status, pool.last_patch_at = without_nulls(patch), mono
     return TickResult(new, True, interval)
