@@ -321,7 +321,7 @@ async def reconcile(
     if (problem and problem[0]) != (pool.nats_problem and pool.nats_problem[0]):
         if problem is not None:
             post_event("Warning", problem[0], problem[1])
-            metrics.ERRORS.labels(pool.namespace, pool.name, "nats", problem[0]).inc()
+            metrics.count(metrics.ERRORS, pool.namespace, pool.name, "nats", problem[0])
         elif pool.nats_problem is not None:
             post_event("Normal", "NatsRecovered", "NATS reachable and resources ready again")
         pool.nats_problem = problem
@@ -353,7 +353,7 @@ async def reconcile(
             f"CircuitBreaker{t.to_state.value}",
             t.message,
         )
-        metrics.BREAKER_TRIPS.labels(pool.namespace, pool.name, t.to_state.value).inc()
+        metrics.count(metrics.BREAKER_TRIPS, pool.namespace, pool.name, t.to_state.value)
     control = circuit_breaker.control_state(pool.breaker, bconfig)
     if (
         key is not None
@@ -404,7 +404,7 @@ async def reconcile(
         await _apply_children(rt, pool, children.all(), deployment, decision.replicas, mono)
     except Exception as exc:  # an API error must not kill the loop; report it instead
         log.exception("applying children of %s/%s failed", pool.namespace, pool.name)
-        metrics.ERRORS.labels(pool.namespace, pool.name, "kubernetes", type(exc).__name__).inc()
+        metrics.count(metrics.ERRORS, pool.namespace, pool.name, "kubernetes", type(exc).__name__)
         children_error = f"applying worker resources failed: {exc}"
 
     last_scale_time = old_status.get("lastScaleTime")
@@ -414,7 +414,9 @@ async def reconcile(
         if decision.replicas != before:  # recorded once, when the change really landed
             direction = "up" if decision.replicas > before else "down"
             post_event("Normal", f"Scaled{direction.capitalize()}", decision.message)
-            metrics.SCALE_EVENTS.labels(pool.namespace, pool.name, direction, decision.reason).inc()
+            metrics.count(
+                metrics.SCALE_EVENTS, pool.namespace, pool.name, direction, decision.reason
+            )
             last_scale_time = now.replace(microsecond=0).isoformat().replace("+00:00", "Z")
             last_scale_reason = f"{decision.reason}: {decision.message}"[:MAX_MESSAGE]
         pool.applied_replicas = decision.replicas

@@ -149,10 +149,10 @@ async def control_loop(
                     deployment = next(iter(store), None) if store is not None else None
                     result = await reconcile(runtime, pool, body, deployment, post_event)
                     interval = result.interval_seconds
-                    metrics.RECONCILES.labels(namespace, name, "ok").inc()
+                    metrics.count(metrics.RECONCILES, namespace, name, "ok")
                 except Exception:  # one pool's bug must not stop its loop or any other pool
                     log.exception("control loop tick failed for %s/%s", namespace, name)
-                    metrics.RECONCILES.labels(namespace, name, "error").inc()
+                    metrics.count(metrics.RECONCILES, namespace, name, "error")
             await _sleep_or_wake(pool.wake, stopped, interval)
     finally:
         await runtime.stop_pool(pool)

@@ -59,8 +59,21 @@ POOL_GAUGES = (
 )
 
 
+_POOL_COUNTERS = (RECONCILES, ERRORS, SCALE_EVENTS, BREAKER_TRIPS)
+_counted: dict[tuple[str, str], set[tuple[Counter, tuple[str, ...]]]] = {}
+
+
+def count(counter: Counter, namespace: str, pool: str, *labels: str) -> None:
+    """Increment a per-pool counter, remembering the series so forget_pool can drop it."""
+    counter.labels(namespace, pool, *labels).inc()
+    _counted.setdefault((namespace, pool), set()).add((counter, labels))
+
+
 def forget_pool(namespace: str, pool: str) -> None:
     """Drop a deleted pool's series so dashboards do not show ghosts."""
     for gauge in POOL_GAUGES:
         with contextlib.suppress(KeyError):
             gauge.remove(namespace, pool)
+    for counter, labels in _counted.pop((namespace, pool), set()):
+        with contextlib.suppress(KeyError):
+            counter.remove(namespace, pool, *labels)
