@@ -241,3 +241,53 @@ async def test_failures_trip_the_breaker_everywhere_and_it_closes_when_they_stop
 
     await wait_until(accounted, 90, "every task done or dead-lettered")
     assert not await done(record) & await dead_lettered(nats_endpoint.test_url, dlq)
+
+
+@pytest.mark.usefixtures("operator")
+async def test_the_reset_annotation_closes_an_open_breaker_at_once(
+    cluster: Cluster,
+    namespace: str,
+    nats_endpoint: NatsEndpoint,
+    pod_runner: PodRunner | None,
+    record: KeyValue,
+) -> None:
+    cluster.apply(
+        worker_pool(
+            "stuck",
+            nats_endpoint.pod_url,
+            f"e2e-{namespace}",
+            retry={"maxAttempts": 10, "backoff": {"initialSeconds": 1, "maxSeconds": 2}},
+            scaling={"minReplicas": 1, "maxReplicas": 1},
+            circuitBreaker={"minTasks": 5, "windowSeconds": 10, "openSeconds": 3600},
+        ),
+        "-n",
+        namespace,
+    )
+    eventually(lambda: running_workers(cluster, namespace, pod_runner) == 1, what="a worker")
+    await record.put("FAIL", b"1")
+    ids = [f"stuck-{i}" for i in range(20)]
+    await publish(nats_endpoint.test_url, f"tasks.{namespace}.stuck.job", ids, {})
+    eventually(
+        lambda: status(cluster, namespace, "stuck")["circuitBreaker"]["state"] == "Open",
+        timeout=60,
+        what="breaker Open",
+    )
+    await record.delete("FAIL")
+
+    cluster.kubectl(
+        "annotate", "workerpool", "stuck", "-n", namespace, "jetpool.dev/reset-breaker=first"
+    )
+    breaker = eventually(
+        lambda: (
+            (b := status(cluster, namespace, "stuck")["circuitBreaker"])["state"] == "Closed" and b
+        ),
+        timeout=15,
+        what="breaker closed by the annotation (openSeconds is an hour)",
+    )
+    assert breaker["reason"] == "ManualReset"
+    assert breaker["lastResetToken"] == "first"
+
+    async def all_done() -> bool:
+        return await done(record) == set(ids)
+
+    await wait_until(all_done, 90, "every task done after the reset")
