@@ -4,7 +4,8 @@ into the handler image by e2e/kind/handlers.Dockerfile).
 Completion and failure injection go through a NATS KV bucket (``JETPOOL_E2E_BUCKET``) on the
 pool's own NATS server, so the same tests work whether workers are local processes or pods:
 
-* a finished task is recorded as key ``done.<task id>``;
+* a finished task is recorded as key ``done.<task id>``; a task that finishes a second time
+  (a redelivery after it had already run) also leaves ``again.<task id>``;
 * while key ``FAIL`` exists, every task fails with :class:`InjectedFailure`.
 """
 
@@ -15,7 +16,7 @@ import json
 import os
 
 import nats
-from nats.js.errors import KeyNotFoundError
+from nats.js.errors import KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KeyValue
 
 from jetpool_protocol.envelope import Task
@@ -41,10 +42,13 @@ async def record(task: Task) -> None:
     kv = await bucket()
     try:
         await kv.get("FAIL")
-    except KeyNotFoundError:
+    except NotFoundError:  # never set, or deleted (KeyDeletedError is not a KeyNotFoundError)
         pass
     else:
         raise InjectedFailure(f"failure injected for {task.id}")
     work = json.loads(task.payload) if task.payload else {}
     await asyncio.sleep(float(work.get("sleep", 0)))
-    await kv.put(f"done.{task.id}", b"1")
+    try:
+        await kv.create(f"done.{task.id}", b"1")
+    except KeyWrongLastSequenceError:
+        await kv.put(f"again.{task.id}", b"1")

@@ -62,12 +62,13 @@ async def publish(url: str, subject: str, ids: list[str], payload: dict[str, Any
     await nc.close()
 
 
-async def done(kv: KeyValue) -> set[str]:
+async def done(kv: KeyValue, prefix: str = "done.") -> set[str]:
+    """Task ids the handler finished (``again.``: finished more than once)."""
     try:
         keys = await kv.keys()
     except NoKeysError:
         return set()
-    return {k.removeprefix("done.") for k in keys if k.startswith("done.")}
+    return {k.removeprefix(prefix) for k in keys if k.startswith(prefix)}
 
 
 async def dead_lettered(url: str, stream: str) -> set[str]:
@@ -168,6 +169,7 @@ async def test_a_burst_scales_workers_up_drains_the_backlog_and_scales_back_to_z
     )
     if pod_runner is not None:  # every worker that was scaled away drained and exited cleanly
         assert all(code == 0 for _, code in pod_runner.exited), pod_runner.exited
+    assert not await done(record, "again."), "scale-down made tasks run twice"
     assert scale_up_seconds < 10
 
 

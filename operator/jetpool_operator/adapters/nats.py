@@ -430,7 +430,7 @@ async def dead_letter_stranded(
     await js.publish(
         record.subject(target.dead_letter_prefix),
         record.model_dump_json().encode(),
-        headers=record.publish_headers(f"{target.stream}:{sequence}"),
+        headers=record.publish_headers(record.dedup_id(target.stream, sequence, raw.time or now)),
     )
     with contextlib.suppress(NotFoundError):
         await js.delete_msg(target.stream, sequence)

@@ -62,6 +62,10 @@ class BreakerConfig:
     """Trial successes needed to close."""
     half_open_failure_ratio: float = 0.0
     """Share of ``half_open_tasks`` that may fail without reopening (0: any failure reopens)."""
+    settle_seconds: float = 2.0
+    """Stats that arrive this soon after a transition still describe the previous state
+    (workers report every second): a Closed period is judged only on what comes later, so a
+    manual reset is not re-tripped by failures that happened before it."""
 
     def __post_init__(self) -> None:
         if not 0 < self.error_rate_threshold <= 1:
@@ -198,7 +202,9 @@ def observe(
     The error window is clipped at ``breaker.since`` so a Closed period is judged only on
     its own tasks (see the module docstring).
     """
-    window = memory.window(now, config.window_seconds, not_before=breaker.since)
+    since = breaker.since
+    not_before = None if since is None else since + timedelta(seconds=config.settle_seconds)
+    window = memory.window(now, config.window_seconds, not_before=not_before)
     return BreakerObservation(
         succeeded=window.succeeded,
         failed=window.failed,

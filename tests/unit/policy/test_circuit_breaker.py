@@ -199,10 +199,28 @@ class TestObserveFromStats:
         closed = step(breaker.breaker, reset, at(2), CONFIG).breaker
         assert closed.state is BreakerState.CLOSED
         stats, memory = aggregate(
-            memory, [snapshot("w-a", 3, succeeded=6, failed=20)], at(3), stats_config
+            memory, [snapshot("w-a", 5, succeeded=6, failed=20)], at(5), stats_config
+        )
+        obs = observe(closed, memory, stats, at(5), CONFIG)
+        assert (obs.succeeded, obs.failed) == (1, 0)
+        assert step(closed, obs, at(5), CONFIG).breaker.state is BreakerState.CLOSED
+
+    def test_failures_reported_just_after_a_reset_do_not_trip_it_again(self) -> None:
+        # Workers report every second, so the first snapshot after a manual reset still
+        # carries failures from before it.
+        stats_config = StatsConfig(window_seconds=30)
+        memory = StatsMemory()
+        _, memory = aggregate(memory, [snapshot("w-a", 0)], at(0), stats_config)
+        stats, memory = aggregate(
+            memory, [snapshot("w-a", 1, succeeded=5, failed=20)], at(1), stats_config
+        )
+        opened = step(Breaker(), observe(Breaker(), memory, stats, at(1), CONFIG), at(1), CONFIG)
+        reset = observe(opened.breaker, memory, stats, at(2), CONFIG, reset_token="go")
+        closed = step(opened.breaker, reset, at(2), CONFIG).breaker
+        stats, memory = aggregate(
+            memory, [snapshot("w-a", 3, succeeded=5, failed=60)], at(3), stats_config
         )
         obs = observe(closed, memory, stats, at(3), CONFIG)
-        assert (obs.succeeded, obs.failed) == (1, 0)
         assert step(closed, obs, at(3), CONFIG).breaker.state is BreakerState.CLOSED
 
     def test_trial_results_reach_the_breaker_through_the_stats(self) -> None:
