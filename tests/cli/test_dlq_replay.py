@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
+from nats.aio.client import Client as NatsClient
 
 from jetpool_protocol import headers as h
 from jetpool_protocol.dead_letter import DeadLetterReason
@@ -112,3 +114,49 @@ async def test_replay_needs_a_selection(pool: Pool) -> None:
     mixed = await pool.cli("dlq", "replay", "1", "--all")
     assert mixed.code == 2
     assert "cannot be combined" in mixed.err
+
+
+async def test_replaying_records_that_fail_again_stops_at_the_records_there_at_the_start(
+    pool: Pool, nc: NatsClient
+) -> None:
+    for i in range(3):
+        await pool.dead_letter(pool.record(f"again{i}"))
+
+    async def fail_again(msg: Any) -> None:  # a worker that dead-letters every task at once
+        await pool.dead_letter(pool.record(msg.headers[h.TASK_ID]))
+
+    sub = await nc.subscribe(pool.task_subject, cb=fail_again)
+    try:
+        result = await pool.cli("dlq", "replay", "--all", "--limit", "50", "-o", "json")
+    finally:
+        await sub.unsubscribe()
+    assert result.code == 0, result.err
+    assert result.json()["replayed"] == 3
+
+
+async def test_replaying_expired_records_without_reset_expiry_warns(pool: Pool) -> None:
+    await pool.dead_letter(pool.record("old", reason=DeadLetterReason.EXPIRED))
+    await pool.dead_letter(pool.record("fine"))
+    result = await pool.cli("dlq", "replay", "--all")
+    assert result.code == 0, result.err
+    assert "warning: 1 record(s) were dead-lettered as 'expired'" in result.err
+    assert "--reset-expiry" in result.err
+
+
+async def test_replaying_expired_records_with_reset_expiry_does_not_warn(pool: Pool) -> None:
+    await pool.dead_letter(pool.record("old", reason=DeadLetterReason.EXPIRED))
+    result = await pool.cli("dlq", "replay", "--all", "--reset-expiry")
+    assert result.code == 0, result.err
+    assert "warning" not in result.err
+
+
+async def test_a_record_whose_payload_was_cut_is_not_replayed(pool: Pool) -> None:
+    cut = pool.record("big").model_copy(update={"payload_truncated": True})
+    seq = await pool.dead_letter(cut)
+    result = await pool.cli("dlq", "replay", str(seq), "-o", "json")
+    assert result.code != 0
+    [item] = result.json()["items"]
+    assert item["outcome"] == "failed"
+    assert "cut" in item["error"]
+    assert await pool.task_messages() == []
+    assert await pool.dlq_seqs() == [seq]

@@ -1,7 +1,8 @@
 """Handlers the worker tests run (in-process and in subprocesses via ``tests.worker.handlers:...``).
 
 The payload says what to do: ``{"fail_times": 2}`` fails the first two attempts, ``{"raise":
-"ValueError"}`` always raises that type, ``{"sleep": 3}`` sleeps, ``{"reject": "why"}`` rejects.
+"ValueError"}`` always raises that type, ``{"sleep": 3}`` sleeps, ``{"reject": "why"}`` rejects,
+``{"inner_timeout": 0.1}`` (async ``handle`` only) times out inside its own ``asyncio.timeout``.
 Completions are recorded in memory (``DONE``) and, when ``JETPOOL_TEST_DONE_FILE`` is set (a
 name the worker settings ignore), appended to that file so a parent process can read them.
 """
@@ -18,6 +19,7 @@ from jetpool_worker import Reject, Retry, Task, batch_handler
 DONE: dict[str, int] = defaultdict(int)
 ATTEMPT_TIMES: dict[str, list[float]] = defaultdict(list)
 BATCH_SIZES: list[int] = []
+FIRST_STEP_TASKS: dict[str, asyncio.Task[object] | None] = {}
 
 
 class PermanentError(Exception):
@@ -50,6 +52,11 @@ def _behave(task: Task) -> float:
 
 
 async def handle(task: Task) -> None:
+    FIRST_STEP_TASKS[task.id] = asyncio.current_task()
+    spec = task.json() if task.payload else {}
+    if "inner_timeout" in spec:  # a timeout scope of the handler's own, as httpx/anyio make
+        async with asyncio.timeout(spec["inner_timeout"]):
+            await asyncio.sleep(5)
     pause = _behave(task)
     if pause:
         await asyncio.sleep(pause)

@@ -131,3 +131,47 @@ async def test_a_missing_control_bucket_means_closed(nc: NATS, nats_server: Nats
     async with running_worker(pool.settings):
         await publish_task(js, pool, task_id)
         await eventually(lambda: handlers.DONE[task_id] == 1, what="task done")
+
+
+def half_open(epoch: int, trial_tasks: int = 1) -> ControlState:
+    return ControlState(
+        breaker=BreakerState.HALF_OPEN, epoch=epoch, trial_worker="w1", trial_tasks=trial_tasks
+    )
+
+
+def test_a_fetch_that_lands_after_the_trip_to_half_open_admits_only_the_trial_budget():
+    gate = BreakerGate("w1")
+    gate.update(ControlState())
+    assert gate.allowance() is None  # Closed: a batch of 8 is asked for...
+    gate.update(half_open(epoch=2, trial_tasks=1))  # ...and HalfOpen starts while it is in flight
+    assert gate.admit(8) == (1, 2)
+    assert gate.admit(8) == (0, 2)
+
+
+def test_a_fetch_that_lands_after_the_breaker_opened_admits_nothing():
+    gate = BreakerGate("w1")
+    gate.update(ControlState())
+    gate.update(ControlState(breaker=BreakerState.OPEN, epoch=1))
+    assert gate.admit(8) == (0, None)
+
+
+def test_tasks_fetched_before_the_trial_do_not_count_as_trial_results():
+    gate = BreakerGate("w1")
+    gate.update(ControlState())
+    _, before = gate.admit(4)
+    gate.update(half_open(epoch=2))
+    _, trial = gate.admit(1)
+    for _ in range(4):
+        gate.finished(False, before)
+    gate.finished(True, trial)
+    assert (gate.trial_succeeded, gate.trial_failed) == (1, 0)
+
+
+def test_a_trial_of_an_earlier_epoch_does_not_count_in_the_next_one():
+    gate = BreakerGate("w1")
+    gate.update(half_open(epoch=2))
+    _, old = gate.admit(1)
+    gate.update(half_open(epoch=3))
+    gate.finished(False, old)
+    assert (gate.trial_succeeded, gate.trial_failed) == (0, 0)
+    assert gate.allowance() == 1

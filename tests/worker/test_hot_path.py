@@ -1,10 +1,12 @@
-"""The per-task fast paths keep the slow paths' behaviour: eager starts, reply parsing, tallies."""
+"""The per-task fast paths keep the slow paths' behaviour: resumed first steps, reply parsing,
+tallies, and the handler call's edge cases."""
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
 import contextvars
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -14,7 +16,7 @@ from prometheus_client.exposition import generate_latest
 
 from jetpool_protocol.envelope import Task
 from jetpool_worker.consumer_loop import delivery_info
-from jetpool_worker.eager import start_eagerly
+from jetpool_worker.eager import resume
 from jetpool_worker.execution import call_handler
 from jetpool_worker.handlers import Handler
 from jetpool_worker.metrics import DURATION_BUCKETS, Metrics
@@ -23,35 +25,31 @@ TASK = Task(id="t", subject="s", payload=b"", headers={})
 marker: contextvars.ContextVar[str] = contextvars.ContextVar("marker", default="unset")
 
 
-async def test_a_coroutine_that_never_waits_runs_to_the_end_without_a_task():
-    ran: list[str] = []
-
-    async def quick() -> None:
-        ran.append("done")
-
-    assert start_eagerly(quick()) is None
-    assert ran == ["done"]
-
-
-async def test_a_coroutine_that_waits_continues_in_a_task_keeping_its_context():
+async def test_resume_finishes_a_coroutine_whose_first_step_already_ran_keeping_its_context():
     seen: list[str] = []
     gate = asyncio.Event()
 
-    async def slow() -> None:
+    async def slow() -> str:
         marker.set("inside")
         await gate.wait()
         seen.append(marker.get())
+        return "result"
 
-    task = start_eagerly(slow())
-    assert task is not None
+    async def owner() -> str:
+        coro = slow()
+        yielded = coro.send(None)
+        return await resume(coro, yielded)
+
+    task = asyncio.create_task(owner())
+    await asyncio.sleep(0)
     assert not task.done()
-    assert marker.get() == "unset"  # the first step did not leak into the caller's context
     gate.set()
-    await asyncio.wait_for(task, 2)
+    assert await asyncio.wait_for(task, 2) == "result"
     assert seen == ["inside"]
+    assert marker.get() == "unset"
 
 
-async def test_cancelling_the_continuation_cancels_the_coroutine_where_it_waits():
+async def test_cancelling_a_resumed_coroutine_cancels_it_where_it_waits():
     cancelled = asyncio.Event()
 
     async def forever() -> None:
@@ -61,8 +59,11 @@ async def test_cancelling_the_continuation_cancels_the_coroutine_where_it_waits(
             cancelled.set()
             raise
 
-    task = start_eagerly(forever())
-    assert task is not None
+    async def owner() -> None:
+        coro = forever()
+        await resume(coro, coro.send(None))
+
+    task = asyncio.create_task(owner())
     await asyncio.sleep(0)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -71,7 +72,7 @@ async def test_cancelling_the_continuation_cancels_the_coroutine_where_it_waits(
 
 
 @pytest.mark.parametrize("is_async", [True, False], ids=["async", "sync"])
-async def test_a_handler_timeout_after_an_eager_start_cancels_the_handler_not_the_caller(
+async def test_a_handler_timeout_cancels_the_handler_not_the_caller(
     is_async: bool,
 ):
     outcomes: list[Any] = []
@@ -92,9 +93,9 @@ async def test_a_handler_timeout_after_an_eager_start_cancels_the_handler_not_th
         outcomes.append(await call_handler(handler, TASK, timeout_seconds=0.05, executor=executor))
         release.set()
 
-    task = start_eagerly(process())
-    assert task is not None
+    task = asyncio.create_task(process())
     await asyncio.wait_for(release.wait(), 2)  # the caller (this test) was not cancelled
+    await task
     executor.shutdown(wait=True)
     assert isinstance(outcomes[0].error, TimeoutError)
     assert "exceeded its timeout" in str(outcomes[0].error)
@@ -114,6 +115,100 @@ async def test_a_handler_that_returns_at_once_succeeds_with_its_result():
     assert outcome.result == "t"
 
 
+async def test_a_sync_handler_returning_an_awaitable_has_it_awaited_before_success():
+    ran: list[str] = []
+
+    async def work(task: Task) -> str:
+        await asyncio.sleep(0)
+        ran.append(task.id)
+        return "done"
+
+    def wrapper(task: Task) -> Any:  # a decorator that lost the coroutine marker
+        return work(task)
+
+    handler = Handler.wrap(wrapper)
+    assert not handler.is_async
+    outcome = await call_handler(
+        handler, TASK, timeout_seconds=1, executor=concurrent.futures.ThreadPoolExecutor(1)
+    )
+    assert outcome.ok
+    assert outcome.result == "done"
+    assert ran == ["t"]
+
+
+async def test_the_awaitable_of_a_sync_handler_is_bound_by_the_task_timeout():
+    async def stuck(task: Task) -> None:
+        await asyncio.sleep(5)
+
+    def wrapper(task: Task) -> Any:
+        return stuck(task)
+
+    outcome = await call_handler(
+        Handler.wrap(wrapper),
+        TASK,
+        timeout_seconds=0.05,
+        executor=concurrent.futures.ThreadPoolExecutor(1),
+    )
+    assert isinstance(outcome.error, TimeoutError)
+    assert outcome.lingering is None
+
+
+async def test_a_failure_in_the_awaitable_of_a_sync_handler_fails_the_task():
+    async def broken(task: Task) -> None:
+        raise ValueError("inner")
+
+    def wrapper(task: Task) -> Any:
+        return broken(task)
+
+    outcome = await call_handler(
+        Handler.wrap(wrapper),
+        TASK,
+        timeout_seconds=1,
+        executor=concurrent.futures.ThreadPoolExecutor(1),
+    )
+    assert isinstance(outcome.error, ValueError)
+
+
+@pytest.mark.parametrize("waits_first", [False, True], ids=["at-once", "after-a-wait"])
+async def test_a_cancelled_error_raised_by_a_handler_is_a_task_failure_not_a_stop(
+    waits_first: bool,
+):
+    async def leaky(task: Task) -> None:
+        if waits_first:
+            await asyncio.sleep(0)
+        raise asyncio.CancelledError("a library's cancel scope leaked")
+
+    outcome = await call_handler(
+        Handler.wrap(leaky),
+        TASK,
+        timeout_seconds=1,
+        executor=concurrent.futures.ThreadPoolExecutor(1),
+    )
+    assert isinstance(outcome.error, asyncio.CancelledError)
+    assert outcome.traceback is not None
+
+
+async def test_cancelling_the_task_running_a_handler_still_cancels_it():
+    started = asyncio.Event()
+
+    async def forever(task: Task) -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    call = asyncio.create_task(
+        call_handler(
+            Handler.wrap(forever),
+            TASK,
+            timeout_seconds=10,
+            executor=concurrent.futures.ThreadPoolExecutor(1),
+        )
+    )
+    await asyncio.wait_for(started.wait(), 2)
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+
+
 @pytest.mark.parametrize(
     "reply",
     [
@@ -126,12 +221,17 @@ async def test_a_handler_that_returns_at_once_succeeds_with_its_result():
 def test_delivery_info_reads_the_reply_subject_as_nats_py_metadata_does(reply: str):
     msg = Msg(_client=None, subject="tasks.x", reply=reply)  # type: ignore[arg-type]
     meta = msg.metadata
-    assert delivery_info(msg) == (
+    stream, sequence, delivered, published_at = delivery_info(msg)
+    assert (stream, sequence, delivered) == (
         meta.stream,
         meta.sequence.stream,
         meta.num_delivered,
-        meta.timestamp,
     )
+    # nats-py rounds a float; the worker truncates exactly, as the stream API (get_msg) does.
+    assert abs(published_at - meta.timestamp) <= timedelta(microseconds=1)
+    tokens = reply.split(".")
+    nanos = int(tokens[7] if len(tokens) == 9 else tokens[9])
+    assert published_at == datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=nanos // 1000)
 
 
 def test_delivery_info_of_a_core_message_raises_like_nats_py():

@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import socket
 import subprocess
 import sys
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Iterator
 
 import pytest
 from nats.aio.client import Client as NATS
@@ -120,6 +122,58 @@ def test_bad_configuration_exits_with_code_2_and_names_the_variable(capsys):
     err = capsys.readouterr().err
     assert "JETPOOL_CONCURRENCY" in err
     assert "JETPOOL_HANDLER" in err
+
+
+@pytest.fixture
+def root_logging() -> Iterator[None]:
+    """``main`` configures the root logger; give the next tests theirs back."""
+    root = logging.getLogger()
+    handlers_before, level_before = root.handlers[:], root.level
+    yield
+    root.handlers[:], root.level = handlers_before, level_before
+
+
+BASE_ENV = {
+    "JETPOOL_POOL_NAME": "p",
+    "JETPOOL_HANDLER": "tests.worker.handlers:handle",
+    "JETPOOL_STREAM": "s",
+    "JETPOOL_CONSUMER": "c",
+    "JETPOOL_DEAD_LETTER_STREAM": "d",
+    "JETPOOL_DEAD_LETTER_SUBJECT_PREFIX": "jetpool.dlq.x",
+    "JETPOOL_CONTROL_KEY": "x.p",
+    "JETPOOL_STATS_SUBJECT": "jetpool.stats.x.p",
+    "JETPOOL_NATS_URL": "nats://127.0.0.1:1",
+    "JETPOOL_LOG_FORMAT": "text",
+}
+
+
+@pytest.mark.parametrize(
+    ("extra", "named"),
+    [
+        ({"JETPOOL_REQUIRE_SIGNED": "true"}, "signing_key_file"),
+        ({"JETPOOL_HEARTBEAT_SECONDS": "60", "JETPOOL_ACK_WAIT_SECONDS": "60"}, "heartbeat"),
+        ({"JETPOOL_HEARTBEAT_SECONDS": "90", "JETPOOL_ACK_WAIT_SECONDS": "60"}, "heartbeat"),
+        ({"JETPOOL_LOG_LEVEL": "LOUD"}, "JETPOOL_LOG_LEVEL"),
+    ],
+    ids=["require-signed-without-key", "heartbeat-equal-ack-wait", "heartbeat-over", "log-level"],
+)
+def test_inconsistent_settings_exit_with_code_2_and_say_why(
+    capsys: pytest.CaptureFixture[str], root_logging: None, extra: dict[str, str], named: str
+):
+    assert main([], env={**BASE_ENV, **extra}) == EXIT_CONFIG
+    assert named in capsys.readouterr().err
+
+
+def test_a_taken_metrics_port_exits_with_code_2_and_names_the_port(
+    capsys: pytest.CaptureFixture[str], root_logging: None
+):
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code = main([], env={**BASE_ENV, "JETPOOL_METRICS_PORT": str(port)})
+    assert code == EXIT_CONFIG
+    assert f"JETPOOL_METRICS_PORT={port}" in capsys.readouterr().err
 
 
 def test_an_unimportable_handler_exits_with_code_2():

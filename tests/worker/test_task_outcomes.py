@@ -128,7 +128,7 @@ async def test_a_task_failing_every_attempt_is_dead_lettered_with_full_metadata(
     assert record.worker == worker.worker_id
     # first failure = attempt 1, last = attempt 3: apart by at least the two backoffs (0.2+0.4).
     assert (record.last_failure_at - record.first_failure_at).total_seconds() >= 0.55
-    assert hdrs[h.MSG_ID] == f"{pool.settings.stream}:1"
+    assert hdrs[h.MSG_ID].startswith(f"{pool.settings.stream}:1:")
     assert hdrs[h.DLQ_ERROR_TYPE] == "ValueError"
     assert hdrs[h.DLQ_POOL] == f"test/{pool.settings.pool_name}"
     assert await stream_messages(js, pool) == 0
@@ -244,6 +244,38 @@ async def test_a_task_over_its_timeout_fails_with_timeout_error_and_is_retried(
     assert record.error_type == "TimeoutError"
     assert record.reason is DeadLetterReason.MAX_ATTEMPTS
     assert "exceeded its timeout of 0.3s" in record.error_message
+
+
+async def test_a_timeout_scope_inside_an_async_handler_fails_that_task_not_the_fetch_loop(
+    nc: NATS, nats_server: NatsServer
+):
+    js = nc.jetstream()
+    pool = await make_pool(js, nats_server.url, retry_max_attempts=2, retry_jitter="none")
+    scoped, later = tid(), tid()
+    async with running_worker(pool.settings) as worker:
+        await publish_task(js, pool, scoped, {"inner_timeout": 0.1})
+        await eventually(lambda: _count(dead_letters(js, pool), 1), what="dead letter")
+        await publish_task(js, pool, later)
+        await eventually(lambda: handlers.DONE[later] == 1, what="later task done")
+        assert worker.consuming
+    [(_, record)] = await dead_letters(js, pool)
+    assert record.task_id == scoped
+    assert record.error_type == "TimeoutError"
+    assert record.reason is DeadLetterReason.MAX_ATTEMPTS
+
+
+async def test_an_async_handlers_first_step_runs_in_a_task_of_its_own(
+    nc: NATS, nats_server: NatsServer
+):
+    js = nc.jetstream()
+    pool = await make_pool(js, nats_server.url)
+    task_id = tid()
+    async with running_worker(pool.settings):
+        await publish_task(js, pool, task_id)
+        await eventually(lambda: handlers.DONE[task_id] == 1, what="task done")
+    owner = handlers.FIRST_STEP_TASKS[task_id]
+    assert owner is not None
+    assert owner.get_coro().__qualname__ == "Worker._process_one"  # type: ignore[union-attr]
 
 
 async def test_a_batch_handler_settles_each_task_on_its_own(nc: NATS, nats_server: NatsServer):

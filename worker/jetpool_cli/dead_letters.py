@@ -37,7 +37,7 @@ from jetpool_cli.errors import (
     is_stream_not_found,
 )
 from jetpool_protocol import headers as h
-from jetpool_protocol.dead_letter import DeadLetterRecord
+from jetpool_protocol.dead_letter import DeadLetterReason, DeadLetterRecord
 from jetpool_protocol.envelope import format_time
 from jetpool_protocol.naming import nats_token
 from jetpool_protocol.security import signature
@@ -263,12 +263,14 @@ class ReplayItem:
     new_seq: int | None = None
     deleted: bool = False
     error: str | None = None
+    reason: str | None = None
 
 
 @dataclass
 class ReplayReport:
     items: list[ReplayItem] = field(default_factory=list)
     dry_run: bool = False
+    warnings: list[str] = field(default_factory=list)
 
     def count(self, outcome: str) -> int:
         return sum(1 for i in self.items if i.outcome == outcome)
@@ -289,6 +291,7 @@ class ReplayReport:
             "would_replay": self.count("would-replay"),
             "failed": self.failed,
             "deleted": self.deleted,
+            "warnings": self.warnings,
             "items": [vars(i) for i in self.items],
         }
 
@@ -377,9 +380,13 @@ class DeadLetterAdmin:
         return int(lo)
 
     async def entries(
-        self, flt: RecordFilter = RecordFilter(), *, limit: int | None = None
+        self,
+        flt: RecordFilter = RecordFilter(),
+        *,
+        limit: int | None = None,
+        until_seq: int | None = None,
     ) -> AsyncIterator[DlqEntry]:
-        """Matching records in sequence order (oldest first)."""
+        """Matching records in sequence order (oldest first), none after ``until_seq``."""
         subject = flt.subject(self.target.subject_prefix)
         seq = 1
         if flt.since is not None:
@@ -388,6 +395,8 @@ class DeadLetterAdmin:
         while limit is None or yielded < limit:
             msg = await self._next(subject, seq)
             if msg is None or (flt.before is not None and msg.time >= flt.before):
+                return
+            if until_seq is not None and msg.seq > until_seq:
                 return
             yield self._entry(msg)
             yielded += 1
@@ -428,7 +437,11 @@ class DeadLetterAdmin:
         return DlqStats(self.target.stream, total, by_reason, by_error_type, pairs, oldest, newest)
 
     async def _selected(
-        self, seqs: Sequence[int] | None, flt: RecordFilter | None, limit: int | None
+        self,
+        seqs: Sequence[int] | None,
+        flt: RecordFilter | None,
+        limit: int | None,
+        until_seq: int | None = None,
     ) -> AsyncIterator[DlqEntry | int]:
         """The entries named by sequence (a bare ``int`` when missing) or matched by a filter."""
         if seqs:
@@ -440,7 +453,7 @@ class DeadLetterAdmin:
             return
         if flt is None:
             raise CliError("select records: sequence numbers or a filter", exit_code=2)
-        async for entry in self.entries(flt, limit=limit):
+        async for entry in self.entries(flt, limit=limit, until_seq=until_seq):
             yield entry
 
     async def replay(
@@ -460,11 +473,14 @@ class DeadLetterAdmin:
         """Re-publish each selected record's task; delete the record once the PubAck is in.
 
         A duplicate PubAck means this record was replayed before (and kept, or the delete was
-        lost), so the record is deleted all the same.
+        lost), so the record is deleted all the same. A filter covers the records stored when
+        the replay starts, never those it causes: a replayed task that fails again lands at the
+        end of the stream, and reading on to the end would replay it forever.
         """
         report = ReplayReport(dry_run=dry_run)
         who = by or default_replayed_by()
-        async for entry in self._selected(seqs, flt, limit):
+        until_seq = None if seqs else int((await self._stream_info()).state.last_seq)
+        async for entry in self._selected(seqs, flt, limit, until_seq):
             report.items.append(
                 await self._replay_one(
                     entry,
@@ -478,6 +494,16 @@ class DeadLetterAdmin:
             )
             if on_progress is not None:
                 on_progress(len(report.items))
+        expired = sum(
+            1
+            for i in report.items
+            if i.reason == DeadLetterReason.EXPIRED and i.outcome in ("replayed", "would-replay")
+        )
+        if expired and not reset_expiry:
+            report.warnings.append(
+                f"{expired} record(s) were dead-lettered as 'expired': replayed without "
+                "--reset-expiry they expire again at once"
+            )
         return report
 
     async def _replay_one(
@@ -496,7 +522,13 @@ class DeadLetterAdmin:
         rec = entry.record
         if rec is None:
             return ReplayItem(entry.seq, None, None, "failed", error=entry.problem)
-        item = ReplayItem(entry.seq, rec.task_id, rec.original_subject, "would-replay")
+        item = ReplayItem(
+            entry.seq, rec.task_id, rec.original_subject, "would-replay", reason=str(rec.reason)
+        )
+        if rec.payload_truncated:
+            item.outcome = "failed"
+            item.error = "the payload was cut to fit the dead-letter stream; cannot replay it"
+            return item
         try:
             subject, payload, headers = replay_message(
                 rec,

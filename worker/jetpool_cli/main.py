@@ -555,6 +555,8 @@ async def cmd_dlq_replay(args: argparse.Namespace, io: Io) -> int:
 
     stream, report = await _with_admin(args, run)
     progress.finish(len(report.items))
+    for warning in report.warnings:
+        io.err(f"warning: {warning}")
     summary = report.as_dict()
     if args.output == "json":
         io.out(to_json(summary))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator
@@ -13,6 +13,12 @@ from jetpool_protocol.naming import dead_letter_subject
 
 TRACEBACK_LIMIT = 8192
 """Tracebacks are cut to their last bytes: the innermost frames say the most."""
+ERROR_MESSAGE_LIMIT = 4096
+"""Error messages are cut to their first characters: an exception's str() can be any size, and a
+record too big for the server could never be stored."""
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class DeadLetterReason(StrEnum):
@@ -41,6 +47,9 @@ class DeadLetterRecord(BaseModel):
     original_sequence: int
     headers: dict[str, str] = Field(default_factory=dict)
     payload: bytes
+    payload_truncated: bool = False
+    """True when the payload is only a prefix of the task's: the whole record would not fit
+    the server's max_payload. Such a record cannot be replayed as is."""
     first_failure_at: datetime
     last_failure_at: datetime
     worker: str
@@ -51,6 +60,13 @@ class DeadLetterRecord(BaseModel):
         if value is None or len(value) <= TRACEBACK_LIMIT:
             return value
         return "...(truncated)...\n" + value[-TRACEBACK_LIMIT:]
+
+    @field_validator("error_message")
+    @classmethod
+    def _bound_error_message(cls, value: str) -> str:
+        if len(value) <= ERROR_MESSAGE_LIMIT:
+            return value
+        return value[:ERROR_MESSAGE_LIMIT] + "...(truncated)"
 
     @field_validator("payload", mode="before")
     @classmethod
@@ -65,8 +81,20 @@ class DeadLetterRecord(BaseModel):
         """Where the record goes: per-subject counts give stats by reason and error type."""
         return dead_letter_subject(prefix, self.reason, self.error_type)
 
+    @staticmethod
+    def dedup_id(stream: str, sequence: int, published_at: datetime) -> str:
+        """``<stream>:<seq>:<unix-microseconds of the task's publish time>``.
+
+        The same for every delivery of one stored message, and different for a new message
+        that reuses the sequence after its stream was re-created. Microseconds, truncated,
+        because that is what the stream's message API (``get_msg().time``) gives: the worker
+        (reply subject, nanoseconds) and the operator (stranded tasks) must agree.
+        """
+        micros = (published_at - _EPOCH) // timedelta(microseconds=1)
+        return f"{stream}:{sequence}:{micros}"
+
     def publish_headers(self, dedup_id: str) -> dict[str, str]:
-        """Headers of the record's message; ``dedup_id`` (``<stream>:<seq>``) makes a second
+        """Headers of the record's message; ``dedup_id`` (:meth:`dedup_id`) makes a second
         publish of the same task's record a duplicate the DLQ stream drops."""
         return {
             h.MSG_ID: dedup_id,

@@ -8,6 +8,7 @@ headers carry identity, expiry and tracing. :func:`parse_task` turns a raw messa
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -47,6 +48,8 @@ class Task:
                 object.__setattr__(self, "_json", json.loads(self.payload))
             except ValueError as exc:
                 raise InvalidTask(f"payload is not valid JSON: {exc}") from exc
+            except RecursionError as exc:  # hostile nesting must not escape as a crash
+                raise InvalidTask("payload is not valid JSON: nested too deeply") from exc
         return self._json
 
 
@@ -76,11 +79,14 @@ def task_deadline(
             ttl = float(headers[h.TASK_TTL])
         except ValueError as exc:
             raise InvalidTask(f"bad {h.TASK_TTL} header {headers[h.TASK_TTL]!r}") from exc
-        if ttl <= 0:
-            raise InvalidTask(f"{h.TASK_TTL} must be positive, got {ttl}")
+        if not math.isfinite(ttl) or ttl <= 0:
+            raise InvalidTask(f"{h.TASK_TTL} must be a positive number, got {ttl}")
     if ttl is None:
         return None
-    return created + timedelta(seconds=ttl)
+    try:
+        return created + timedelta(seconds=ttl)
+    except OverflowError as exc:  # a TTL of 1e12 s, or a created time near year 9999
+        raise InvalidTask(f"deadline out of range: created {created}, TTL {ttl:g}s") from exc
 
 
 def parse_task(

@@ -82,7 +82,11 @@ def unseal(
     elif signing_key is None:
         if require_signed:
             raise InvalidTask("pool requires signed tasks but has no signing key")
-    elif not hmac.compare_digest(given, signature(signing_key, payload, headers)):
+    elif not hmac.compare_digest(
+        # As bytes: a str with non-ASCII characters makes compare_digest raise TypeError.
+        given.encode("utf-8", "replace"),
+        signature(signing_key, payload, headers).encode(),
+    ):
         raise InvalidTask("task signature does not match")
     scheme = headers.get(h.ENCRYPTION)
     if scheme is None:

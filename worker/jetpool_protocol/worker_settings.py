@@ -90,6 +90,20 @@ class WorkerSettings(BaseModel):
             raise ValueError("retry_initial_seconds must not exceed retry_max_seconds")
         return self
 
+    @model_validator(mode="after")
+    def _signing_needs_a_key(self) -> WorkerSettings:
+        # Without a key every signed task would be dead-lettered as invalid: refuse to start.
+        if self.require_signed and not self.signing_key_file:
+            raise ValueError("require_signed needs signing_key_file")
+        return self
+
+    @model_validator(mode="after")
+    def _heartbeat_inside_ack_wait(self) -> WorkerSettings:
+        # A heartbeat at or past the ack wait cannot keep a long task's lease.
+        if self.heartbeat_seconds and self.heartbeat_seconds >= self.ack_wait_seconds:
+            raise ValueError("heartbeat_seconds must be below ack_wait_seconds")
+        return self
+
     @property
     def effective_fetch_batch(self) -> int:
         return self.fetch_batch or self.concurrency

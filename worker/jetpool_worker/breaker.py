@@ -65,12 +65,25 @@ class BreakerGate:
         if self.is_trial:
             self.trial_fetched += count
 
-    def finished(self, ok: bool) -> None:
-        if self.is_trial:
-            if ok:
-                self.trial_succeeded += 1
-            else:
-                self.trial_failed += 1
+    def admit(self, count: int) -> tuple[int, int | None]:
+        """How many of ``count`` just-fetched tasks may run, and their trial epoch (None: not
+        trial tasks). Decided on arrival, not when the fetch was asked for: the state may have
+        moved to Open or HalfOpen (or a new epoch) while the fetch was in flight."""
+        allowance = self.allowance()
+        keep = count if allowance is None else min(count, allowance)
+        trial_epoch = self.state.epoch if self.is_trial else None
+        if trial_epoch is not None:
+            self.trial_fetched += keep
+        return keep, trial_epoch
+
+    def finished(self, ok: bool, trial_epoch: int | None = None) -> None:
+        """Count a trial result only for a task admitted as a trial of the current epoch."""
+        if trial_epoch is None or trial_epoch != self.state.epoch or not self.is_trial:
+            return
+        if ok:
+            self.trial_succeeded += 1
+        else:
+            self.trial_failed += 1
 
     @property
     def paused_reason(self) -> str:

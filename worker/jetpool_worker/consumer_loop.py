@@ -18,13 +18,13 @@ import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import nats
 import nats.errors
 
-from jetpool_protocol.dead_letter import DeadLetterReason
+from jetpool_protocol.dead_letter import DeadLetterReason, DeadLetterRecord
 from jetpool_protocol.envelope import ExpiredTask, InvalidTask, Task, parse_task
 from jetpool_protocol.security import load_key, unseal
 from jetpool_protocol.stats import WorkerStats
@@ -32,8 +32,13 @@ from jetpool_protocol.worker_settings import WorkerSettings
 from jetpool_worker import retry
 from jetpool_worker.breaker import BreakerGate, watch_control
 from jetpool_worker.dead_letter import FirstFailures, RawTask, build_record, publish_record
-from jetpool_worker.eager import start_eagerly
-from jetpool_worker.execution import Heartbeats, Outcome, run_batch, run_task
+from jetpool_worker.execution import (
+    Heartbeats,
+    Outcome,
+    format_traceback,
+    run_batch,
+    run_task,
+)
 from jetpool_worker.handlers import Handler, load_handler
 from jetpool_worker.metrics import HealthServer, Metrics
 
@@ -46,6 +51,10 @@ COALESCE_SECONDS = 0.005
 """With fewer than half the slots free, wait this long for more before pulling."""
 MEMORY_RESUME_FRACTION = 0.9
 LIVENESS_STALE_SECONDS = 10.0
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+DLQ_RETRY_INITIAL_SECONDS = 0.5
+DLQ_RETRY_MAX_SECONDS = 10.0
+"""A failed dead-letter publish is retried in-process, doubling from 0.5 s up to this."""
 
 
 def read_rss_bytes() -> int:
@@ -81,7 +90,8 @@ def delivery_info(msg: Any) -> tuple[str, int, int, datetime]:
         stream,
         int(sequence),
         int(delivered),
-        datetime.fromtimestamp(int(ts) / 1_000_000_000, UTC),
+        # Exact integer maths, truncated to microseconds as the stream API (get_msg) does.
+        EPOCH + timedelta(microseconds=int(ts) // 1000),
     )
 
 
@@ -92,6 +102,8 @@ class _InFlight:
     task: asyncio.Task[None] | None = None
     released: bool = False
     slots: int = 1
+    trial_epoch: int | None = None
+    """The HalfOpen epoch this delivery was admitted as a trial of; None if not a trial."""
 
 
 @dataclass
@@ -149,6 +161,7 @@ class Worker:
         self.last_tick = time.monotonic()
         self.health_server: HealthServer | None = None
         self.fetch_requests = 0
+        self.dead_letter_publish_failures = 0
         self._nc: Any = None
         self._js: Any = None
 
@@ -165,7 +178,8 @@ class Worker:
         """Consume until ``stop`` (or :meth:`request_stop`), then shut down gracefully."""
         if stop is not None:
             stopper = asyncio.create_task(self._forward_stop(stop))
-        self._start_health_server()
+        if self.health_server is None:
+            self.start_health_server()
         background: list[asyncio.Task[Any]] = [asyncio.create_task(self._tick_liveness())]
         try:
             nc = await self._connect()
@@ -221,8 +235,9 @@ class Worker:
         await stop.wait()
         self._stop.set()
 
-    def _start_health_server(self) -> None:
-        if self.settings.metrics_port:
+    def start_health_server(self) -> None:
+        """Serve metrics and probes; raises ``OSError`` when the port cannot be bound."""
+        if self.settings.metrics_port and self.health_server is None:
             self.health_server = HealthServer(
                 self.settings.metrics_port, self.metrics, self.healthy, self.ready
             ).start()
@@ -349,8 +364,10 @@ class Worker:
                     msgs = await sub.fetch(want, timeout=FETCH_EXPIRY_SECONDS)
                 except TimeoutError:  # nats-py raises its own subclass or asyncio's
                     continue
-                self.gate.fetched(len(msgs))
-                self._dispatch(msgs)
+                keep, trial_epoch = self.gate.admit(len(msgs))
+                if keep < len(msgs):
+                    await self._hand_back(msgs[keep:], "the circuit breaker changed mid-fetch")
+                self._dispatch(msgs[:keep], trial_epoch)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -422,17 +439,29 @@ class Worker:
         self.metrics.lingering_threads.dec()
         self._release_slots(entry)
 
-    def _dispatch(self, msgs: list[Any]) -> None:
+    async def _hand_back(self, msgs: list[Any], why: str) -> None:
+        """Nak at once (no delay): another worker, or this one later, may run them."""
+        for m in msgs:
+            with contextlib.suppress(Exception):
+                await m.nak()
+        log.info("handed %d fetched tasks back: %s", len(msgs), why)
+
+    def _dispatch(self, msgs: list[Any], trial_epoch: int | None = None) -> None:
+        """One asyncio task per delivery (or batch): the handler must own its task, since
+        timeouts, task groups and cancel scopes in user code act on the current task."""
+        loop = asyncio.get_running_loop()
         size = self.handler.batch_max_size
         if size is None:
             for m in msgs:
                 entry = self._take([m])
-                entry.task = start_eagerly(self._process_one(entry, m))
+                entry.trial_epoch = trial_epoch
+                entry.task = loop.create_task(self._process_one(entry, m))
         else:
             for i in range(0, len(msgs), size):
                 chunk = msgs[i : i + size]
                 entry = self._take(chunk)
-                entry.task = start_eagerly(self._process_batch(entry, chunk))
+                entry.trial_epoch = trial_epoch
+                entry.task = loop.create_task(self._process_batch(entry, chunk))
 
     # ------------------------------------------------------------------ processing
 
@@ -463,7 +492,7 @@ class Worker:
             )
             lingering.append(outcome.lingering)
             if not entry.released:
-                await self._settle(msg, raw, outcome)
+                await self._settle(msg, raw, outcome, entry.trial_epoch)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -497,7 +526,7 @@ class Worker:
                 return
             for (msg, raw, _), outcome in zip(admitted, outcomes, strict=True):
                 try:
-                    await self._settle(msg, raw, outcome)
+                    await self._settle(msg, raw, outcome, entry.trial_epoch)
                 except Exception:
                     log.exception("could not settle a task of a batch")
         except asyncio.CancelledError:
@@ -540,6 +569,18 @@ class Worker:
         except ExpiredTask as exc:
             await self._dead_letter(msg, raw, DeadLetterReason.EXPIRED, "ExpiredTask", str(exc))
             return None
+        except Exception as exc:
+            # Whatever hostile input makes validation itself fail (a header value no parser
+            # expected): the message can never run, so it is invalid, never left unsettled.
+            await self._dead_letter(
+                msg,
+                raw,
+                DeadLetterReason.INVALID,
+                "InvalidTask",
+                f"validation failed with {type(exc).__name__}: {exc}",
+                traceback=format_traceback(exc),
+            )
+            return None
         if raw.attempt > self.policy.max_attempts:
             await self._dead_letter(
                 msg,
@@ -552,10 +593,12 @@ class Worker:
             return None
         return task
 
-    async def _settle(self, msg: Any, raw: RawTask, outcome: Outcome) -> None:
+    async def _settle(
+        self, msg: Any, raw: RawTask, outcome: Outcome, trial_epoch: int | None = None
+    ) -> None:
         ok = outcome.error is None
         self._tally.observe(outcome.duration_seconds, ok)
-        self.gate.finished(ok)
+        self.gate.finished(ok, trial_epoch)
         if outcome.error is None:
             await msg.ack()
             self.counters.succeeded += 1
@@ -617,12 +660,7 @@ class Worker:
             first_failure_at=first,
             last_failure_at=now,
         )
-        try:
-            await publish_record(self._js, self.settings, record, raw.dedup_id)
-        except Exception as exc:
-            # Never drop a task we could not dead-letter: hand it back for a later try.
-            log.error("dead-letter publish for task %s failed: %s; will retry", raw.task_id, exc)
-            await msg.nak(delay=min(5.0, self.settings.retry_max_seconds))
+        if not await self._publish_dead_letter(msg, raw, record):
             return
         await msg.term()
         self.first_failures.forget(raw.sequence)
@@ -636,6 +674,52 @@ class Worker:
             message,
             extra={"task_id": raw.task_id, "reason": str(reason), "error_type": error_type},
         )
+
+    async def _publish_dead_letter(self, msg: Any, raw: RawTask, record: DeadLetterRecord) -> bool:
+        """Publish until stored; False (task handed back) only when the worker is stopping.
+
+        The message stays in flight meanwhile, kept alive by the heartbeats: a nak with a
+        delay would have the consumer's max_deliver run out during a longer outage, and a
+        record that can never be stored would loop forever. Oversized records are cut to the
+        server's max_payload (``payload_truncated``) rather than never stored.
+        """
+        failures = 0
+        while True:
+            try:
+                await publish_record(
+                    self._js, self.settings, record, raw.dedup_id, max_payload=self._max_payload()
+                )
+                return True
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                failures += 1
+                self.dead_letter_publish_failures += 1
+                if self._stop.is_set():
+                    log.error(
+                        "dead-letter publish for task %s failed: %s; stopping, handing it back",
+                        raw.task_id,
+                        exc,
+                    )
+                    with contextlib.suppress(Exception):
+                        # Delayed just past our own pull requests' expiry, so the redelivery
+                        # goes to another worker, not back into this stopping one's buffer.
+                        await msg.nak(delay=2 * FETCH_EXPIRY_SECONDS)
+                    return False
+                delay = min(DLQ_RETRY_MAX_SECONDS, DLQ_RETRY_INITIAL_SECONDS * 2 ** (failures - 1))
+                log.error(
+                    "dead-letter publish for task %s failed (%d so far): %s; retrying in %.1fs",
+                    raw.task_id,
+                    failures,
+                    exc,
+                    delay,
+                    extra={"task_id": raw.task_id},
+                )
+                await self._sleep_unless_stopped(delay)
+
+    def _max_payload(self) -> int | None:
+        value = getattr(self._nc, "max_payload", None)
+        return value if isinstance(value, int) and value > 0 else None
 
     # ------------------------------------------------------------------ background
 

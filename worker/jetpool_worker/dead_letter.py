@@ -1,9 +1,11 @@
 """Moving a task that cannot succeed to the pool's dead-letter stream.
 
 Order matters: the record is published with JetStream (and its PubAck awaited) BEFORE the task
-is terminated, and the publish carries ``Nats-Msg-Id = <stream>:<seq>``. A crash between the
-two steps redelivers the task; the second dead-letter publish is then dropped by the
-dead-letter stream's duplicate window, so a task is dead-lettered at most once.
+is terminated, and the publish carries ``Nats-Msg-Id = <stream>:<seq>:<publish time>``
+(``DeadLetterRecord.dedup_id``). A crash between the two steps redelivers the task; the second
+dead-letter publish is then dropped by the dead-letter stream's duplicate window, so a task is
+dead-lettered at most once. The publish time keeps a re-created stream's reused sequence
+numbers from being taken for duplicates (which would drop the new task's record).
 
 ``first_failure_at``: a redelivered message cannot carry new headers, so the worker remembers
 the first failure of each stream sequence it saw fail (bounded, in memory). When another
@@ -46,7 +48,7 @@ class RawTask:
 
     @property
     def dedup_id(self) -> str:
-        return f"{self.stream}:{self.sequence}"
+        return DeadLetterRecord.dedup_id(self.stream, self.sequence, self.published_at)
 
 
 class FirstFailures:
@@ -115,10 +117,55 @@ class JetStreamPublisher(Protocol):
     ) -> Any: ...
 
 
+HEADER_MARGIN_BYTES = 256
+"""Room kept for the ``NATS/1.0`` line, separators and what the client adds to the headers."""
+
+
+def header_bytes(headers: Mapping[str, str]) -> int:
+    return HEADER_MARGIN_BYTES + sum(
+        len(k.encode()) + len(v.encode()) + 4 for k, v in headers.items()
+    )
+
+
+def fit_record(record: DeadLetterRecord, dedup_id: str, max_payload: int) -> DeadLetterRecord:
+    """PURE: ``record``, or a copy whose payload is cut so the message fits ``max_payload``.
+
+    The base64 payload makes a record a third bigger than its task: without this, a failing
+    task near the server's limit could never be dead-lettered. The cut keeps every field but
+    the payload's tail, and says so in ``payload_truncated``.
+    """
+    overhead = header_bytes(record.publish_headers(dedup_id))
+    if len(record.model_dump_json().encode()) + overhead <= max_payload:
+        return record
+    empty = record.model_copy(update={"payload": b"", "payload_truncated": True})
+    room = max_payload - overhead - len(empty.model_dump_json().encode())
+    keep = max(0, room) // 4 * 3  # base64: 4 characters per 3 bytes
+    return record.model_copy(update={"payload": record.payload[:keep], "payload_truncated": True})
+
+
 async def publish_record(
-    js: JetStreamPublisher, settings: WorkerSettings, record: DeadLetterRecord, dedup_id: str
-) -> None:
-    """Publish and wait for the dead-letter stream's PubAck; raises if it was not stored."""
+    js: JetStreamPublisher,
+    settings: WorkerSettings,
+    record: DeadLetterRecord,
+    dedup_id: str,
+    *,
+    max_payload: int | None = None,
+) -> DeadLetterRecord:
+    """Publish and wait for the dead-letter stream's PubAck; raises if it was not stored.
+
+    With ``max_payload`` (the server's), an oversized record is cut to fit first; returns the
+    record as published.
+    """
+    if max_payload is not None:
+        record = fit_record(record, dedup_id, max_payload)
+        if record.payload_truncated:
+            log.warning(
+                "dead-letter record of task %s is over the server's max_payload of %d bytes; "
+                "storing it with its payload cut to %d bytes",
+                record.task_id,
+                max_payload,
+                len(record.payload),
+            )
     await js.publish(
         record.subject(settings.dead_letter_subject_prefix),
         record.model_dump_json().encode(),
@@ -126,3 +173,4 @@ async def publish_record(
         stream=settings.dead_letter_stream,
         headers=record.publish_headers(dedup_id),
     )
+    return record

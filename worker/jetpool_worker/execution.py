@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextvars
+import inspect
 import logging
 import time
 import traceback
@@ -23,7 +24,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 from jetpool_protocol.envelope import Task
-from jetpool_worker.eager import in_own_task, resume
+from jetpool_worker.eager import resume
 from jetpool_worker.handlers import Handler
 
 log = logging.getLogger(__name__)
@@ -70,17 +71,21 @@ async def call_handler(
     timeout_seconds: float,
     executor: concurrent.futures.Executor,
 ) -> Outcome:
-    """Run the handler once with a timeout; never raises (except on cancellation)."""
+    """Run the handler once with a timeout; never raises (except on cancellation).
+
+    Must be called from the task that owns this one delivery (never from the fetch loop):
+    user code binds timeouts, task groups and cancel scopes to ``asyncio.current_task()``.
+    """
     started = time.perf_counter()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_seconds
     lingering: concurrent.futures.Future[Any] | None = None
     try:
         if handler.is_async:
             # The first step runs before any timeout scope exists: a handler that finishes
             # without waiting cannot be interrupted by one anyway, and most do.
-            deadline = asyncio.get_running_loop().time() + timeout_seconds
             coro = handler.func(argument)
             if type(coro) is not types.CoroutineType:
-                await in_own_task()
                 async with asyncio.timeout_at(deadline):
                     result = await coro
             else:
@@ -89,17 +94,18 @@ async def call_handler(
                 except StopIteration as stop:
                     result = stop.value
                 else:
-                    await in_own_task()
                     async with asyncio.timeout_at(deadline):  # no extra task, unlike wait_for
                         result = await resume(coro, yielded)
         else:
-            deadline = asyncio.get_running_loop().time() + timeout_seconds
             context = contextvars.copy_context()
             lingering = executor.submit(context.run, handler.func, argument)
-            await in_own_task()
             async with asyncio.timeout_at(deadline):
                 result = await asyncio.wrap_future(lingering)
-            lingering = None
+                lingering = None
+                if inspect.isawaitable(result):
+                    # A sync wrapper around an async function (a decorator without
+                    # ``markcoroutinefunction``): its result is the real work, still undone.
+                    result = await result
     except TimeoutError:
         error = TimeoutError(f"handler {handler.name} exceeded its timeout of {timeout_seconds:g}s")
         return Outcome(
@@ -108,8 +114,17 @@ async def call_handler(
             duration_seconds=time.perf_counter() - started,
             lingering=lingering if lingering is not None and not lingering.done() else None,
         )
-    except asyncio.CancelledError:
-        raise
+    except asyncio.CancelledError as exc:
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            raise
+        # The handler raised CancelledError without this task being cancelled (a library's
+        # cancel scope leaking out): a failure of this task, not a stop of the worker.
+        return Outcome(
+            error=exc,
+            traceback=format_traceback(exc),
+            duration_seconds=time.perf_counter() - started,
+        )
     except Exception as exc:
         return Outcome(
             error=exc,

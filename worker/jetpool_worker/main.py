@@ -44,15 +44,28 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     except ValueError as exc:
         print(f"jetpool-worker: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    logs.configure(
-        settings.log_format.value,
-        settings.log_level,
-        {"pool": settings.pool_name, "namespace": settings.pool_namespace},
-    )
+    try:
+        logs.configure(
+            settings.log_format.value,
+            settings.log_level,
+            {"pool": settings.pool_name, "namespace": settings.pool_namespace},
+        )
+    except ValueError as exc:  # an unknown level name
+        print(f"jetpool-worker: invalid JETPOOL_LOG_LEVEL: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     try:
         worker = Worker(settings)
     except (HandlerLoadError, OSError, ValueError) as exc:
         log.error("cannot start worker: %s", exc)
+        return EXIT_CONFIG
+    try:
+        worker.start_health_server()
+    except OSError as exc:  # the port is taken, or not ours to bind
+        log.error(
+            "cannot serve metrics and probes on JETPOOL_METRICS_PORT=%d: %s",
+            settings.metrics_port,
+            exc,
+        )
         return EXIT_CONFIG
     asyncio.run(serve(worker))
     lingering = [t for t in threading.enumerate() if t.name.startswith("jetpool-handler")]

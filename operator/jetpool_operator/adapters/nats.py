@@ -397,8 +397,8 @@ async def dead_letter_stranded(
     Workers dead-letter a task themselves after ``retry.maxAttempts``; the server's cap sits
     above that, so reaching it means workers died or hung on the task every time. Without this
     the message would stay in the WorkQueue stream, never delivered again: silently lost.
-    Idempotent: the record's ``Nats-Msg-Id`` is ``<stream>:<seq>``. Returns False when the
-    message is already gone.
+    Idempotent: the record's ``Nats-Msg-Id`` is ``<stream>:<seq>:<publish time>``, exactly as
+    a worker would build it. Returns False when the message is already gone.
     """
     js = nc.jetstream(timeout=REQUEST_TIMEOUT_SECONDS)
     try:
