@@ -175,3 +175,43 @@ def test_a_trial_of_an_earlier_epoch_does_not_count_in_the_next_one():
     gate.finished(False, old)
     assert (gate.trial_succeeded, gate.trial_failed) == (0, 0)
     assert gate.allowance() == 1
+
+
+def test_a_trial_task_that_never_reaches_the_handler_gives_its_slot_back():
+    gate = BreakerGate("w1")
+    gate.update(
+        ControlState(breaker=BreakerState.HALF_OPEN, epoch=5, trial_worker="w1", trial_tasks=2)
+    )
+    _, epoch = gate.admit(2)
+    gate.returned(epoch)  # e.g. dead-lettered as expired without running
+    assert gate.allowance() == 1
+    gate.returned(epoch - 1)  # an earlier epoch's task: nothing to give back
+    assert gate.allowance() == 1
+
+
+async def test_exhausted_tasks_do_not_use_up_the_half_open_trial(nc: NATS, nats_server: NatsServer):
+    js = nc.jetstream()
+    pool = await make_pool(js, nats_server.url)
+    kv = await js.create_key_value(bucket=pool.settings.control_bucket)
+    # Tasks delivered more often than retry_max_attempts are dead-lettered unrun; a trial of
+    # one must still reach the good task behind them.
+    exhausted = [f"x-{uuid.uuid4().hex[:6]}" for _ in range(3)]
+    for task_id in exhausted:
+        await publish_task(js, pool, task_id)
+    sub = await js.pull_subscribe_bind(pool.settings.consumer, stream=pool.settings.stream)
+    for _ in range(pool.settings.retry_max_attempts):
+        for msg in await sub.fetch(3, timeout=5):
+            await msg.nak()
+    await sub.unsubscribe()
+    good = f"g-{uuid.uuid4().hex[:6]}"
+    await publish_task(js, pool, good)
+    state = ControlState(
+        breaker=BreakerState.HALF_OPEN,
+        since=datetime.now(UTC),
+        epoch=1,
+        trial_worker=pool.settings.worker_id,
+        trial_tasks=1,
+    )
+    await kv.put(pool.settings.control_key, state.model_dump_json().encode())
+    async with running_worker(pool.settings):
+        await eventually(lambda: handlers.DONE[good] == 1)

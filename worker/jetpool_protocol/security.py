@@ -1,6 +1,6 @@
 """Signed and encrypted tasks.
 
-* Signature: HMAC-SHA256 over the task id, creation time and payload, hex in
+* Signature: HMAC-SHA256 over the payload and the headers in :data:`SIGNED_HEADERS`, hex in
   ``Jetpool-Signature``. Workers with ``require_signed`` dead-letter unsigned or forged tasks as
   ``invalid``; the shared key comes from a Kubernetes Secret.
 * Encryption: AES-256-GCM of the payload (12-byte random nonce prepended), marked by
@@ -37,10 +37,23 @@ def load_key(path: str | Path) -> bytes:
     return key
 
 
+SIGNED_HEADERS = (
+    h.TASK_ID,
+    h.TASK_CREATED,
+    h.TASK_TTL,
+    h.TASK_DEADLINE,
+    h.CONTENT_TYPE,
+    h.TASK_SCHEMA,
+    h.ENCRYPTION,
+)
+"""Headers the signature covers: identity, expiry and how to read the payload. Stripping a
+TTL to revive an expired task, or relabelling the payload, breaks the signature."""
+
+
 def _signed_bytes(payload: bytes, headers: Mapping[str, str]) -> bytes:
-    task_id = headers.get(h.TASK_ID, "").encode()
-    created = headers.get(h.TASK_CREATED, "").encode()
-    return b"\n".join([task_id, created, payload])
+    # Length-prefixed fields: no value can be shifted into its neighbour.
+    parts = [headers.get(name, "").encode() for name in SIGNED_HEADERS] + [payload]
+    return b"jetpool-sig-v2" + b"".join(len(p).to_bytes(8, "big") + p for p in parts)
 
 
 def signature(key: bytes, payload: bytes, headers: Mapping[str, str]) -> str:

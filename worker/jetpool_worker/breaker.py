@@ -76,6 +76,13 @@ class BreakerGate:
             self.trial_fetched += keep
         return keep, trial_epoch
 
+    def returned(self, trial_epoch: int | None) -> None:
+        """A trial task that never reached the handler (invalid, expired, attempts exhausted)
+        gives its slot back: it proves nothing about the dependency, and keeping it would let
+        such tasks use up the whole trial and leave the breaker HalfOpen for ever."""
+        if trial_epoch is not None and trial_epoch == self.state.epoch and self.is_trial:
+            self.trial_fetched = max(0, self.trial_fetched - 1)
+
     def finished(self, ok: bool, trial_epoch: int | None = None) -> None:
         """Count a trial result only for a task admitted as a trial of the current epoch."""
         if trial_epoch is None or trial_epoch != self.state.epoch or not self.is_trial:

@@ -483,6 +483,7 @@ class Worker:
             raw = self._raw(msg)
             task = await self._admit(msg, raw)
             if task is None:
+                self.gate.returned(entry.trial_epoch)
                 return
             outcome = await run_task(
                 self.handler,
@@ -511,7 +512,9 @@ class Worker:
                 except Exception:
                     log.exception("could not admit a task of a batch")
                     continue
-                if task is not None:
+                if task is None:
+                    self.gate.returned(entry.trial_epoch)
+                else:
                     admitted.append((msg, raw, task))
             if not admitted:
                 return
