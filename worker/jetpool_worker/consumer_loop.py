@@ -41,6 +41,7 @@ from jetpool_worker.execution import (
 )
 from jetpool_worker.handlers import Handler, load_handler
 from jetpool_worker.metrics import HealthServer, Metrics
+from jetpool_worker.pull import InboxPuller
 
 log = logging.getLogger(__name__)
 
@@ -149,8 +150,13 @@ class Worker:
         self._clock = clock
         self._in_flight: set[_InFlight] = set()
         self._slots_taken = 0
-        self._slot_freed = asyncio.Event()
+        self._wake = asyncio.Event()
+        """Set when pulling may be possible again: a slot freed, a pull request ended, a stop."""
         self._stop = asyncio.Event()
+        self._arrivals: list[Any] = []
+        self._flush_scheduled = False
+        self._handing_back: set[asyncio.Task[None]] = set()
+        self._puller: InboxPuller | None = None
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=settings.concurrency, thread_name_prefix="jetpool-handler"
         )
@@ -169,6 +175,7 @@ class Worker:
 
     def request_stop(self) -> None:
         self._stop.set()
+        self._wake.set()
 
     @property
     def in_flight(self) -> int:
@@ -186,8 +193,8 @@ class Worker:
             if nc is None:
                 return
             self._nc, self._js = nc, nc.jetstream()
-            sub = await self._bind()
-            if sub is None:
+            puller = await self._bind()
+            if puller is None:
                 return
             background += [
                 asyncio.create_task(self.heartbeats.run()),
@@ -210,8 +217,8 @@ class Worker:
                 self.settings.consumer,
                 self.settings.concurrency,
             )
-            await self._fetch_loop(sub)
-            await self._shutdown(sub)
+            await self._fetch_loop(puller)
+            await self._shutdown(puller)
         finally:
             self.consuming = False
             for bg in background:
@@ -233,7 +240,7 @@ class Worker:
 
     async def _forward_stop(self, stop: asyncio.Event) -> None:
         await stop.wait()
-        self._stop.set()
+        self.request_stop()
 
     def start_health_server(self) -> None:
         """Serve metrics and probes; raises ``OSError`` when the port cannot be bound."""
@@ -303,13 +310,23 @@ class Worker:
     async def _on_error(self, exc: Exception) -> None:
         log.debug("nats client error: %s", exc)
 
-    async def _bind(self) -> Any:
+    async def _bind(self) -> InboxPuller | None:
         """Bind to the operator-made durable consumer, waiting for it if it is not there yet."""
         s = self.settings
         while not self._stop.is_set():
             try:
                 await self._js.consumer_info(s.stream, s.consumer)
-                return await self._js.pull_subscribe_bind(durable=s.consumer, stream=s.stream)
+                puller = InboxPuller(
+                    self._nc,
+                    s.stream,
+                    s.consumer,
+                    on_message=self._arrive,
+                    on_change=self._wake.set,
+                    expires=FETCH_EXPIRY_SECONDS,
+                )
+                await puller.start()
+                self._puller = puller
+                return puller
             except Exception as exc:
                 log.error("consumer %s/%s is not available: %s", s.stream, s.consumer, exc)
                 await self._sleep_unless_stopped(2.0)
@@ -336,14 +353,14 @@ class Worker:
             for w in waiters:
                 w.cancel()
 
-    async def _fetch_loop(self, sub: Any) -> None:
-        s = self.settings
+    async def _fetch_loop(self, puller: InboxPuller) -> None:
+        """Keep pull requests out for exactly the free slots (within the breaker's allowance).
+
+        Deliveries arrive through :meth:`_arrive`, not here: this loop only asks for them.
+        """
         paused_for = ""
         while not self._stop.is_set():
             try:
-                free = await self._free_slots()
-                if free <= 0:
-                    continue
                 reason = self._pause_reason()
                 if reason != paused_for:
                     self._show_pause(paused_for, reason)
@@ -355,19 +372,11 @@ class Worker:
                 if not self._nc.is_connected:
                     await self._sleep_unless_stopped(0.1)
                     continue
-                allowance = self.gate.allowance()
-                want = min(free, s.effective_fetch_batch)
-                if allowance is not None:
-                    want = min(want, allowance)
-                self.fetch_requests += 1
-                try:
-                    msgs = await sub.fetch(want, timeout=FETCH_EXPIRY_SECONDS)
-                except TimeoutError:  # nats-py raises its own subclass or asyncio's
+                want = await self._pull_size(puller)
+                if want <= 0:
                     continue
-                keep, trial_epoch = self.gate.admit(len(msgs))
-                if keep < len(msgs):
-                    await self._hand_back(msgs[keep:], "the circuit breaker changed mid-fetch")
-                self._dispatch(msgs[:keep], trial_epoch)
+                self.fetch_requests += 1
+                await puller.pull(want)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -376,22 +385,72 @@ class Worker:
                 await self._sleep_unless_stopped(0.2)
         self._show_pause(paused_for, "")
 
-    async def _free_slots(self) -> int:
-        """Free slots, waiting briefly for a few more so pulls come in batches, not singles."""
+    def _wanted(self, puller: InboxPuller) -> int:
+        """How many more messages to ask for: free slots and trial budget, minus those owed."""
+        s = self.settings
+        owed = puller.owed()
+        want = min(s.concurrency - self._slots_taken - owed, s.effective_fetch_batch)
+        allowance = self.gate.allowance()
+        if allowance is not None:
+            want = min(want, allowance - owed)
+        return want
+
+    async def _pull_size(self, puller: InboxPuller) -> int:
+        """The next pull's batch; waits briefly for a few more free slots so pulls come in
+        batches, not singles. 0 when the worker should stop or pause instead."""
         s = self.settings
         low_water = max(1, min(s.effective_fetch_batch, s.concurrency) // 2)
-        deadline = time.monotonic() + COALESCE_SECONDS
-        while True:
-            free = s.concurrency - self._slots_taken
-            if free >= low_water or self._stop.is_set():
-                return free
-            left = deadline - time.monotonic()
-            if free > 0 and left <= 0:
-                return free
-            self._slot_freed.clear()
-            await self._wait_any(self._slot_freed, self._stop, within=max(left, 0) if free else 0.5)
-            if not free:
-                deadline = time.monotonic() + COALESCE_SECONDS
+        deadline: float | None = None
+        while not self._stop.is_set() and not self._pause_reason():
+            self._wake.clear()  # before looking: a wake-up from here on is not missed
+            want = self._wanted(puller)
+            if want >= low_water:
+                return want
+            now = time.monotonic()
+            if want > 0:
+                if deadline is None:
+                    deadline = now + COALESCE_SECONDS
+                elif now >= deadline:
+                    return want
+                await self._wait_wake(deadline - now)
+            else:
+                deadline = None
+                # Also wakes for requests whose 408 was lost, and for breaker changes.
+                await self._wait_wake(0.1)
+        return 0
+
+    async def _wait_wake(self, within: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(within):
+                await self._wake.wait()
+
+    async def _arrive(self, msg: Any) -> None:
+        """A delivery on the inbox. Dispatched from a soon callback, so a burst read in one go
+        is admitted (and batched for batch handlers) together."""
+        self._arrivals.append(msg)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush_arrivals)
+
+    def _flush_arrivals(self) -> None:
+        self._flush_scheduled = False
+        msgs, self._arrivals = self._arrivals, []
+        if not msgs:
+            return
+        if self._stop.is_set():
+            self._hand_back_later(msgs, "the worker is stopping")
+            return
+        room = max(0, self.settings.concurrency - self._slots_taken)
+        keep, trial_epoch = self.gate.admit(min(room, len(msgs)))
+        self._dispatch(msgs[:keep], trial_epoch)
+        if keep < len(msgs):
+            why = "the circuit breaker changed mid-pull" if keep < room else "no free slot"
+            self._hand_back_later(msgs[keep:], why)
+
+    def _hand_back_later(self, msgs: list[Any], why: str) -> None:
+        task = asyncio.get_running_loop().create_task(self._hand_back(msgs, why))
+        self._handing_back.add(task)
+        task.add_done_callback(self._handing_back.discard)
 
     def _show_pause(self, old: str, new: str) -> None:
         if old:
@@ -416,7 +475,7 @@ class Worker:
 
     def _release_slots(self, entry: _InFlight) -> None:
         self._slots_taken -= entry.slots
-        self._slot_freed.set()
+        self._wake.set()
 
     def _finish(self, entry: _InFlight, msgs: list[Any], lingering: list[Any]) -> None:
         self._in_flight.discard(entry)
@@ -439,11 +498,17 @@ class Worker:
         self.metrics.lingering_threads.dec()
         self._release_slots(entry)
 
+    def _hand_back_delay(self) -> float:
+        """Delay a returned task until our own pull requests have expired: an immediate
+        redelivery would land in one of them again (and use up a delivery attempt)."""
+        return self._puller.quiet_in() if self._puller is not None else 0.0
+
     async def _hand_back(self, msgs: list[Any], why: str) -> None:
-        """Nak at once (no delay): another worker, or this one later, may run them."""
+        """Nak, delayed only past our own pull requests: another worker may run them."""
+        delay = self._hand_back_delay()
         for m in msgs:
             with contextlib.suppress(Exception):
-                await m.nak()
+                await m.nak(delay=delay or None)
         log.info("handed %d fetched tasks back: %s", len(msgs), why)
 
     def _dispatch(self, msgs: list[Any], trial_epoch: int | None = None) -> None:
@@ -779,7 +844,7 @@ class Worker:
 
     # ------------------------------------------------------------------ shutdown
 
-    async def _shutdown(self, sub: Any) -> None:
+    async def _shutdown(self, puller: InboxPuller) -> None:
         """Finish in-flight work within the grace period, hand the rest back at once."""
         self.draining = True
         self.metrics.set_paused("draining", True)
@@ -789,35 +854,29 @@ class Worker:
         if pending:
             await asyncio.wait(pending, timeout=grace)
         left = [e for e in self._in_flight if e.task is not None and not e.task.done()]
+        delay = self._hand_back_delay()
         for entry in left:
             entry.released = True
             msgs = entry.msg if isinstance(entry.msg, list) else [entry.msg]
             for m in msgs:
                 with contextlib.suppress(Exception):
-                    await m.nak()
+                    await m.nak(delay=delay or None)
             assert entry.task is not None
             entry.task.cancel()
         if left:
             log.warning("grace period over: handed %d unfinished tasks back", len(left))
             await asyncio.gather(*(e.task for e in left if e.task), return_exceptions=True)
         log.debug("in-flight work settled")
-        await self._return_buffered(sub)
-        log.debug("buffer returned")
+        await self._close_inbox(puller)
+        log.debug("late deliveries returned")
 
-    async def _return_buffered(self, sub: Any) -> None:
-        """Nak messages a late pull response left in the subscription's buffer."""
-        queue = getattr(getattr(sub, "_sub", None), "_pending_queue", None)
-        returned = 0
-        while queue is not None and not queue.empty():
-            msg = queue.get_nowait()
-            if msg.headers and msg.headers.get("Status"):
-                continue
-            with contextlib.suppress(Exception):
-                await msg.nak()
-                returned += 1
-        if returned:
-            log.info("handed %d buffered tasks back", returned)
-        # A pull subscription never marks its buffer done, so the connection drain would wait
-        # for it until the drain timeout: unsubscribe it first.
-        with contextlib.suppress(Exception):
-            await sub.unsubscribe()
+    async def _close_inbox(self, puller: InboxPuller) -> None:
+        """Wait out our pull requests (each expires within FETCH_EXPIRY_SECONDS), then close
+        the inbox; whatever arrives meanwhile is nak'd by :meth:`_flush_arrivals`."""
+        while puller.pulling and self._nc.is_connected:
+            self._wake.clear()
+            await self._wait_wake(puller.quiet_in())
+        await puller.close()
+        self._flush_arrivals()
+        if self._handing_back:
+            await asyncio.gather(*self._handing_back, return_exceptions=True)
