@@ -15,6 +15,7 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -111,7 +112,10 @@ def publish(nats_url: str, count: int, data: str, prefix: str) -> None:
 
 
 def up(burst: int) -> None:
-    STATE.mkdir(parents=True, exist_ok=True)
+    if any(STATE.glob("*.pid")):
+        raise SystemExit("a demo is already running: `make demo-down` first")
+    shutil.rmtree(STATE, ignore_errors=True)  # every demo starts from empty streams
+    STATE.mkdir(parents=True)
     say("starting the local cluster (first run builds Kubernetes from Go modules: minutes)")
     subprocess.run(["bash", str(REPO / "e2e" / "cluster.sh"), "up"], check=True)
 
@@ -209,7 +213,14 @@ def up(burst: int) -> None:
     say(f"publishing a burst of {burst} tasks (50 ms each) with `jetpool publish`")
     publish(nats_url, burst, '{"ms": 50}', "burst")
     say("watching the pool scale up, drain the backlog and scale back to zero")
-    show(240, until=lambda s: s.get("desiredReplicas") == 0 and not s.get("backlog"))
+    seen_work = False
+
+    def drained_back_to_zero(status: dict[str, Any]) -> bool:
+        nonlocal seen_work
+        seen_work = seen_work or bool(status.get("desiredReplicas"))
+        return seen_work and status.get("desiredReplicas") == 0 and not status.get("backlog")
+
+    show(240, until=drained_back_to_zero)
 
     say("switching failures on: the breaker opens and every worker stops fetching")
     fail_switch.touch()

@@ -148,11 +148,13 @@ def test_a_fetch_that_lands_after_the_trip_to_half_open_admits_only_the_trial_bu
     assert gate.admit(8) == (0, 2)
 
 
-def test_a_fetch_that_lands_after_the_breaker_opened_admits_nothing():
+def test_a_fetch_that_lands_after_the_breaker_opened_still_runs_but_no_new_one_is_asked():
+    # Handing the tasks back would cost each a delivery attempt for nothing.
     gate = BreakerGate("w1")
     gate.update(ControlState())
     gate.update(ControlState(breaker=BreakerState.OPEN, epoch=1))
-    assert gate.admit(8) == (0, None)
+    assert gate.admit(8) == (8, None)
+    assert gate.allowance() == 0
 
 
 def test_tasks_fetched_before_the_trial_do_not_count_as_trial_results():

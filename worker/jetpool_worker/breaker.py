@@ -68,8 +68,13 @@ class BreakerGate:
     def admit(self, count: int) -> tuple[int, int | None]:
         """How many of ``count`` just-fetched tasks may run, and their trial epoch (None: not
         trial tasks). Decided on arrival, not when the fetch was asked for: the state may have
-        moved to Open or HalfOpen (or a new epoch) while the fetch was in flight."""
-        allowance = self.allowance()
+        moved to Open or HalfOpen (or a new epoch) while the fetch was in flight.
+
+        Open admits them all: they were fetched while fetching was allowed, and handing them
+        back would cost each a delivery attempt (a task bounced by breaker churn could end up
+        dead-lettered as exhausted without having failed). Open stops *fetching*; what was
+        already fetched runs, like any in-flight task. HalfOpen keeps its trial budget."""
+        allowance = None if self.state.breaker is BreakerState.OPEN else self.allowance()
         keep = count if allowance is None else min(count, allowance)
         trial_epoch = self.state.epoch if self.is_trial else None
         if trial_epoch is not None:
