@@ -21,16 +21,16 @@ Why it is shaped this way (see docs/autoscaling.md for the full algorithm and kn
 * Unknown backlog (NATS unreachable) holds the current count: never extrapolate a metric.
 
 Pure: :func:`decide` takes the observation, the policy, the clock and :class:`ScalerMemory`
-(a handful of numbers kept in status), and returns a :class:`ScalingDecision`.
+(a handful of numbers the operator keeps in memory; after a restart it is seeded with the
+current size, so no scale-down comes before a whole window), and returns a
+:class:`ScalingDecision`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from jetpool_protocol.control import BreakerState
 
@@ -129,28 +129,6 @@ class ScalerMemory:
 
     recommendations: tuple[tuple[float, int], ...] = ()
     idle_since: float | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "recommendations": [[t, r] for t, r in self.recommendations],
-            "idleSince": self.idle_since,
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any] | None) -> ScalerMemory:
-        """Inverse of :meth:`to_dict`; unreadable data yields an empty memory."""
-        if not data:
-            return cls()
-        try:
-            idle = data.get("idleSince")
-            return cls(
-                recommendations=tuple(
-                    (float(t), int(r)) for t, r in data.get("recommendations", [])
-                ),
-                idle_since=None if idle is None else float(idle),
-            )
-        except (TypeError, ValueError):
-            return cls()
 
 
 @dataclass(frozen=True)

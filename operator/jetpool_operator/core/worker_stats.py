@@ -20,10 +20,9 @@ windows clipped to a breaker state, :func:`pick_trial_worker` for HalfOpen.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
 
 from jetpool_protocol.stats import WorkerStats
 
@@ -131,7 +130,8 @@ def _dt(seconds: float | None) -> datetime | None:
 
 @dataclass(frozen=True)
 class StatsMemory:
-    """Everything :func:`aggregate` needs from the previous tick (store it in status)."""
+    """Everything :func:`aggregate` needs from the previous tick. The operator keeps it in
+    memory: after a restart the window simply refills from the workers' cumulative counters."""
 
     workers: tuple[WorkerMark, ...] = ()
     buckets: tuple[Bucket, ...] = ()
@@ -165,61 +165,6 @@ class StatsMemory:
             dead_lettered=sum(b.dead_lettered for b in picked),
             seconds=min(window_seconds, max(1.0, t - start_of_span)),
         )
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form for the WorkerPool status."""
-        return {
-            "workers": [
-                {
-                    "worker": m.worker,
-                    "startedAt": m.started_at,
-                    "at": m.at,
-                    "seen": m.seen,
-                    "succeeded": m.succeeded,
-                    "failed": m.failed,
-                    "deadLettered": m.dead_lettered,
-                }
-                for m in self.workers
-            ],
-            "buckets": [[b.start, b.succeeded, b.failed, b.dead_lettered] for b in self.buckets],
-            "observingSince": self.observing_since,
-            "lastProgressAt": self.last_progress_at,
-            "bucketSeconds": self.bucket_seconds,
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any] | None) -> StatsMemory:
-        """Inverse of :meth:`to_dict`; anything unreadable yields an empty memory."""
-        if not data:
-            return cls()
-        try:
-            return cls(
-                workers=tuple(
-                    WorkerMark(
-                        worker=str(w["worker"]),
-                        started_at=float(w["startedAt"]),
-                        at=float(w["at"]),
-                        seen=float(w["seen"]),
-                        succeeded=int(w["succeeded"]),
-                        failed=int(w["failed"]),
-                        dead_lettered=int(w["deadLettered"]),
-                    )
-                    for w in data.get("workers", [])
-                ),
-                buckets=tuple(
-                    Bucket(int(b[0]), int(b[1]), int(b[2]), int(b[3]))
-                    for b in data.get("buckets", [])
-                ),
-                observing_since=_opt_float(data.get("observingSince")),
-                last_progress_at=_opt_float(data.get("lastProgressAt")),
-                bucket_seconds=max(1, int(data.get("bucketSeconds", 1))),
-            )
-        except (KeyError, TypeError, ValueError, IndexError):
-            return cls()
-
-
-def _opt_float(value: Any) -> float | None:
-    return None if value is None else float(value)
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 
 import pytest
@@ -199,15 +198,6 @@ class TestModes:
         decision = decide(POLICY, obs(9, None), memory, at(100))
         assert (decision.replicas, decision.reason) == (9, "MetricsUnavailable")
         assert decision.memory == memory
-
-
-def test_memory_survives_a_json_round_trip() -> None:
-    memory = drive(POLICY, [(0.0, 300), (1.0, 200), (2.0, 0)])[-1].memory
-    assert ScalerMemory.from_dict(json.loads(json.dumps(memory.to_dict()))) == memory
-
-
-def test_unreadable_memory_starts_afresh() -> None:
-    assert ScalerMemory.from_dict({"recommendations": [["x", 1]]}) == ScalerMemory()
 
 
 @pytest.mark.parametrize(
