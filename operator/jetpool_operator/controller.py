@@ -49,7 +49,7 @@ from jetpool_operator.core.children import (
 )
 from jetpool_operator.core.conditions import ConditionType, Reason, set_condition
 from jetpool_operator.core.status_patch import status_patch, without_nulls
-from jetpool_operator.core.worker_stats import StatsConfig, StatsMemory, aggregate
+from jetpool_operator.core.worker_stats import PoolStats, StatsConfig, StatsMemory, aggregate
 from jetpool_protocol.control import BreakerState, ControlState
 from jetpool_protocol.stats import WorkerStats
 
@@ -328,50 +328,11 @@ async def reconcile(
 
     # -- stats, breaker, control state ---------------------------------------------------------
     bconfig = breaker_config(spec)
-    if pool.breaker is None:
-        pool.breaker = circuit_breaker.Breaker.from_dict(old_status.get("circuitBreaker"))
-    stats_config = StatsConfig(window_seconds=float(spec.circuit_breaker.window_seconds))
-    stats, pool.stats_memory = aggregate(
-        pool.stats_memory,
-        list(pool.snapshots.values()),
-        now,
-        stats_config,
-        epoch=pool.breaker.epoch,
-    )
-    for gone in stats.stale_workers:
-        pool.snapshots.pop(gone, None)
-    reset_token = (meta.get("annotations") or {}).get(RESET_BREAKER_ANNOTATION)
-    observation = circuit_breaker.observe(
-        pool.breaker, pool.stats_memory, stats, now, bconfig, reset_token=reset_token
-    )
-    stepped = circuit_breaker.step(pool.breaker, observation, now, bconfig)
-    pool.breaker = stepped.breaker
-    if stepped.transition is not None:
-        t = stepped.transition
-        post_event(
-            "Warning" if t.to_state is BreakerState.OPEN else "Normal",
-            f"CircuitBreaker{t.to_state.value}",
-            t.message,
-        )
-        metrics.count(metrics.BREAKER_TRIPS, pool.namespace, pool.name, t.to_state.value)
-    control = circuit_breaker.control_state(pool.breaker, bconfig)
-    if (
-        key is not None
-        and problem is None
-        and (
-            control != pool.published_control
-            or mono - pool.control_published_at > CONTROL_REPUBLISH_SECONDS
-        )
-    ):
-        try:
-            await rt.nats.publish_control(
-                key, plan.names.control_key, control, replicas=spec.nats.replicas
-            )
-            pool.published_control, pool.control_published_at = control, mono
-        except NATS_ERRORS as exc:
-            log.warning(
-                "could not publish control state of %s/%s: %s", pool.namespace, pool.name, exc
-            )
+    stats = _step_breaker(pool, spec, bconfig, old_status, meta, now, post_event)
+    breaker = pool.breaker
+    assert breaker is not None  # set by _step_breaker
+    if key is not None and problem is None:
+        await _publish_control(rt, pool, key, plan, spec, bconfig, mono)
 
     # -- scaling ---------------------------------------------------------------------------------
     wanted, replicas_now, ready_now = _deployment_replicas(deployment)
@@ -389,7 +350,7 @@ async def reconcile(
             backlog=None if backlog is None else backlog.backlog,
             in_flight=stats.in_flight,
             error_rate=window_rate,
-            breaker=pool.breaker.state,
+            breaker=breaker.state,
             paused=spec.paused,
         ),
         pool.scaler_memory,
@@ -407,19 +368,9 @@ async def reconcile(
         metrics.count(metrics.ERRORS, pool.namespace, pool.name, "kubernetes", type(exc).__name__)
         children_error = f"applying worker resources failed: {exc}"
 
-    last_scale_time = old_status.get("lastScaleTime")
-    last_scale_reason = old_status.get("lastScaleReason")
-    before = pool.applied_replicas if pool.applied_replicas is not None else current
+    last_scale = (old_status.get("lastScaleTime"), old_status.get("lastScaleReason"))
     if children_error is None:
-        if decision.replicas != before:  # recorded once, when the change really landed
-            direction = "up" if decision.replicas > before else "down"
-            post_event("Normal", f"Scaled{direction.capitalize()}", decision.message)
-            metrics.count(
-                metrics.SCALE_EVENTS, pool.namespace, pool.name, direction, decision.reason
-            )
-            last_scale_time = now.replace(microsecond=0).isoformat().replace("+00:00", "Z")
-            last_scale_reason = f"{decision.reason}: {decision.message}"[:MAX_MESSAGE]
-        pool.applied_replicas = decision.replicas
+        last_scale = _record_scale(pool, decision, current, now, post_event) or last_scale
 
     # -- health and conditions -----------------------------------------------------------------
     if pool.health_memory is None:
@@ -436,8 +387,8 @@ async def reconcile(
             error_rate=window_rate,
             dead_letters=dead_letters,
             nats_reachable=problem is None or problem[0] != Reason.NATS_UNREACHABLE,
-            breaker=pool.breaker.state,
-            breaker_since=pool.breaker.since,
+            breaker=breaker.state,
+            breaker_since=breaker.since,
             paused=spec.paused,
         ),
         pool.health_memory,
@@ -445,41 +396,15 @@ async def reconcile(
         health_config(spec),
     )
 
-    if problem is None:
-        condition(
-            ConditionType.NATS_READY,
-            True,
-            Reason.STREAMS_READY,
-            f"stream {plan.names.stream}, consumer {plan.names.consumer}, "
-            f"dead letters {plan.names.dead_letter_stream}",
-        )
-    else:
-        condition(ConditionType.NATS_READY, False, problem[0], problem[1])
-    condition(
-        ConditionType.READY,
-        *_readiness(spec, problem, children_error, decision.replicas, ready_now),
-    )
-    state = pool.breaker.state
-    condition(
-        ConditionType.CIRCUIT_OPEN,
-        state is not BreakerState.CLOSED,
-        {
-            BreakerState.OPEN: Reason.ERROR_RATE_EXCEEDED,
-            BreakerState.HALF_OPEN: Reason.PROBING,
-        }.get(state, Reason.CLOSED if bconfig.enabled else Reason.BREAKER_DISABLED),
-        pool.breaker.message or pool.breaker.reason or "breaker closed",
-    )
-    condition(
-        ConditionType.SCALING_LIMITED,
-        decision.limited,
-        decision.limited_reason or Reason.WITHIN_LIMITS,
-        decision.limited_message or decision.message,
-    )
-    condition(
-        ConditionType.DEGRADED,
-        not assessed.healthy,
-        Reason.HEALTHY if assessed.healthy else Reason.UNHEALTHY,
-        "; ".join(f"{i.type.value}: {i.message}" for i in assessed.issues) or "no issues",
+    _pool_conditions(
+        condition,
+        plan=plan,
+        problem=problem,
+        readiness=_readiness(spec, problem, children_error, decision.replicas, ready_now),
+        breaker=breaker,
+        breaker_enabled=bconfig.enabled,
+        decision=decision,
+        assessed=assessed,
     )
 
     status: dict[str, Any] = {
@@ -493,12 +418,12 @@ async def reconcile(
         "deadLetters": dead_letters,
         "throughput": _round(stats.throughput, 2),
         "errorRate": _round(stats.error_rate),
-        "circuitBreaker": pool.breaker.to_dict(),
+        "circuitBreaker": breaker.to_dict(),
         "conditions": [c.model_dump(mode="json", by_alias=True) for c in conditions],
         "health": assessed.to_dict(),
         "controllerMemory": {"health": pool.health_memory.to_dict()},
-        "lastScaleTime": last_scale_time,
-        "lastScaleReason": last_scale_reason,
+        "lastScaleTime": last_scale[0],
+        "lastScaleReason": last_scale[1],
         "selector": selector_string(ref),
         "nats": {
             "stream": plan.names.stream,
@@ -507,7 +432,7 @@ async def reconcile(
             "deadLetterStream": plan.names.dead_letter_stream,
         },
     }
-    _export_metrics(pool, status, state)
+    _export_metrics(pool, status, breaker.state)
     return await _write_status(
         rt, pool, old_status, status, float(spec.scaling.poll_interval_seconds)
     )
@@ -592,6 +517,140 @@ async def _watch_stranded_tasks(
         )
 
     pool.stranded_watch = (nc, await watch_stranded_tasks(nc, target, moved), target)
+
+
+def _step_breaker(
+    pool: PoolRuntime,
+    spec: WorkerPoolSpec,
+    config: circuit_breaker.BreakerConfig,
+    old_status: Mapping[str, Any],
+    meta: Mapping[str, Any],
+    now: datetime,
+    post_event: EventSink,
+) -> PoolStats:
+    """Fold the workers' stats into the window and advance the breaker by one tick."""
+    if pool.breaker is None:
+        pool.breaker = circuit_breaker.Breaker.from_dict(old_status.get("circuitBreaker"))
+    stats_config = StatsConfig(window_seconds=float(spec.circuit_breaker.window_seconds))
+    stats, pool.stats_memory = aggregate(
+        pool.stats_memory,
+        list(pool.snapshots.values()),
+        now,
+        stats_config,
+        epoch=pool.breaker.epoch,
+    )
+    for gone in stats.stale_workers:
+        pool.snapshots.pop(gone, None)
+    reset_token = (meta.get("annotations") or {}).get(RESET_BREAKER_ANNOTATION)
+    observation = circuit_breaker.observe(
+        pool.breaker, pool.stats_memory, stats, now, config, reset_token=reset_token
+    )
+    stepped = circuit_breaker.step(pool.breaker, observation, now, config)
+    pool.breaker = stepped.breaker
+    if stepped.transition is not None:
+        t = stepped.transition
+        post_event(
+            "Warning" if t.to_state is BreakerState.OPEN else "Normal",
+            f"CircuitBreaker{t.to_state.value}",
+            t.message,
+        )
+        metrics.count(metrics.BREAKER_TRIPS, pool.namespace, pool.name, t.to_state.value)
+    return stats
+
+
+async def _publish_control(
+    rt: OperatorRuntime,
+    pool: PoolRuntime,
+    key: ConnectionKey,
+    plan: nats_resources.NatsPlan,
+    spec: WorkerPoolSpec,
+    config: circuit_breaker.BreakerConfig,
+    mono: float,
+) -> None:
+    """Write the workers' control state when it changed (and now and then regardless)."""
+    assert pool.breaker is not None
+    control = circuit_breaker.control_state(pool.breaker, config)
+    if (
+        control == pool.published_control
+        and mono - pool.control_published_at <= CONTROL_REPUBLISH_SECONDS
+    ):
+        return
+    try:
+        await rt.nats.publish_control(
+            key, plan.names.control_key, control, replicas=spec.nats.replicas
+        )
+        pool.published_control, pool.control_published_at = control, mono
+    except NATS_ERRORS as exc:
+        log.warning("could not publish control state of %s/%s: %s", pool.namespace, pool.name, exc)
+
+
+def _record_scale(
+    pool: PoolRuntime,
+    decision: autoscaler.ScalingDecision,
+    current: int,
+    now: datetime,
+    post_event: EventSink,
+) -> tuple[str, str] | None:
+    """Event, metric and (lastScaleTime, lastScaleReason) once a replica change has landed."""
+    before = pool.applied_replicas if pool.applied_replicas is not None else current
+    pool.applied_replicas = decision.replicas
+    if decision.replicas == before:
+        return None
+    direction = "up" if decision.replicas > before else "down"
+    post_event("Normal", f"Scaled{direction.capitalize()}", decision.message)
+    metrics.count(metrics.SCALE_EVENTS, pool.namespace, pool.name, direction, decision.reason)
+    return (
+        now.replace(microsecond=0).isoformat().replace("+00:00", "Z"),
+        f"{decision.reason}: {decision.message}"[:MAX_MESSAGE],
+    )
+
+
+def _pool_conditions(
+    condition: Callable[..., None],
+    *,
+    plan: nats_resources.NatsPlan,
+    problem: tuple[str, str] | None,
+    readiness: tuple[bool, str, str],
+    breaker: circuit_breaker.Breaker,
+    breaker_enabled: bool,
+    decision: autoscaler.ScalingDecision,
+    assessed: health.Health,
+) -> None:
+    """Set the five conditions through ``condition`` (which keeps transition times)."""
+    if problem is None:
+        names = plan.names
+        condition(
+            ConditionType.NATS_READY,
+            True,
+            Reason.STREAMS_READY,
+            f"stream {names.stream}, consumer {names.consumer}, "
+            f"dead letters {names.dead_letter_stream}",
+        )
+    else:
+        condition(ConditionType.NATS_READY, False, problem[0], problem[1])
+    condition(ConditionType.READY, *readiness)
+    state = breaker.state
+    condition(
+        ConditionType.CIRCUIT_OPEN,
+        state is not BreakerState.CLOSED,
+        {
+            BreakerState.OPEN: Reason.ERROR_RATE_EXCEEDED,
+            BreakerState.HALF_OPEN: Reason.PROBING,
+        }.get(state, Reason.CLOSED if breaker_enabled else Reason.BREAKER_DISABLED),
+        breaker.message or breaker.reason or "breaker closed",
+    )
+    condition(
+        ConditionType.SCALING_LIMITED,
+        decision.limited,
+        decision.limited_reason or Reason.WITHIN_LIMITS,
+        decision.limited_message or decision.message,
+    )
+    condition(
+        ConditionType.DEGRADED,
+        not assessed.healthy,
+        Reason.HEALTHY if assessed.healthy else Reason.UNHEALTHY,
+        "; ".join(f"{i.type.value}: {i.message}" for i in assessed.issues) or "no issues",
+    )
 
 
 def _readiness(
