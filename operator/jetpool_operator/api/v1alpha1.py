@@ -139,42 +139,38 @@ def _obj(model: type[BaseModel], description: str) -> Any:
 # --- spec: NATS -----------------------------------------------------------------------------
 
 
+def _secret_key(default: str | None, description: str) -> Any:
+    """The ``key`` field of a Secret reference (one shape, per-use default and meaning)."""
+    constraints: dict[str, Any] = {"min_length": 1, "max_length": 253, "pattern": SECRET_KEY}
+    if default is None:
+        return Field(description=description, **constraints)
+    return Field(default, description=description, **constraints)
+
+
 class SecretKeyRef(ApiModel):
     """A key inside a Secret in the pool's namespace, mounted into workers as a file."""
 
     name: SecretName = Field(description="Name of the Secret (same namespace as the pool).")
-    key: str = Field(
-        min_length=1, max_length=253, pattern=SECRET_KEY, description="Key inside the Secret."
-    )
+    key: str = _secret_key(None, "Key inside the Secret.")
 
 
 class CredentialsSecretRef(SecretKeyRef):
-    key: str = Field(
-        "nats.creds",
-        min_length=1,
-        max_length=253,
-        pattern=SECRET_KEY,
-        description="Key inside the Secret holding the NATS credentials (.creds) file.",
+    key: str = _secret_key(
+        "nats.creds", "Key inside the Secret holding the NATS credentials (.creds) file."
     )
 
 
 class SigningKeySecretRef(SecretKeyRef):
-    key: str = Field(
+    key: str = _secret_key(
         "signing.key",
-        min_length=1,
-        max_length=253,
-        pattern=SECRET_KEY,
-        description="Key holding the base64 HMAC-SHA256 key (32 bytes, `openssl rand -base64 32`).",
+        "Key holding the base64 HMAC-SHA256 key (32 bytes, `openssl rand -base64 32`).",
     )
 
 
 class EncryptionKeySecretRef(SecretKeyRef):
-    key: str = Field(
+    key: str = _secret_key(
         "encryption.key",
-        min_length=1,
-        max_length=253,
-        pattern=SECRET_KEY,
-        description="Key holding the base64 AES-256-GCM key (32 bytes, `openssl rand -base64 32`).",
+        "Key holding the base64 AES-256-GCM key (32 bytes, `openssl rand -base64 32`).",
     )
 
 
