@@ -1,4 +1,4 @@
-"""Every shell script under e2e/ is shellcheck-clean (sources followed, as run from the root)."""
+"""Every shell script under e2e/ and scripts/ is shellcheck-clean (sources followed, as run from the root)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from tests.packaging.conftest import REPO
 
 SHELLCHECK = Path(sys.executable).parent / "shellcheck"
-SCRIPTS = sorted((REPO / "e2e").rglob("*.sh"))
+SCRIPTS = sorted([*(REPO / "e2e").rglob("*.sh"), *(REPO / "scripts").rglob("*.sh")])
 
 
 def shellcheck(*paths: Path) -> subprocess.CompletedProcess[str]:
