@@ -10,13 +10,31 @@ import pytest
 from nats.aio.client import Client as NATS
 
 from e2e.testbed.cluster import Cluster, eventually
+from e2e.testbed.nats_auth import NatsAuth, create_nats_auth
 from e2e.testbed.nats_server import NatsServer
+
+SECURE_ACCOUNTS = ("tenant-a", "tenant-b")
+"""Accounts of the secure nats-server: one per tenant, JetStream on, isolated from each other."""
 
 
 @pytest.fixture(scope="session")
 def nats_server() -> Iterator[NatsServer]:
     """One nats-server with JetStream for the whole session (tests use unique stream names)."""
     server = NatsServer().start()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="session")
+def nats_auth(tmp_path_factory: pytest.TempPathFactory) -> NatsAuth:
+    """Operator, accounts, users (.creds) and TLS files of the secure nats-server."""
+    return create_nats_auth(tmp_path_factory.mktemp("nats-auth"), accounts=SECURE_ACCOUNTS)
+
+
+@pytest.fixture(scope="session")
+def secure_nats_server(nats_auth: NatsAuth) -> Iterator[NatsServer]:
+    """A nats-server as production runs it: TLS required, JWT accounts, JetStream per account."""
+    server = NatsServer(auth=nats_auth).start()
     yield server
     server.close()
 

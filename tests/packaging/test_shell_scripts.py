@@ -1,4 +1,4 @@
-"""Every shell script under e2e/ and scripts/ is shellcheck-clean (sources followed, as run from the root)."""
+"""Every shell script under e2e/ and scripts/ is shellcheck-clean (sources followed)."""
 
 from __future__ import annotations
 
