@@ -28,6 +28,7 @@ from jetpool_operator.adapters.kube import KubeAdapter, MissingSecret
 from jetpool_operator.adapters.nats import (
     ConnectionKey,
     ConsumerBacklog,
+    InvalidTlsMaterial,
     NatsConnections,
     ResourceConflict,
     StrandedTaskTarget,
@@ -37,7 +38,6 @@ from jetpool_operator.adapters.nats import (
 from jetpool_operator.api.v1alpha1 import (
     Condition,
     ConditionStatus,
-    SecretKeyRef,
     WorkerPoolSpec,
 )
 from jetpool_operator.core import autoscaler, circuit_breaker, health, nats_resources
@@ -51,6 +51,8 @@ from jetpool_operator.core.conditions import ConditionType, Reason, set_conditio
 from jetpool_operator.core.status_patch import status_patch, without_nulls
 from jetpool_operator.core.worker_stats import PoolStats, StatsConfig, StatsMemory, aggregate
 from jetpool_protocol.control import BreakerState, ControlState
+from jetpool_protocol.credentials import CredentialsError as InvalidCredentials
+from jetpool_protocol.credentials import parse_credentials
 from jetpool_protocol.stats import WorkerStats
 
 log = logging.getLogger(__name__)
@@ -171,6 +173,10 @@ class OperatorRuntime:
         self._secrets[cache_key] = (time.monotonic(), value)
         return value
 
+    def forget_secret(self, namespace: str, name: str, key: str) -> None:
+        """Drop a cached value, so the next read sees a Secret the user just fixed."""
+        self._secrets.pop((namespace, name, key), None)
+
     async def close(self) -> None:
         await self.nats.close()
         await self.kube.close()
@@ -218,38 +224,82 @@ def health_config(spec: WorkerPoolSpec) -> health.HealthConfig:
 
 
 class CredentialsError(Exception):
-    """A Secret the pool's NATS settings refer to is missing or unreadable."""
+    """A Secret the pool's NATS settings refer to cannot be used.
+
+    ``reason`` is the NatsReady condition reason: NatsError (Secret or key missing or
+    unreadable), InvalidCredentials (not a usable .creds file) or InvalidTLS (bad PEM).
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+_TLS_SECRET_KEYS = {"ca": "ca.crt", "cert": "tls.crt", "key": "tls.key"}
 
 
 async def connection_key(
     rt: OperatorRuntime, namespace: str, spec: WorkerPoolSpec
 ) -> ConnectionKey:
-    """The pool's NATS connection identity: URL plus credentials and TLS material."""
+    """The pool's NATS connection identity: URL plus checked credentials and TLS material.
 
-    async def text(ref: SecretKeyRef | None, name: str | None = None, key: str = "") -> str | None:
-        if ref is None and name is None:
-            return None
-        secret, item = (ref.name, ref.key) if ref is not None else (str(name), key)
+    The credentials file is parsed before any connection is attempted: a bad one never
+    reaches nats-py, whose reader can spin forever on some malformed files.
+    """
+
+    async def read(name: str, item: str) -> bytes:
         try:
-            return (await rt.secret(namespace, secret, item)).decode()
-        except (MissingSecret, ApiException, UnicodeDecodeError) as exc:
-            raise CredentialsError(f"Secret {secret!r} key {item!r}: {exc}") from exc
+            return await rt.secret(namespace, name, item)
+        except (MissingSecret, ApiException) as exc:
+            raise CredentialsError(
+                Reason.NATS_ERROR, f"credentials: Secret {name!r} key {item!r}: {exc}"
+            ) from exc
+
+    async def text(name: str, item: str) -> str:
+        try:
+            return (await read(name, item)).decode()
+        except UnicodeDecodeError as exc:
+            rt.forget_secret(namespace, name, item)
+            raise CredentialsError(
+                Reason.INVALID_TLS, f"Secret {name!r} key {item!r}: not text (PEM expected)"
+            ) from exc
+
+    credentials = None
+    ref = spec.nats.credentials_secret
+    if ref is not None:
+        try:
+            parsed = parse_credentials(await read(ref.name, ref.key), now=rt.clock())
+        except InvalidCredentials as exc:
+            # Not cached: a fixed Secret is picked up on the next tick.
+            rt.forget_secret(namespace, ref.name, ref.key)
+            raise CredentialsError(
+                Reason.INVALID_CREDENTIALS, f"Secret {ref.name!r} key {ref.key!r}: {exc}"
+            ) from exc
+        credentials = parsed.render()
 
     tls = spec.nats.tls
-    ca = cert = key = None
+    refs: dict[str, tuple[str, str]] = {}
     if tls is not None and tls.secret_name is not None:
-        ca = await text(None, tls.secret_name, "ca.crt")
-        cert = await text(None, tls.secret_name, "tls.crt")
-        key = await text(None, tls.secret_name, "tls.key")
+        refs = {role: (tls.secret_name, item) for role, item in _TLS_SECRET_KEYS.items()}
     elif tls is not None:
-        ca, cert, key = await text(tls.ca), await text(tls.cert), await text(tls.key)
-    return ConnectionKey(
+        given = {"ca": tls.ca, "cert": tls.cert, "key": tls.key}
+        refs = {role: (r.name, r.key) for role, r in given.items() if r is not None}
+    material = {role: await text(name, item) for role, (name, item) in refs.items()}
+    key = ConnectionKey(
         url=spec.nats.url,
-        credentials=await text(spec.nats.credentials_secret),
-        tls_ca=ca,
-        tls_cert=cert,
-        tls_key=key,
+        credentials=credentials,
+        tls_ca=material.get("ca"),
+        tls_cert=material.get("cert"),
+        tls_key=material.get("key"),
     )
+    try:
+        key.tls_context()
+    except InvalidTlsMaterial as exc:
+        name, item = refs[exc.role]
+        for secret, secret_key in refs.values():
+            rt.forget_secret(namespace, secret, secret_key)
+        raise CredentialsError(Reason.INVALID_TLS, f"Secret {name!r} key {item!r}: {exc}") from exc
+    return key
 
 
 def _deployment_replicas(deployment: Mapping[str, Any] | None) -> tuple[int | None, int, int]:
@@ -458,7 +508,7 @@ async def _sync_nats(
     try:
         key = await connection_key(rt, pool.namespace, spec)
     except CredentialsError as exc:
-        return NatsObservation(None, None, None, (Reason.NATS_ERROR, f"credentials: {exc}"))
+        return NatsObservation(None, None, None, (exc.reason, str(exc)))
     pool.connection_key, pool.stats_subject = key, plan.names.stats_subject
     try:
         async with asyncio.timeout(NATS_TICK_TIMEOUT_SECONDS):

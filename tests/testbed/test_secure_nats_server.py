@@ -32,6 +32,14 @@ from e2e.testbed.nats_auth import (
     render_server_config,
 )
 from e2e.testbed.nats_server import NatsServer
+from jetpool_operator.adapters.nats import (
+    ConnectionKey,
+    NatsConnections,
+    delete_streams,
+    ensure_plan,
+)
+from jetpool_operator.api.v1alpha1 import WorkerPoolSpec
+from jetpool_operator.core import nats_resources
 from jetpool_protocol.credentials import format_creds, parse_credentials
 
 pytestmark = pytest.mark.nats
@@ -215,3 +223,28 @@ def test_the_config_fragment_uses_the_paths_the_caller_gives(nats_auth: NatsAuth
     assert str(nats_auth.directory) not in config
     assert all(u.seed not in config for u in nats_auth.users)
     assert nats_auth.operator_seed not in config
+
+
+async def test_the_operators_connection_from_secret_text_manages_a_pools_streams(
+    secure_nats_server: NatsServer, nats_auth: NatsAuth
+) -> None:
+    """What the operator builds from a credentials Secret and a CA Secret (text, not files)."""
+    spec = WorkerPoolSpec.model_validate(
+        {"image": "w", "handler": "m:f", "nats": {"url": secure_nats_server.url}}
+    )
+    plan = nats_resources.plan("secure", "orders", spec)
+    key = ConnectionKey(
+        url=secure_nats_server.url,
+        credentials=nats_auth.user("tenant-b").creds,
+        tls_ca=nats_auth.tls.ca_file.read_text(),
+    )
+    connections = NatsConnections(lambda *_: None)
+    try:
+        outcomes = await ensure_plan(await connections.get(key), plan)
+        assert {o.action for o in outcomes} == {"created"}
+        backlog = await connections.consumer_backlog(key, plan.names.stream, "workers")
+        assert backlog.backlog == 0
+    finally:
+        nc = await connections.get(key)
+        await delete_streams(nc, [plan.names.stream, plan.names.dead_letter_stream])
+        await connections.close()

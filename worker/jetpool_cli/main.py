@@ -55,6 +55,9 @@ log = logging.getLogger("jetpool_cli")
 
 ENV_NATS_URL = "JETPOOL_NATS_URL"
 ENV_CREDENTIALS = "JETPOOL_NATS_CREDENTIALS_FILE"
+ENV_TLS_CA = "JETPOOL_NATS_TLS_CA_FILE"
+ENV_TLS_CERT = "JETPOOL_NATS_TLS_CERT_FILE"
+ENV_TLS_KEY = "JETPOOL_NATS_TLS_KEY_FILE"
 ENV_NAMESPACE = "JETPOOL_POOL_NAMESPACE"
 ENV_POOL = "JETPOOL_POOL_NAME"
 """The same variables a worker pod has, so `jetpool` run inside one needs no flags."""
@@ -133,6 +136,24 @@ def _common(parser: argparse.ArgumentParser) -> None:
         default=env.get(ENV_CREDENTIALS) or None,
         metavar="FILE",
         help=f"NATS credentials file (env {ENV_CREDENTIALS})",
+    )
+    conn.add_argument(
+        "--tls-ca",
+        default=env.get(ENV_TLS_CA) or None,
+        metavar="FILE",
+        help=f"CA bundle (PEM) of the NATS servers (env {ENV_TLS_CA})",
+    )
+    conn.add_argument(
+        "--tls-cert",
+        default=env.get(ENV_TLS_CERT) or None,
+        metavar="FILE",
+        help=f"client certificate (PEM) for mutual TLS (env {ENV_TLS_CERT})",
+    )
+    conn.add_argument(
+        "--tls-key",
+        default=env.get(ENV_TLS_KEY) or None,
+        metavar="FILE",
+        help=f"client key (PEM) for mutual TLS (env {ENV_TLS_KEY})",
     )
     conn.add_argument(
         "--timeout",
@@ -284,6 +305,9 @@ def _connect_options(args: argparse.Namespace) -> ConnectOptions:
     return ConnectOptions(
         url=args.nats_url,
         credentials_file=args.creds,
+        tls_ca_file=args.tls_ca,
+        tls_cert_file=args.tls_cert,
+        tls_key_file=args.tls_key,
         connect_timeout=args.timeout,
         request_timeout=args.timeout,
     )

@@ -23,7 +23,9 @@ from typing import Any
 
 import nats
 import nats.errors
+from nats.aio.client import RawCredentials
 
+from jetpool_protocol.credentials import load_credentials_file
 from jetpool_protocol.dead_letter import DeadLetterReason, DeadLetterRecord
 from jetpool_protocol.envelope import ExpiredTask, InvalidTask, Task, parse_task
 from jetpool_protocol.security import load_key, unseal
@@ -116,6 +118,16 @@ class _Counters:
     started_at: datetime = field(default_factory=utcnow)
 
 
+def _tls_context(settings: WorkerSettings) -> ssl.SSLContext | None:
+    """Client TLS from the mounted PEM files; raises ``ssl.SSLError``/``OSError`` when bad."""
+    if not (settings.nats_tls_ca_file or settings.nats_tls_cert_file):
+        return None
+    context = ssl.create_default_context(cafile=settings.nats_tls_ca_file)
+    if settings.nats_tls_cert_file:
+        context.load_cert_chain(settings.nats_tls_cert_file, settings.nats_tls_key_file)
+    return context
+
+
 class Worker:
     """One worker process's runtime. ``await Worker(settings).run(stop_event)``."""
 
@@ -130,6 +142,15 @@ class Worker:
     ) -> None:
         self.settings = settings
         self.worker_id = settings.worker_id or f"{socket.gethostname()}-{os.getpid()}"
+        # Checked before any connection attempt: a bad file must stop the worker with one
+        # clear line (CredentialsError) instead of reaching nats-py, which can spin forever
+        # on some malformed files. Read once: rotate credentials with a rollout restart.
+        self.credentials = (
+            load_credentials_file(settings.nats_credentials_file)
+            if settings.nats_credentials_file
+            else None
+        )
+        self.tls = _tls_context(settings)
         self.handler = handler or load_handler(settings.handler)
         self.policy = retry.RetryPolicy.from_settings(settings)
         self.signing_key = (
@@ -280,13 +301,10 @@ class Worker:
             "reconnected_cb": self._on_reconnected,
             "error_cb": self._on_error,
         }
-        if s.nats_credentials_file:
-            options["user_credentials"] = s.nats_credentials_file
-        if s.nats_tls_ca_file or s.nats_tls_cert_file:
-            context = ssl.create_default_context(cafile=s.nats_tls_ca_file)
-            if s.nats_tls_cert_file:
-                context.load_cert_chain(s.nats_tls_cert_file, s.nats_tls_key_file)
-            options["tls"] = context
+        if self.credentials is not None:
+            options["user_credentials"] = RawCredentials(self.credentials.render())
+        if self.tls is not None:
+            options["tls"] = self.tls
         while not self._stop.is_set():
             try:
                 nc = await nats.connect(**options)

@@ -10,6 +10,7 @@ import sys
 import threading
 from collections.abc import Mapping, Sequence
 
+from jetpool_protocol.credentials import CredentialsError
 from jetpool_protocol.worker_settings import WorkerSettings
 from jetpool_worker import logs
 from jetpool_worker.consumer_loop import Worker
@@ -55,6 +56,19 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         return EXIT_CONFIG
     try:
         worker = Worker(settings)
+    except CredentialsError as exc:
+        # One structured line a `kubectl logs` reader can act on; never a hang or a traceback.
+        log.error(
+            "invalid NATS credentials file %s: %s",
+            settings.nats_credentials_file,
+            exc,
+            extra={
+                "event": "invalid_credentials",
+                "credentials_file": settings.nats_credentials_file,
+                "problem": str(exc),
+            },
+        )
+        return EXIT_CONFIG
     except (HandlerLoadError, OSError, ValueError) as exc:
         log.error("cannot start worker: %s", exc)
         return EXIT_CONFIG

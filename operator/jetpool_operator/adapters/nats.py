@@ -60,9 +60,16 @@ class ConnectionKey:
         return [u.strip() for u in self.url.split(",") if u.strip()]
 
     def tls_context(self) -> ssl.SSLContext | None:
+        """The client TLS context; :class:`InvalidTlsMaterial` names the PEM that is bad."""
         if self.tls_ca is None and self.tls_cert is None:
             return None
-        context = ssl.create_default_context(cadata=self.tls_ca)
+        if self.tls_ca is not None and not self.tls_ca.strip():
+            # cadata="" would silently fall back to the system trust store.
+            raise InvalidTlsMaterial("ca", "the CA bundle is empty")
+        try:
+            context = ssl.create_default_context(cadata=self.tls_ca)
+        except (ssl.SSLError, ValueError) as exc:
+            raise InvalidTlsMaterial("ca", f"not a PEM CA certificate bundle ({exc})") from exc
         if self.tls_cert is not None and self.tls_key is not None:
             # load_cert_chain only reads files: use a private, short-lived directory.
             with tempfile.TemporaryDirectory(prefix="jetpool-tls-") as tmp:
@@ -70,8 +77,21 @@ class ConnectionKey:
                 cert.write_text(self.tls_cert)
                 key.touch(mode=0o600)
                 key.write_text(self.tls_key)
-                context.load_cert_chain(cert, key)
+                try:
+                    context.load_cert_chain(cert, key)
+                except (ssl.SSLError, ValueError) as exc:
+                    raise InvalidTlsMaterial(
+                        "cert", f"client certificate and key are not a matching PEM pair ({exc})"
+                    ) from exc
         return context
+
+
+class InvalidTlsMaterial(ValueError):
+    """A CA bundle, certificate or key that TLS cannot use; ``role`` is ca or cert."""
+
+    def __init__(self, role: str, message: str) -> None:
+        super().__init__(message)
+        self.role = role
 
 
 @dataclass(frozen=True, slots=True)

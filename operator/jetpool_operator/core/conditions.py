@@ -40,6 +40,10 @@ class Reason(StrEnum):
     STREAM_CONFLICT = "StreamConflict"
     CONSUMER_CONFLICT = "ConsumerConflict"
     NATS_ERROR = "NatsError"
+    INVALID_CREDENTIALS = "InvalidCredentials"
+    """The credentials Secret holds no usable .creds file (the message says what is wrong)."""
+    INVALID_TLS = "InvalidTLS"
+    """A CA, certificate or key in the TLS Secrets is not usable PEM."""
     # CircuitOpen
     CLOSED = "Closed"
     ERROR_RATE_EXCEEDED = "ErrorRateExceeded"
