@@ -35,6 +35,7 @@ from e2e.testbed.nats_server import NatsServer
 from jetpool_operator.adapters.nats import (
     ConnectionKey,
     NatsConnections,
+    NatsRefused,
     delete_streams,
     ensure_plan,
 )
@@ -248,3 +249,30 @@ async def test_the_operators_connection_from_secret_text_manages_a_pools_streams
         nc = await connections.get(key)
         await delete_streams(nc, [plan.names.stream, plan.names.dead_letter_stream])
         await connections.close()
+
+
+@pytest.mark.parametrize(
+    ("with_ca", "with_creds", "problem"),
+    [
+        (False, True, "TLS handshake failed: CERTIFICATE_VERIFY_FAILED"),
+        (True, False, "the server refused the connection: nats: 'Authorization Violation'"),
+    ],
+    ids=["no-ca", "no-creds"],
+)
+async def test_the_operators_connection_says_why_the_server_refused_it(
+    secure_nats_server: NatsServer,
+    nats_auth: NatsAuth,
+    with_ca: bool,
+    with_creds: bool,
+    problem: str,
+) -> None:
+    key = ConnectionKey(
+        url=secure_nats_server.url,
+        credentials=nats_auth.user("tenant-a").creds if with_creds else None,
+        tls_ca=nats_auth.tls.ca_file.read_text() if with_ca else None,
+    )
+    connections = NatsConnections(lambda *_: None)
+    with pytest.raises(NatsRefused) as caught:
+        await asyncio.wait_for(connections.get(key), timeout=15)
+    assert str(caught.value) == problem
+    await connections.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -16,6 +17,8 @@ from nats.aio.client import Client as NATS
 from e2e.testbed.nats_auth import NatsAuth
 from e2e.testbed.nats_server import NatsServer
 from jetpool_protocol.worker_settings import WorkerSettings
+from jetpool_worker import consumer_loop
+from jetpool_worker.consumer_loop import Worker
 from tests.worker import handlers
 from tests.worker.helpers import eventually, make_pool, publish_task, running_worker
 from tests.worker.subprocess_worker import REPO_ROOT
@@ -106,3 +109,36 @@ def test_a_bad_credentials_file_stops_the_worker_with_exit_2_and_one_json_line(
     assert line["credentials_file"] == str(creds)
     assert problem in line["problem"]
     assert seed not in proc.stderr
+
+
+async def test_a_worker_that_does_not_trust_the_server_says_why_and_still_stops_at_once(
+    secure_nats_server: NatsServer,
+    nats_auth: NatsAuth,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """nats-py never returns from a connect whose TLS verification failed: attempts are
+    bounded, the cause is logged, and a stop request is honoured while connecting."""
+    monkeypatch.setattr(consumer_loop, "CONNECT_ATTEMPT_SECONDS", 1.0)
+    settings = WorkerSettings(
+        pool_name="no-ca",
+        handler="tests.worker.handlers:handle",
+        nats_url=secure_nats_server.url,
+        nats_credentials_file=str(nats_auth.user("tenant-a").creds_file),
+        stream="S",
+        consumer="workers",
+        dead_letter_stream="S-dlq",
+        dead_letter_subject_prefix="jetpool.dlq.default.no-ca",
+        control_key="default.no-ca",
+        stats_subject="jetpool.stats.default.no-ca",
+        metrics_port=0,
+    )
+    worker = Worker(settings)
+    stop = asyncio.Event()
+    run = asyncio.create_task(worker.run(stop))
+    await eventually(
+        lambda: "CERTIFICATE_VERIFY_FAILED" in caplog.text, within=10, what="the TLS cause logged"
+    )
+    assert not worker.connected
+    stop.set()
+    await asyncio.wait_for(run, timeout=3)

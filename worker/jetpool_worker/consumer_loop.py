@@ -21,8 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import nats
-import nats.errors
+from nats.aio.client import Client as NatsClient
 from nats.aio.client import RawCredentials
 
 from jetpool_protocol.credentials import load_credentials_file
@@ -54,6 +53,8 @@ COALESCE_SECONDS = 0.005
 """With fewer than half the slots free, wait this long for more before pulling."""
 MEMORY_RESUME_FRACTION = 0.9
 LIVENESS_STALE_SECONDS = 10.0
+CONNECT_ATTEMPT_SECONDS = 10.0
+"""One connect attempt (nats-py retries inside it) before it is logged and started over."""
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 DLQ_RETRY_INITIAL_SECONDS = 0.5
 DLQ_RETRY_MAX_SECONDS = 10.0
@@ -305,15 +306,42 @@ class Worker:
             options["user_credentials"] = RawCredentials(self.credentials.render())
         if self.tls is not None:
             options["tls"] = self.tls
+        last_error: list[Exception] = []
+
+        async def on_error(exc: Exception) -> None:
+            last_error[:] = [exc]
+            await self._on_error(exc)
+
+        options["error_cb"] = on_error
         while not self._stop.is_set():
-            try:
-                nc = await nats.connect(**options)
-            except Exception as exc:
-                log.warning("cannot connect to %s: %s; retrying", s.nats_url, exc)
-                await self._sleep_unless_stopped(1.0)
-                continue
-            self.connected = True
-            return nc
+            last_error.clear()
+            nc = NatsClient()
+            attempt = asyncio.create_task(nc.connect(**options))
+            stopped = asyncio.create_task(self._stop.wait())
+            # Bounded attempts, so a stop is honoured and every failure is logged with its
+            # cause: nats-py retries an unreachable server silently, and never returns after
+            # a failed TLS verification.
+            await asyncio.wait(
+                {attempt, stopped},
+                timeout=CONNECT_ATTEMPT_SECONDS,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            stopped.cancel()
+            if attempt.done() and not attempt.cancelled() and attempt.exception() is None:
+                self.connected = True
+                return nc
+            if not attempt.done():
+                attempt.cancel()
+                await asyncio.wait({attempt}, timeout=1.0)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(nc.close(), 1.0)
+            if self._stop.is_set():
+                break
+            failed = attempt.exception() if attempt.done() and not attempt.cancelled() else None
+            cause = failed or (last_error[0] if last_error else None)
+            reason = f"{type(cause).__name__}: {cause}" if cause else "no answer in time"
+            log.warning("cannot connect to %s: %s; retrying", s.nats_url, reason)
+            await self._sleep_unless_stopped(1.0)
         return None
 
     async def _on_disconnected(self) -> None:

@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import nats
 import nats.errors
@@ -42,6 +43,8 @@ log = logging.getLogger(__name__)
 CONNECT_TIMEOUT_SECONDS = 2.0
 REQUEST_TIMEOUT_SECONDS = 2.0
 MAX_RECONNECT_ATTEMPTS = 3
+CONNECT_DEADLINE_SECONDS = 6.0
+"""A first connect gives up after this long (inside the operator's 8 s tick budget)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +110,24 @@ class ConsumerBacklog:
         return self.pending + self.ack_pending
 
 
+class NatsRefused(ConnectionError):
+    """A server answered and refused us (TLS verification, authorization): not a network
+    problem, the pool's TLS or credentials need fixing."""
+
+
+def _is_refusal(exc: BaseException) -> bool:
+    if isinstance(exc, ssl.SSLError):
+        return True
+    transient = (nats.errors.NoServersError, nats.errors.TimeoutError, nats.errors.UnexpectedEOF)
+    return isinstance(exc, nats.errors.Error) and not isinstance(exc, transient)
+
+
+def _refusal_text(exc: BaseException) -> str:
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS handshake failed: {getattr(exc, 'reason', None) or exc}"
+    return f"the server refused the connection: {exc}"
+
+
 StatsSink = Callable[[ConnectionKey, str, WorkerStats], None]
 """(connection it arrived on, subject, stats): the sink decides whom to credit."""
 
@@ -133,27 +154,52 @@ class NatsConnections:
                     await nc.close()
                 self._connections.pop(key, None)
                 self._kv.pop(key, None)
-            nc = await nats.connect(
-                key.servers,
-                user_credentials=RawCredentials(key.credentials) if key.credentials else None,
-                tls=key.tls_context(),
-                # Notice a half-dead TCP connection in ~30 s instead of the default ~4 min.
-                ping_interval=10,
-                max_outstanding_pings=3,
-                connect_timeout=CONNECT_TIMEOUT_SECONDS,
-                # Bounded: nats-py applies this to the first connect too, and an unbounded
-                # value makes connecting to a dead server hang forever. A connection that
-                # gives up is replaced on the next tick.
-                allow_reconnect=True,
-                max_reconnect_attempts=MAX_RECONNECT_ATTEMPTS,
-                reconnect_time_wait=0.5,
-                name="jetpool-operator",
-                error_cb=self._on_error,
-                disconnected_cb=self._on_disconnected,
-            )
+            refusals: list[Exception] = []
+
+            async def on_error(exc: Exception) -> None:
+                if _is_refusal(exc):
+                    refusals.append(exc)
+                await self._on_error(exc)
+
+            nc = NATS()
+            try:
+                # nats-py never returns from connect() after a failed TLS verification: bound
+                # it, and report what the server said rather than a bare timeout.
+                await asyncio.wait_for(self._connect(nc, key, on_error), CONNECT_DEADLINE_SECONDS)
+            except (nats.errors.Error, OSError, TimeoutError) as exc:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(nc.close(), 1.0)
+                if _is_refusal(exc):
+                    raise NatsRefused(_refusal_text(exc)) from exc
+                if refusals:  # retries end in "no servers" or the deadline
+                    raise NatsRefused(_refusal_text(refusals[-1])) from exc
+                raise
             await nc.subscribe(f"{STATS_SUBJECT_PREFIX}.>", cb=self._stats_handler(key))
             self._connections[key] = nc
             return nc
+
+    async def _connect(
+        self, nc: NATS, key: ConnectionKey, on_error: Callable[[Exception], Awaitable[None]]
+    ) -> None:
+        options: dict[str, Any] = {
+            "servers": key.servers,
+            "user_credentials": RawCredentials(key.credentials) if key.credentials else None,
+            "tls": key.tls_context(),
+            # Notice a half-dead TCP connection in ~30 s instead of the default ~4 min.
+            "ping_interval": 10,
+            "max_outstanding_pings": 3,
+            "connect_timeout": CONNECT_TIMEOUT_SECONDS,
+            # Bounded: nats-py applies this to the first connect too, and an unbounded
+            # value makes connecting to a dead server hang forever. A connection that
+            # gives up is replaced on the next tick.
+            "allow_reconnect": True,
+            "max_reconnect_attempts": MAX_RECONNECT_ATTEMPTS,
+            "reconnect_time_wait": 0.5,
+            "name": "jetpool-operator",
+            "error_cb": on_error,
+            "disconnected_cb": self._on_disconnected,
+        }
+        await nc.connect(**options)
 
     @staticmethod
     async def _on_error(exc: Exception) -> None:
