@@ -180,29 +180,47 @@ class PodRunner:
         return shutil.which(program) or program
 
     def _materialize_volumes(self, pod: Any, container: Any, poddir: Path) -> dict[str, Path]:
-        """Write secret/configMap volumes to files; returns mountPath -> local directory."""
+        """Write secret, configMap and projected volumes to files (``items`` honoured, as the
+        kubelet does); returns mountPath -> local directory."""
         volumes = {v.name: v for v in pod.spec.volumes or []}
         mounts: dict[str, Path] = {}
         for mount in container.volume_mounts or []:
             volume = volumes.get(mount.name)
-            if volume is None or (volume.secret is None and volume.config_map is None):
+            if volume is None:
+                continue
+            sources: list[tuple[str, str, Any]] = []
+            if volume.secret is not None:
+                sources.append(("secret", volume.secret.secret_name, volume.secret.items))
+            elif volume.config_map is not None:
+                sources.append(("configMap", volume.config_map.name, volume.config_map.items))
+            elif volume.projected is not None:
+                for source in volume.projected.sources or []:
+                    if source.secret is not None:
+                        sources.append(("secret", source.secret.name, source.secret.items))
+                    elif source.config_map is not None:
+                        cm = source.config_map
+                        sources.append(("configMap", cm.name, cm.items))
+            if not sources:
                 continue  # emptyDir and friends: the process simply uses the host path
             local = poddir / "volumes" / mount.name
             local.mkdir(parents=True, exist_ok=True)
-            if volume.secret is not None:
-                secret = self._core.read_namespaced_secret(
-                    volume.secret.secret_name, pod.metadata.namespace
-                )
-                for key, value in (secret.data or {}).items():
-                    (local / key).write_bytes(base64.b64decode(value))
-            elif volume.config_map is not None:
-                cm = self._core.read_namespaced_config_map(
-                    volume.config_map.name, pod.metadata.namespace
-                )
-                for key, value in (cm.data or {}).items():
-                    (local / key).write_text(value)
+            for kind, name, items in sources:
+                data = self._volume_data(kind, name, pod.metadata.namespace)
+                wanted = [(i.key, i.path) for i in items] if items else [(k, k) for k in data]
+                for key, path in wanted:
+                    target = local / path
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    target.touch(mode=0o600)
+                    target.write_bytes(data[key])
             mounts[mount.mount_path.rstrip("/")] = local
         return mounts
+
+    def _volume_data(self, kind: str, name: str, namespace: str) -> dict[str, bytes]:
+        if kind == "secret":
+            secret = self._core.read_namespaced_secret(name, namespace)
+            return {k: base64.b64decode(v) for k, v in (secret.data or {}).items()}
+        cm = self._core.read_namespaced_config_map(name, namespace)
+        return {k: str(v).encode() for k, v in (cm.data or {}).items()}
 
     def _container_env(self, pod: Any, container: Any, mounts: dict[str, Path]) -> dict[str, str]:
         env: dict[str, str] = {}

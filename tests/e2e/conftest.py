@@ -7,19 +7,30 @@
   (``e2e/testbed/pod_runner.py``).
 * ``kind``: a kind cluster prepared by ``e2e/kind/run.sh`` (operator installed by the chart,
   workers are real pods). ``JETPOOL_E2E_NATS_URL`` is the NATS URL pods use and
-  ``JETPOOL_E2E_NATS_TEST_URL`` the one this process uses (a port-forward).
+  ``JETPOOL_E2E_NATS_TEST_URL`` the one this process uses (a port-forward);
+  ``JETPOOL_E2E_NATS_CREDS`` and ``JETPOOL_E2E_NATS_CA``, when set, are the ``.creds`` file and
+  CA of a secured NATS (every pool then gets them through Secrets, see :class:`NatsEndpoint`).
+
+Locally the plain ``nats_server`` serves most tests (fast); ``secure_nats_endpoint`` is the
+secure one (TLS + JWT accounts, ``tests/conftest.py``).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import ssl
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import nats
 import pytest
+from nats.aio.client import Client as NATS
+from nats.js.kv import KeyValue
 
 from e2e.testbed.cluster import REPO, Cluster, eventually
+from e2e.testbed.nats_auth import NatsAuth
 from e2e.testbed.nats_server import NatsServer
 from e2e.testbed.operator_process import OperatorProcess
 from e2e.testbed.pod_runner import PodRunner
@@ -28,12 +39,70 @@ PROVIDER = os.environ.get("JETPOOL_E2E_PROVIDER", "local")
 CRDS = REPO / "crds"
 
 
+CREDS_SECRET = "jetpool-e2e-nats-creds"
+CA_SECRET = "jetpool-e2e-nats-ca"
+
+
 @dataclass(frozen=True)
 class NatsEndpoint:
+    """A NATS the suite runs pools against, plain or secured (credentials and/or CA)."""
+
     pod_url: str
     """URL in the WorkerPool spec (what the operator and the workers use)."""
     test_url: str
     """URL this test process uses to publish and inspect."""
+    creds_file: Path | None = None
+    """``.creds`` of the user this process and the pools use."""
+    ca_file: Path | None = None
+    """CA bundle (PEM) that signs the server's certificate."""
+
+    @property
+    def secure(self) -> bool:
+        return self.creds_file is not None or self.ca_file is not None
+
+    async def connect(self, **options: Any) -> NATS:
+        """A client connection as this test process (credentials and TLS included)."""
+        if self.creds_file is not None:
+            options.setdefault("user_credentials", str(self.creds_file))
+        if self.ca_file is not None:
+            options.setdefault("tls", ssl.create_default_context(cafile=str(self.ca_file)))
+        return await nats.connect(self.test_url, **options)
+
+    def pool_spec(self) -> dict[str, Any]:
+        """Spec fields that make a pool use this endpoint's credentials and CA Secrets
+        (:meth:`install_secrets` creates them); empty for a plain endpoint."""
+        block: dict[str, Any] = {}
+        if self.creds_file is not None:
+            block["credentialsSecret"] = {"name": CREDS_SECRET}
+        if self.ca_file is not None:
+            block["tls"] = {"ca": {"name": CA_SECRET, "key": "ca.crt"}}
+        return {"nats": block} if block else {}
+
+    def secrets(self) -> list[dict[str, Any]]:
+        out = []
+        if self.creds_file is not None:
+            out.append(secret(CREDS_SECRET, {"nats.creds": self.creds_file.read_text()}))
+        if self.ca_file is not None:
+            out.append(secret(CA_SECRET, {"ca.crt": self.ca_file.read_text()}))
+        return out
+
+    def install_secrets(self, cluster: Cluster, namespace: str) -> None:
+        for manifest in self.secrets():
+            cluster.apply(manifest, "-n", namespace)
+
+
+def secret(name: str, data: dict[str, str]) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "stringData": data}
+
+
+_SECURED: dict[str, NatsEndpoint] = {}
+"""pod URL -> secured endpoint: a pool pointed at one gets its Secrets (see pool_manifest)."""
+
+
+def _secured(endpoint: NatsEndpoint) -> NatsEndpoint:
+    if endpoint.secure:
+        _SECURED[endpoint.pod_url] = endpoint
+    return endpoint
 
 
 @pytest.fixture(scope="session")
@@ -60,10 +129,67 @@ def operator(cluster: Cluster, crds: None) -> Iterator[OperatorProcess | None]:
 @pytest.fixture(scope="session")
 def nats_endpoint(nats_server: NatsServer) -> NatsEndpoint:
     if PROVIDER != "local":
-        return NatsEndpoint(
-            os.environ["JETPOOL_E2E_NATS_URL"], os.environ["JETPOOL_E2E_NATS_TEST_URL"]
+        creds, ca = os.environ.get("JETPOOL_E2E_NATS_CREDS"), os.environ.get("JETPOOL_E2E_NATS_CA")
+        return _secured(
+            NatsEndpoint(
+                os.environ["JETPOOL_E2E_NATS_URL"],
+                os.environ["JETPOOL_E2E_NATS_TEST_URL"],
+                creds_file=Path(creds) if creds else None,
+                ca_file=Path(ca) if ca else None,
+            )
         )
     return NatsEndpoint(nats_server.url, nats_server.url)
+
+
+@pytest.fixture(scope="session")
+def secure_nats_endpoint(request: pytest.FixtureRequest) -> NatsEndpoint:
+    """NATS with TLS and JWT accounts: locally the secure test server (user ``default`` of
+    account ``tenant-a``); on kind the in-cluster NATS, when it is secured."""
+    if PROVIDER != "local":
+        endpoint: NatsEndpoint = request.getfixturevalue("nats_endpoint")
+        if not (endpoint.creds_file and endpoint.ca_file):
+            pytest.skip("the kind NATS has no credentials and TLS")
+        return endpoint
+    server: NatsServer = request.getfixturevalue("secure_nats_server")
+    auth: NatsAuth = request.getfixturevalue("nats_auth")
+    return _secured(
+        NatsEndpoint(
+            server.url,
+            server.url,
+            creds_file=auth.user("tenant-a").creds_file,
+            ca_file=auth.tls.ca_file,
+        )
+    )
+
+
+@pytest.fixture
+def namespace(namespace: str, cluster: Cluster, nats_endpoint: NatsEndpoint) -> str:
+    """The test's namespace, holding the Secrets the session's NATS asks for (if any)."""
+    nats_endpoint.install_secrets(cluster, namespace)
+    return namespace
+
+
+async def kv_record(endpoint: NatsEndpoint, namespace: str) -> AsyncIterator[KeyValue]:
+    """The KV bucket the e2e handler records completions in (and reads the FAIL switch from)."""
+    nc = await endpoint.connect()
+    kv = await nc.jetstream().create_key_value(bucket=f"e2e-{namespace}")
+    yield kv
+    await nc.jetstream().delete_key_value(f"e2e-{namespace}")
+    await nc.close()
+
+
+@pytest.fixture
+async def record(nats_endpoint: NatsEndpoint, namespace: str) -> AsyncIterator[KeyValue]:
+    async for kv in kv_record(nats_endpoint, namespace):
+        yield kv
+
+
+@pytest.fixture
+async def secure_record(
+    secure_nats_endpoint: NatsEndpoint, namespace: str
+) -> AsyncIterator[KeyValue]:
+    async for kv in kv_record(secure_nats_endpoint, namespace):
+        yield kv
 
 
 @pytest.fixture(scope="session")
@@ -83,14 +209,18 @@ def pod_runner(cluster: Cluster) -> Iterator[PodRunner | None]:
 def pool_manifest(
     name: str, nats_url: str, *, handler: str = "tests.e2e.handlers:record", **spec: Any
 ) -> dict[str, Any]:
-    """A WorkerPool with test-friendly defaults; keyword arguments override spec fields."""
+    """A WorkerPool with test-friendly defaults; keyword arguments override spec fields.
+
+    A pool pointed at a secured endpoint's URL gets its credentials and CA Secrets.
+    """
     body: dict[str, Any] = {
         "image": os.environ.get("JETPOOL_E2E_WORKER_IMAGE", "jetpool-worker:e2e"),
         "handler": handler,
         "nats": {"url": nats_url},
         "scaling": {"minReplicas": 1, "maxReplicas": 3, "pollIntervalSeconds": 1},
     }
-    for key, value in spec.items():
+    secured = _SECURED.get(nats_url)
+    for key, value in [*(secured.pool_spec() if secured else {}).items(), *spec.items()]:
         if isinstance(value, dict) and isinstance(body.get(key), dict):
             body[key] = {**body[key], **value}
         else:

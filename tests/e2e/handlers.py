@@ -2,7 +2,8 @@
 into the handler image by e2e/kind/handlers.Dockerfile).
 
 Completion and failure injection go through a NATS KV bucket (``JETPOOL_E2E_BUCKET``) on the
-pool's own NATS server, so the same tests work whether workers are local processes or pods:
+pool's own NATS server (with the worker's credentials and CA when the pool has them), so the
+same tests work whether workers are local processes or pods:
 
 * a finished task is recorded as key ``done.<task id>``; a task that finishes a second time
   (a redelivery after it had already run) also leaves ``again.<task id>``;
@@ -14,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import ssl
 
 import nats
 from nats.js.errors import KeyWrongLastSequenceError, NotFoundError
@@ -33,7 +35,14 @@ async def bucket() -> KeyValue:
     global _bucket  # noqa: PLW0603 - one connection per worker process
     async with _lock:
         if _bucket is None:
-            nc = await nats.connect(os.environ["JETPOOL_NATS_URL"])
+            # The worker's own NATS settings (credentials and CA mounted by the operator).
+            creds = os.environ.get("JETPOOL_NATS_CREDENTIALS_FILE") or None
+            ca = os.environ.get("JETPOOL_NATS_TLS_CA_FILE")
+            nc = await nats.connect(
+                os.environ["JETPOOL_NATS_URL"],
+                user_credentials=creds,
+                tls=ssl.create_default_context(cafile=ca) if ca else None,
+            )
             _bucket = await nc.jetstream().key_value(os.environ["JETPOOL_E2E_BUCKET"])
     return _bucket
 

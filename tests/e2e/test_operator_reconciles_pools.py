@@ -35,8 +35,8 @@ def deployment(cluster: Cluster, namespace: str, pool: str) -> dict[str, Any]:
     return cluster.get_json("deployment", f"{pool}-worker", "-n", namespace)
 
 
-async def stream_and_consumer(url: str, stream: str) -> tuple[Any, Any, Any]:
-    nc = await nats.connect(url)
+async def stream_and_consumer(endpoint: NatsEndpoint, stream: str) -> tuple[Any, Any, Any]:
+    nc = await endpoint.connect()
     try:
         js = nc.jetstream()
         return (
@@ -81,7 +81,7 @@ async def test_applying_a_pool_creates_its_deployment_stream_consumer_and_dead_l
         assert cluster.get_json(kind, "-n", namespace)["items"], f"no {kind}"
 
     stream = pool["status"]["nats"]["stream"]
-    info, consumer, dlq = await stream_and_consumer(nats_endpoint.test_url, stream)
+    info, consumer, dlq = await stream_and_consumer(nats_endpoint, stream)
     assert info.config.retention == "workqueue"
     assert info.config.subjects == [f"tasks.{namespace}.orders.>"]
     assert consumer.config.ack_wait == pytest.approx(40 + 30)
@@ -111,7 +111,7 @@ async def test_a_spec_change_rolls_out_the_template_and_updates_the_consumer(
         return image == "jetpool-worker:v2" and dep["status"].get("updatedReplicas") == 1
 
     eventually(rolled_out, what="new pod template rolled out")
-    _, consumer, _ = await stream_and_consumer(nats_endpoint.test_url, stream)
+    _, consumer, _ = await stream_and_consumer(nats_endpoint, stream)
     assert consumer.config.ack_wait == pytest.approx(90 + 30)
     pool = wait_for_condition(cluster, namespace, "rollout", "Ready", "True")
     assert pool["status"]["observedGeneration"] == 2
@@ -202,7 +202,7 @@ async def test_a_conflicting_existing_stream_is_reported_and_never_deleted(
     cluster: Cluster, namespace: str, operator: OperatorProcess, nats_endpoint: NatsEndpoint
 ) -> None:
     stream = f"preexisting-{namespace}"
-    nc = await nats.connect(nats_endpoint.test_url)
+    nc = await nats_endpoint.connect()
     js = nc.jetstream()
     await js.add_stream(name=stream, subjects=[f"legacy.{namespace}.>"])  # limits retention
     await js.publish(f"legacy.{namespace}.x", b"keep me")
@@ -303,7 +303,7 @@ async def test_pausing_scales_workers_to_zero_and_keeps_the_backlog(
     pool = wait_for_condition(cluster, namespace, "sleepy", "Ready", "True")
     stream = pool["status"]["nats"]["stream"]
     cluster.apply(pool_manifest("sleepy", nats_endpoint.pod_url, paused=True), "-n", namespace)
-    nc = await nats.connect(nats_endpoint.test_url)
+    nc = await nats_endpoint.connect()
     js = nc.jetstream()
     for i in range(5):
         await js.publish(f"tasks.{namespace}.sleepy.x", b"{}", headers={"Nats-Msg-Id": f"p{i}"})
@@ -331,7 +331,7 @@ async def test_deletion_policy_decides_whether_the_streams_outlive_the_pool(
     cleaned = wait_for_condition(cluster, namespace, "cleaner", "NatsReady", "True")
     cluster.kubectl("-n", namespace, "delete", "workerpool", "keeper", "cleaner")
 
-    nc = await nats.connect(nats_endpoint.test_url)
+    nc = await nats_endpoint.connect()
     js = nc.jetstream()
     assert await js.stream_info(kept["status"]["nats"]["stream"])
     assert await js.stream_info(kept["status"]["nats"]["deadLetterStream"])
@@ -379,7 +379,7 @@ async def test_a_task_the_server_stops_delivering_is_moved_to_the_dead_letter_st
     )
     pool = wait_for_condition(cluster, namespace, "stranded", "NatsReady", "True")
     stream, dlq = pool["status"]["nats"]["stream"], pool["status"]["nats"]["deadLetterStream"]
-    nc = await nats.connect(nats_endpoint.test_url)
+    nc = await nats_endpoint.connect()
     js = nc.jetstream()
     await js.publish(
         f"tasks.{namespace}.stranded.x",

@@ -11,11 +11,9 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
-import nats
 import pytest
 from nats.js.errors import NoKeysError, NotFoundError
 from nats.js.kv import KeyValue
@@ -27,16 +25,6 @@ from jetpool_protocol.envelope import task_headers
 from tests.e2e.conftest import NatsEndpoint, pool_manifest
 
 pytestmark = [pytest.mark.kube, pytest.mark.nats, pytest.mark.e2e]
-
-
-@pytest.fixture
-async def record(nats_endpoint: NatsEndpoint, namespace: str) -> AsyncIterator[KeyValue]:
-    """The KV bucket the e2e handler records completions in (and reads the FAIL switch from)."""
-    nc = await nats.connect(nats_endpoint.test_url)
-    kv = await nc.jetstream().create_key_value(bucket=f"e2e-{namespace}")
-    yield kv
-    await nc.jetstream().delete_key_value(f"e2e-{namespace}")
-    await nc.close()
 
 
 def worker_pool(name: str, nats_url: str, bucket: str, **spec: Any) -> dict[str, Any]:
@@ -51,8 +39,10 @@ def worker_pool(name: str, nats_url: str, bucket: str, **spec: Any) -> dict[str,
     )
 
 
-async def publish(url: str, subject: str, ids: list[str], payload: dict[str, Any]) -> None:
-    nc = await nats.connect(url)
+async def publish(
+    endpoint: NatsEndpoint, subject: str, ids: list[str], payload: dict[str, Any]
+) -> None:
+    nc = await endpoint.connect()
     js = nc.jetstream()
     body = json.dumps(payload).encode()
     now = datetime.now(UTC)
@@ -71,8 +61,8 @@ async def done(kv: KeyValue, prefix: str = "done.") -> set[str]:
     return {k.removeprefix(prefix) for k in keys if k.startswith(prefix)}
 
 
-async def dead_lettered(url: str, stream: str) -> set[str]:
-    nc = await nats.connect(url)
+async def dead_lettered(endpoint: NatsEndpoint, stream: str) -> set[str]:
+    nc = await endpoint.connect()
     js = nc.jetstream()
     ids: set[str] = set()
     info = await js.stream_info(stream)
@@ -137,7 +127,7 @@ async def test_a_burst_scales_workers_up_drains_the_backlog_and_scales_back_to_z
     )
     ids = [f"burst-{i}" for i in range(300)]
     published_at = time.monotonic()
-    await publish(nats_endpoint.test_url, f"tasks.{namespace}.burst.job", ids, {"sleep": 0.05})
+    await publish(nats_endpoint, f"tasks.{namespace}.burst.job", ids, {"sleep": 0.05})
 
     peak = eventually(
         lambda: (
@@ -209,7 +199,7 @@ async def test_failures_trip_the_breaker_everywhere_and_it_closes_when_they_stop
 
     await record.put("FAIL", b"1")
     ids = [f"fragile-{i}" for i in range(60)]
-    await publish(nats_endpoint.test_url, f"tasks.{namespace}.fragile.job", ids, {})
+    await publish(nats_endpoint, f"tasks.{namespace}.fragile.job", ids, {})
     eventually(
         lambda: status(cluster, namespace, "fragile")["circuitBreaker"]["state"] == "Open",
         timeout=60,
@@ -222,7 +212,7 @@ async def test_failures_trip_the_breaker_everywhere_and_it_closes_when_they_stop
     # The first second after the trip may still bring tasks from pull requests sent before it
     # (they expire after 0.5 s); openSeconds (10) outlasts the whole measurement.
     await asyncio.sleep(1)
-    nc = await nats.connect(nats_endpoint.test_url)
+    nc = await nats_endpoint.connect()
     js = nc.jetstream()
     before = (await js.consumer_info(stream, "workers")).delivered.consumer_seq
     await asyncio.sleep(3)
@@ -242,10 +232,10 @@ async def test_failures_trip_the_breaker_everywhere_and_it_closes_when_they_stop
     dlq = f"{stream}-dlq"
 
     async def accounted() -> bool:
-        return await done(record) | await dead_lettered(nats_endpoint.test_url, dlq) == set(ids)
+        return await done(record) | await dead_lettered(nats_endpoint, dlq) == set(ids)
 
     await wait_until(accounted, 90, "every task done or dead-lettered")
-    assert not await done(record) & await dead_lettered(nats_endpoint.test_url, dlq)
+    assert not await done(record) & await dead_lettered(nats_endpoint, dlq)
 
 
 @pytest.mark.usefixtures("operator")
@@ -271,7 +261,7 @@ async def test_the_reset_annotation_closes_an_open_breaker_at_once(
     eventually(lambda: running_workers(cluster, namespace, pod_runner) == 1, what="a worker")
     await record.put("FAIL", b"1")
     ids = [f"stuck-{i}" for i in range(20)]
-    await publish(nats_endpoint.test_url, f"tasks.{namespace}.stuck.job", ids, {})
+    await publish(nats_endpoint, f"tasks.{namespace}.stuck.job", ids, {})
     eventually(
         lambda: status(cluster, namespace, "stuck")["circuitBreaker"]["state"] == "Open",
         timeout=60,
