@@ -7,8 +7,10 @@ import asyncio
 import logging
 import os
 import random
+import socket
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 import kopf
 from prometheus_client import start_http_server
@@ -65,6 +67,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def peer_identity() -> str:
+    """This replica's name among peers, in kopf's own shape (``who@host/started/random``).
+
+    kopf's default asks ``getpass.getuser()``, which raises for a uid with no passwd entry: the
+    image's numeric non-root user (65532) has none, so the operator crashed at start in a pod.
+    """
+    started = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    suffix = "".join(random.choices("abcdefhijklmnopqrstuvwxyz0123456789", k=3))
+    return f"jetpool-operator@{socket.gethostname()}/{started}/{suffix}"
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     kopf.configure(
@@ -91,6 +104,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                 standalone=not peering,
                 peering_name=peering or None,
                 priority=args.priority,
+                # kopf types it as its private NewType Identity (a str).
+                identity=peer_identity(),  # type: ignore[arg-type]
             )
         )
     except KeyboardInterrupt:  # pragma: no cover - interactive stop
