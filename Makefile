@@ -10,6 +10,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 PYTEST_ARGS ?=
+KIND_PYTEST_ARGS ?=
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -41,7 +42,9 @@ lint: venv ## ruff + mypy
 	@$(BIN)/mypy
 	@$(BIN)/python -m jetpool_operator.api.crdgen --check
 
-test: venv testbed lint ## everything: lint, unit, real nats-server, real local cluster, e2e
+test: test-local e2e-kind ## everything: lint, unit, real nats-server, local cluster e2e, kind e2e
+
+test-local: venv testbed lint ## lint, unit, real nats-server, real local cluster, e2e (no Docker)
 	@$(BIN)/pytest $(PYTEST_ARGS)
 
 demo: venv testbed ## the local demo: cluster, NATS, operator, workers, a pool, a burst of tasks
@@ -50,8 +53,8 @@ demo: venv testbed ## the local demo: cluster, NATS, operator, workers, a pool, 
 demo-down: ## stop everything the demo started
 	@$(BIN)/python -m e2e.demo --down
 
-e2e-kind: venv ## the e2e suite on a kind cluster with real images (needs Docker + kind)
-	@e2e/kind/run.sh $(PYTEST_ARGS)
+e2e-kind: venv ## the e2e suite on kind: images, chart, real worker containers, secured NATS
+	@e2e/kind/run.sh $(KIND_PYTEST_ARGS)
 
 manifests: venv testbed ## regenerate manifests/base from the Helm chart
 	@$(BIN)/python manifests/generate.py
@@ -60,4 +63,4 @@ bench: venv ## run the benchmarks (ratios against in-run baselines)
 	@$(BIN)/python bench/worker_throughput.py
 	@$(BIN)/python bench/scaling.py
 
-.PHONY: help venv testbed cluster-up cluster-down crds lint test demo demo-down e2e-kind manifests bench
+.PHONY: help venv testbed cluster-up cluster-down crds lint test test-local demo demo-down e2e-kind manifests bench

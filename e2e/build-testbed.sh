@@ -3,11 +3,17 @@
 # kube-apiserver, kube-controller-manager, kube-scheduler (k8s.io/kubernetes), etcd
 # (go.etcd.io/etcd/server/v3), kwok + kwokctl and helm. Builds only what is missing.
 #
+# With the parts `node containerd kind pause` it also builds what a kind node image needs
+# (e2e/kind/node-image.sh): kubelet, kubeadm, kubectl and kube-proxy from the same
+# k8s.io/kubernetes module, containerd + its runc shim + ctr, the kind CLI and the static pause
+# binary (compiled from build/pause/linux/pause.c in the k8s module).
+#
 # k8s.io/kubernetes cannot be `go install`ed (its go.mod requires staging modules at v0.0.0
 # and maps them with local replaces), so each component is built inside a scratch main module
 # whose replace block is derived from the downloaded k8s go.mod.
 #
-# Usage: e2e/build-testbed.sh            -> prints the bin directory on the last line
+# Usage: e2e/build-testbed.sh [PART...]  -> prints the bin directory on the last line
+#        (parts: kubernetes etcd kwok helm [node containerd kind pause]; default: the first four)
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -17,15 +23,19 @@ source "$here/versions.env"
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=mod
 cache=${JETPOOL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/jetpool}
 bin="$cache/bin/k8s-$K8S_VERSION-etcd-$ETCD_VERSION-kwok-$KWOK_VERSION"
+# What only the kind node image needs has a directory of its own, named by its own versions.
+nodebin="$cache/bin/node-k8s-$K8S_VERSION-containerd-$CONTAINERD_VERSION-kind-$KIND_VERSION"
 src="$cache/gomod"
-mkdir -p "$bin" "$src"
+mkdir -p "$bin" "$nodebin" "$src"
 
 log() { printf '[build-testbed %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 
 have() { for b in "$@"; do [ -x "$bin/$b" ] || return 1; done; }
 
+k8s_commands=(kube-apiserver kube-controller-manager kube-scheduler)
+
 build_kubernetes() {
-  have kube-apiserver kube-controller-manager kube-scheduler && return 0
+  have "${k8s_commands[@]}" && return 0
   local w="$src/k8s-$K8S_VERSION" sv="v0.${K8S_VERSION#1.}" minor
   minor=$(echo "$K8S_VERSION" | cut -d. -f2)
   mkdir -p "$w" && cd "$w"
@@ -52,7 +62,7 @@ build_kubernetes() {
   local cv=k8s.io/component-base/version
   local ldf="-s -w -X $cv.gitVersion=v$K8S_VERSION -X $cv.gitMajor=1 -X $cv.gitMinor=$minor"
   ldf+=" -X $cv.gitTreeState=clean -X k8s.io/client-go/pkg/version.gitVersion=v$K8S_VERSION"
-  for cmd in kube-apiserver kube-controller-manager kube-scheduler; do
+  for cmd in "${k8s_commands[@]}"; do
     [ -x "$bin/$cmd" ] && continue
     log "building $cmd v$K8S_VERSION (cold: several minutes)"
     go build -trimpath -ldflags "$ldf" -o "$bin/$cmd.tmp" "k8s.io/kubernetes/cmd/$cmd"
@@ -88,7 +98,48 @@ build_helm() {
   GOBIN="$bin" go install -trimpath -ldflags '-s -w' "helm.sh/helm/v3/cmd/helm@v$HELM_VERSION"
 }
 
+build_node() {
+  # Same scratch module as build_kubernetes; kubectl's main is k8s.io/kubernetes/cmd/kubectl.
+  local testbed_bin=$bin
+  bin=$nodebin k8s_commands=(kubelet kubeadm kube-proxy kubectl)
+  build_kubernetes
+  bin=$testbed_bin k8s_commands=(kube-apiserver kube-controller-manager kube-scheduler)
+}
+
+build_containerd() {
+  bin=$nodebin have containerd containerd-shim-runc-v2 ctr && return 0
+  local m=github.com/containerd/containerd/v2
+  log "building containerd, containerd-shim-runc-v2 and ctr v$CONTAINERD_VERSION"
+  # The optional snapshotters kind never selects are left out, as kind's base image does.
+  GOBIN="$nodebin" go install -trimpath -tags 'no_aufs no_zfs no_btrfs no_devmapper' \
+    -ldflags "-s -w -X $m/version.Version=v$CONTAINERD_VERSION" \
+    "$m/cmd/containerd@v$CONTAINERD_VERSION" \
+    "$m/cmd/containerd-shim-runc-v2@v$CONTAINERD_VERSION" \
+    "$m/cmd/ctr@v$CONTAINERD_VERSION"
+}
+
+build_kind() {
+  bin=$nodebin have kind && return 0
+  log "building kind v$KIND_VERSION"
+  GOBIN="$nodebin" go install -trimpath -ldflags '-s -w' "sigs.k8s.io/kind@v$KIND_VERSION"
+}
+
+build_pause() {
+  bin=$nodebin have pause && return 0
+  local dir
+  dir=$(go mod download -json "k8s.io/kubernetes@v$K8S_VERSION" \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')
+  log "compiling the static pause binary from k8s.io/kubernetes v$K8S_VERSION"
+  cc -Os -Wall -Werror -static -DVERSION="v$K8S_VERSION-jetpool" \
+    -o "$nodebin/pause.tmp" "$dir/build/pause/linux/pause.c"
+  mv "$nodebin/pause.tmp" "$nodebin/pause"
+}
+
 want=${*:-kubernetes etcd kwok helm}
-for part in $want; do "build_$part"; done
-log "test bed binaries ready in $bin"
-echo "$bin"
+out=$bin
+for part in $want; do
+  "build_$part"
+  case $part in node | containerd | kind | pause) out=$nodebin ;; esac
+done
+log "binaries ready in $out"
+echo "$out"

@@ -66,7 +66,9 @@ async def dead_lettered(endpoint: NatsEndpoint, stream: str) -> set[str]:
     js = nc.jetstream()
     ids: set[str] = set()
     info = await js.stream_info(stream)
-    for seq in range(info.state.first_seq, info.state.last_seq + 1):
+    # An empty stream reports first_seq 0, and get_msg(0) is a bad request.
+    first = max(info.state.first_seq, 1)
+    for seq in range(first, info.state.last_seq + 1) if info.state.messages else ():
         try:
             msg = await js.get_msg(stream, seq)
         except NotFoundError:
