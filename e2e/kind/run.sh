@@ -111,6 +111,9 @@ node_image() {
     echo ""
   elif [ -n "${KIND_NODE_IMAGE:-}" ]; then
     echo "$KIND_NODE_IMAGE"
+  elif [ "$(id -u)" != 0 ]; then
+    log "not root: using kind's published node image (building one here needs debootstrap)"
+    echo ""
   else
     "$here/node-image.sh"
   fi

@@ -150,10 +150,12 @@ def test_a_deleted_or_edited_deployment_is_restored(
         ),
     )
 
+    wanted_image = cluster.get_json("workerpool", "drift", "-n", namespace)["spec"]["image"]
+
     def restored() -> bool:
         dep = deployment(cluster, namespace, "drift")
         image = dep["spec"]["template"]["spec"]["containers"][0]["image"]
-        return image == "jetpool-worker:e2e" and dep["spec"]["replicas"] == 1
+        return image == wanted_image and dep["spec"]["replicas"] == 1
 
     eventually(restored, what="edited Deployment restored")
 

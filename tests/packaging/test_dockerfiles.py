@@ -16,7 +16,11 @@ DOCKERFILES = {
     "operator": REPO / "operator" / "Dockerfile",
     "worker": REPO / "worker" / "Dockerfile",
 }
-ALL_DOCKERFILES = [*DOCKERFILES.values(), REPO / "e2e" / "kind" / "handlers.Dockerfile"]
+ALL_DOCKERFILES = [
+    *DOCKERFILES.values(),
+    REPO / "e2e" / "kind" / "handlers.Dockerfile",
+    REPO / "e2e" / "kind" / "nats.Dockerfile",
+]
 HADOLINT = Path(sys.executable).parent / "hadolint"
 SCRIPTS = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
 
