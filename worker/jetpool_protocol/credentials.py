@@ -192,6 +192,18 @@ def _b64url(part: str) -> bytes:
     return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
 
 
+def _json_object(part: str, what: str) -> dict[str, Any]:
+    """One base64url JSON object of a JWT (``what``: header or claims), or why it is not."""
+    verb = "are" if what == "claims" else "is"
+    try:
+        value = json.loads(_b64url(part))
+    except (ValueError, RecursionError) as exc:
+        raise CredentialsError(f"the user JWT {what} {verb} not base64url-encoded JSON") from exc
+    if not isinstance(value, dict):
+        raise CredentialsError(f"the user JWT {what} {verb} not a JSON object")
+    return value
+
+
 def _decode_jwt(jwt: str) -> dict[str, Any]:
     parts = jwt.split(".")
     if len(parts) != 3 or not all(parts):
@@ -199,23 +211,13 @@ def _decode_jwt(jwt: str) -> dict[str, Any]:
             f"the user JWT is not a JWT: expected 3 base64url parts separated by '.', "
             f"found {len([p for p in parts if p])}"
         )
-    try:
-        header = json.loads(_b64url(parts[0]))
-    except (ValueError, RecursionError) as exc:
-        raise CredentialsError("the user JWT header is not base64url-encoded JSON") from exc
-    if not isinstance(header, dict):
-        raise CredentialsError("the user JWT header is not a JSON object")
+    header = _json_object(parts[0], "header")
     alg = str(header.get("alg", "")).lower()
     if alg not in JWT_ALGORITHMS:
         raise CredentialsError(
             f"the user JWT is signed with alg {header.get('alg')!r}; NATS JWTs use ed25519-nkey"
         )
-    try:
-        claims = json.loads(_b64url(parts[1]))
-    except (ValueError, RecursionError) as exc:
-        raise CredentialsError("the user JWT claims are not base64url-encoded JSON") from exc
-    if not isinstance(claims, dict):
-        raise CredentialsError("the user JWT claims are not a JSON object")
+    claims = _json_object(parts[1], "claims")
     nats = claims.get("nats")
     # v2 keeps the type under "nats"; v1 had it at the top level.
     kind = nats.get("type") if isinstance(nats, dict) and "type" in nats else claims.get("type")
