@@ -30,6 +30,7 @@ from jetpool_operator.adapters.nats import (
     ConsumerBacklog,
     InvalidTlsMaterial,
     NatsConnections,
+    NotOwner,
     ResourceConflict,
     StrandedTaskTarget,
     ensure_plan,
@@ -40,7 +41,7 @@ from jetpool_operator.api.v1alpha1 import (
     ConditionStatus,
     WorkerPoolSpec,
 )
-from jetpool_operator.core import autoscaler, circuit_breaker, health, nats_resources
+from jetpool_operator.core import autoscaler, circuit_breaker, health, nats_resources, tenancy
 from jetpool_operator.core.children import (
     INPUT_HASH_ANNOTATION,
     PoolRef,
@@ -360,8 +361,15 @@ async def reconcile(
         invalid["conditions"] = [c.model_dump(mode="json", by_alias=True) for c in conditions]
         return await _write_status(rt, pool, old_status, invalid, 5.0)
 
-    ref = PoolRef(name=pool.name, namespace=pool.namespace, uid=str(meta.get("uid", "")))
-    plan = nats_resources.plan(pool.namespace, pool.name, spec)
+    ref = PoolRef(
+        name=pool.name,
+        namespace=pool.namespace,
+        uid=str(meta.get("uid", "")),
+        recorded_stream=(old_status.get("nats") or {}).get("stream"),
+    )
+    plan = nats_resources.plan(
+        pool.namespace, pool.name, spec, uid=ref.uid, recorded_stream=ref.recorded_stream
+    )
 
     # -- NATS: resources and observations ------------------------------------------------------
     observed = await _sync_nats(rt, pool, spec, plan, post_event, mono)
@@ -401,7 +409,8 @@ async def reconcile(
             in_flight=stats.in_flight,
             error_rate=window_rate,
             breaker=breaker.state,
-            paused=spec.paused,
+            # A pool refused by the isolation rules runs no workers against what is not its own.
+            paused=spec.paused or observed.refused,
         ),
         pool.scaler_memory,
         now,
@@ -494,6 +503,8 @@ class NatsObservation:
     dead_letters: int | None
     key: ConnectionKey | None
     problem: tuple[str, str] | None
+    refused: bool = False
+    """The isolation rules stopped the pool (:mod:`~jetpool_operator.core.tenancy`)."""
 
 
 async def _sync_nats(
@@ -505,6 +516,10 @@ async def _sync_nats(
     mono: float,
 ) -> NatsObservation:
     """Ensure the pool's JetStream resources, then read its backlog and dead-letter count."""
+    subjects = tenancy.subjects_verdict(pool.namespace, plan.names.subjects)
+    if not subjects.allowed:
+        pool.nats_plan = None
+        return NatsObservation(None, None, None, (subjects.reason, subjects.message), True)
     try:
         key = await connection_key(rt, pool.namespace, spec)
     except CredentialsError as exc:
@@ -524,6 +539,9 @@ async def _sync_nats(
             await _watch_stranded_tasks(rt, pool, key, plan, post_event)
             backlog = await rt.nats.consumer_backlog(key, plan.names.stream, plan.names.consumer)
             dead_letters = await rt.nats.stream_messages(key, plan.names.dead_letter_stream)
+    except NotOwner as exc:
+        pool.nats_plan = None
+        return NatsObservation(None, None, key, (exc.reason, str(exc)), True)
     except ResourceConflict as exc:
         pool.nats_plan = None
         conflict = Reason.CONSUMER_CONFLICT if "consumer" in str(exc) else Reason.STREAM_CONFLICT

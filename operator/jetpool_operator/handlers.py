@@ -29,6 +29,7 @@ from jetpool_operator.controller import (
 )
 from jetpool_operator.core.children import LABEL_MANAGED_BY, MANAGER
 from jetpool_operator.core.nats_resources import resolve_names
+from jetpool_operator.core.tenancy import Owner
 
 log = logging.getLogger(__name__)
 
@@ -176,9 +177,17 @@ async def _sleep_or_wake(wake: asyncio.Event, stopped: kopf.DaemonStopped, secon
     timeout=600,
 )
 async def delete_pool_streams(
-    *, namespace: str | None, name: str, spec: kopf.Spec, memo: kopf.Memo, **_: Any
+    *,
+    namespace: str | None,
+    name: str,
+    spec: kopf.Spec,
+    status: kopf.Status,
+    uid: str | None,
+    memo: kopf.Memo,
+    **_: Any,
 ) -> None:
-    """deletionPolicy Delete: remove the task and dead-letter streams with their messages.
+    """deletionPolicy Delete: remove the task and dead-letter streams with their messages,
+    only those whose metadata names this pool (UID included); others are kept and logged.
 
     Retried while NATS is unreachable (at most 30 times / 10 minutes); a spec or Secret that
     can never work fails permanently, so the pool (and its namespace) is never stuck deleting.
@@ -190,14 +199,19 @@ async def delete_pool_streams(
         key = await connection_key(runtime, namespace, parsed)
     except (ValueError, CredentialsError) as exc:
         raise kopf.PermanentError(f"cannot delete the pool's streams: {exc}") from exc
-    names = resolve_names(namespace, name, parsed)
+    recorded = (status.get("nats") or {}).get("stream")
+    names = resolve_names(namespace, name, parsed, recorded)
     try:
-        deleted = await delete_streams(
-            await runtime.nats.get(key), [names.stream, names.dead_letter_stream]
+        result = await delete_streams(
+            await runtime.nats.get(key),
+            [names.stream, names.dead_letter_stream],
+            Owner(namespace, name, uid or ""),
         )
     except (nats.errors.Error, OSError, TimeoutError) as exc:
         raise kopf.TemporaryError(f"cannot reach NATS to delete streams: {exc}", delay=10) from exc
-    log.info("deleted streams %s of %s/%s", deleted, namespace, name)
+    log.info("deleted streams %s of %s/%s", result.deleted, namespace, name)
+    for kept in result.kept:
+        log.warning("%s/%s: %s", namespace, name, kept)
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)

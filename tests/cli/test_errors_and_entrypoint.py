@@ -38,7 +38,7 @@ async def test_a_missing_dead_letter_stream_names_the_stream(nats_server: NatsSe
     )
     assert code == 1
     assert err == (
-        "jetpool: error: stream 'jetpool-nope-absent-dlq' not found (dead-letter stream)\n"
+        "jetpool: error: stream 'jetpool-nope_absent-tasks-dlq' not found (dead-letter stream)\n"
     )
 
 
@@ -107,5 +107,6 @@ async def test_the_installed_console_script_publishes_and_reports_errors(pool: P
     code, out, err = await _script("dlq", "stats", "-n", "nope", "-p", "absent", env=env)
     assert code == 1
     assert (
-        err == "jetpool: error: stream 'jetpool-nope-absent-dlq' not found (dead-letter stream)\n"
+        err
+        == "jetpool: error: stream 'jetpool-nope_absent-tasks-dlq' not found (dead-letter stream)\n"
     )

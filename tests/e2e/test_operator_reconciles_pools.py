@@ -209,7 +209,11 @@ async def test_a_conflicting_existing_stream_is_reported_and_never_deleted(
     await js.add_stream(name=stream, subjects=[f"legacy.{namespace}.>"])  # limits retention
     await js.publish(f"legacy.{namespace}.x", b"keep me")
     cluster.apply(
-        pool_manifest("clash", nats_endpoint.pod_url, nats={"stream": stream}), "-n", namespace
+        pool_manifest(
+            "clash", nats_endpoint.pod_url, nats={"stream": stream, "adoptExisting": True}
+        ),
+        "-n",
+        namespace,
     )
     pool = wait_for_condition(cluster, namespace, "clash", "NatsReady", "False")
     nats_ready = condition(pool, "NatsReady")

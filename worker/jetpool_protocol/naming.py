@@ -2,10 +2,20 @@
 
 Stream and consumer names may not contain ``.``, ``*``, ``>`` or whitespace, while
 Kubernetes names may contain ``.``; every derived name goes through :func:`nats_token`.
+
+Default names are injective over valid (namespace, pool) pairs, so two pools never share a
+stream, subject space, stats subject or control key. The argument: a namespace is a DNS-1123
+label (``[a-z0-9-]``), a pool a DNS-1123 subdomain (``[a-z0-9.-]``, no ``..``, no leading or
+trailing ``.``/``-``). :func:`nats_token` maps only ``.`` to ``_``, a character neither name can
+hold, so it is injective on both; in the stream name ``jetpool-<ns>_<pool>-tasks`` the first
+``_`` ends the namespace, every task stream ends in ``-tasks`` and every dead-letter stream in
+``-tasks-dlq``, and ``__`` (which no token can contain) marks the hashed form of names that
+would exceed JetStream's 255 characters.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 
@@ -19,6 +29,14 @@ DLQ_SUBJECT_PREFIX = "jetpool.dlq"
 """Dead letters go to ``<prefix>.<ns>.<pool>.<reason>.<error_type>``."""
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+
+MAX_STREAM_NAME = 255
+"""nats-server: 'stream name is too long, maximum allowed is 255'."""
+STREAM_PREFIX = "jetpool-"
+STREAM_SUFFIX = "-tasks"
+DLQ_SUFFIX = "-dlq"
+_HASH_CHARS = 32
+"""128 bits of SHA-256 for names too long to spell out."""
 
 
 def nats_token(value: str) -> str:
@@ -36,6 +54,20 @@ class PoolNames:
 
     @property
     def stream(self) -> str:
+        """``jetpool-<ns>_<pool>-tasks``; pairs too long for JetStream keep a prefix plus
+        ``__<hash>``. The fixed ``-tasks`` ending keeps ``<stream>-dlq`` from ever being
+        another pool's task stream (a pool may be called ``x-dlq``)."""
+        full = f"{STREAM_PREFIX}{nats_token(self.namespace)}_{nats_token(self.pool)}"
+        if len(full) + len(STREAM_SUFFIX) + len(DLQ_SUFFIX) <= MAX_STREAM_NAME:
+            return f"{full}{STREAM_SUFFIX}"
+        digest = hashlib.sha256(f"{self.namespace}/{self.pool}".encode()).hexdigest()
+        keep = MAX_STREAM_NAME - len(DLQ_SUFFIX) - len(STREAM_SUFFIX) - 2 - _HASH_CHARS
+        return f"{full[:keep]}__{digest[:_HASH_CHARS]}{STREAM_SUFFIX}"
+
+    @property
+    def legacy_stream(self) -> str:
+        """The default of earlier jetpool versions (``jetpool-<ns>-<pool>``, not injective:
+        ``a-b``/``c`` and ``a``/``b-c`` shared it); kept for pools whose status records it."""
         return nats_token(f"jetpool-{self.namespace}-{self.pool}")
 
     @property
@@ -44,7 +76,12 @@ class PoolNames:
 
     @property
     def dead_letter_stream(self) -> str:
-        return f"{self.stream}-dlq"
+        return f"{self.stream}{DLQ_SUFFIX}"
+
+    @property
+    def subject_space(self) -> str:
+        """Every task subject of the namespace's pools starts with this (``tasks.<ns>.``)."""
+        return f"tasks.{nats_token(self.namespace)}."
 
     @property
     def default_subjects(self) -> list[str]:

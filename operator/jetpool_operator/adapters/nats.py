@@ -32,6 +32,7 @@ from nats.js.errors import BucketNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
 from jetpool_operator.core import nats_resources as nr
+from jetpool_operator.core import tenancy
 from jetpool_protocol import headers as h
 from jetpool_protocol.control import ControlState
 from jetpool_protocol.dead_letter import DeadLetterReason, DeadLetterRecord
@@ -293,6 +294,7 @@ def _to_nats_stream(config: nr.StreamConfig) -> api.StreamConfig:
         duplicate_window=config.duplicate_window_seconds,
         num_replicas=config.replicas,
         description=config.description or None,
+        metadata=dict(config.metadata) or None,
     )
 
 
@@ -313,6 +315,7 @@ def _from_nats_stream(config: api.StreamConfig) -> nr.StreamConfig:
         duplicate_window_seconds=float(config.duplicate_window or 0.0),
         replicas=int(config.num_replicas or 1),
         description=config.description or "",
+        metadata=tenancy.owner_metadata(config.metadata),
     )
 
 
@@ -330,6 +333,7 @@ def _to_nats_consumer(config: nr.ConsumerConfig) -> api.ConsumerConfig:
         filter_subject=subjects[0] if len(subjects) == 1 else None,
         filter_subjects=subjects if len(subjects) > 1 else None,
         description=config.description or None,
+        metadata=dict(config.metadata) or None,
     )
 
 
@@ -350,6 +354,7 @@ def _from_nats_consumer(stream: str, config: api.ConsumerConfig) -> nr.ConsumerC
         ),
         max_waiting=int(config.max_waiting or nr.MAX_WAITING_PULLS),
         description=config.description or "",
+        metadata=tenancy.owner_metadata(config.metadata),
     )
 
 
@@ -368,18 +373,48 @@ class ResourceConflict(Exception):
     """An existing stream/consumer cannot be brought to the pool's spec without deleting it."""
 
 
+class NotOwner(Exception):
+    """A stream or consumer the pool would use belongs to another pool or to nobody; nothing
+    was changed. ``reason`` is the NatsReady reason (:class:`tenancy.Refusal`)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def _refuse(verdicts: Iterable[tenancy.Verdict]) -> None:
+    refused = [v for v in verdicts if not v.allowed]
+    if refused:
+        raise NotOwner(refused[0].reason, "; ".join(v.message for v in refused))
+
+
 async def ensure_plan(nc: NATS, plan: nr.NatsPlan) -> list[EnsureOutcome]:
     """Create or update the task stream, dead-letter stream and consumer; never delete.
 
+    Ownership comes first: :class:`NotOwner` is raised before anything is changed when a
+    stream or the consumer exists and is not the pool's (see :func:`tenancy.judge_claim`).
     Raises :class:`ResourceConflict` (after handling what it could) when something exists in
     an incompatible shape; the message says what differs and what the user can do.
     """
     js = nc.jetstream(timeout=REQUEST_TIMEOUT_SECONDS)
     outcomes: list[EnsureOutcome] = []
-    for desired in (plan.task_stream, plan.dead_letter_stream):
+    streams = (plan.task_stream, plan.dead_letter_stream)
+    observed: dict[str, api.StreamInfo | None] = {}
+    for desired in streams:
         try:
-            info = await js.stream_info(desired.name)
+            observed[desired.name] = await js.stream_info(desired.name)
         except NotFoundError:
+            observed[desired.name] = None
+    _refuse(
+        tenancy.judge_claim(
+            "stream", name, plan.owner, info.config.metadata, adopt_existing=plan.adopt_existing
+        )
+        for name, info in observed.items()
+        if info is not None
+    )
+    for desired in streams:
+        info = observed[desired.name]
+        if info is None:
             await js.add_stream(_to_nats_stream(desired))
             outcomes.append(EnsureOutcome("stream", desired.name, "created"))
             continue
@@ -398,6 +433,17 @@ async def ensure_plan(nc: NATS, plan: nr.NatsPlan) -> list[EnsureOutcome]:
         await js.add_consumer(consumer.stream, _to_nats_consumer(consumer))
         outcomes.append(EnsureOutcome("consumer", consumer.durable_name, "created"))
     else:
+        _refuse(
+            [
+                tenancy.judge_claim(
+                    "consumer",
+                    f"{consumer.stream}/{consumer.durable_name}",
+                    plan.owner,
+                    cinfo.config.metadata,
+                    adopt_existing=plan.adopt_existing,
+                )
+            ]
+        )
         outcomes.append(
             await _reconcile(
                 "consumer",
@@ -425,17 +471,30 @@ async def _reconcile(
     return EnsureOutcome(kind, name, "updated", changed)
 
 
-async def delete_streams(nc: NATS, streams: Iterable[str]) -> list[str]:
-    """Delete streams (deletionPolicy Delete); returns those that existed."""
+@dataclass(frozen=True, slots=True)
+class Deletion:
+    deleted: list[str]
+    kept: list[str]
+    """Why each stream that exists but is not the pool's own was left alone."""
+
+
+async def delete_streams(nc: NATS, streams: Iterable[str], owner: tenancy.Owner) -> Deletion:
+    """Delete the pool's streams (deletionPolicy Delete), only those it owns
+    (:func:`tenancy.judge_delete`); absent streams are neither."""
     js = nc.jetstream(timeout=REQUEST_TIMEOUT_SECONDS)
-    deleted = []
+    result = Deletion([], [])
     for name in streams:
         try:
+            info = await js.stream_info(name)
+            verdict = tenancy.judge_delete("stream", name, owner, info.config.metadata)
+            if not verdict.allowed:
+                result.kept.append(verdict.message)
+                continue
             await js.delete_stream(name)
-            deleted.append(name)
+            result.deleted.append(name)
         except NotFoundError:
             pass
-    return deleted
+    return result
 
 
 # --- safety net: tasks the server stopped delivering ------------------------------------------

@@ -14,6 +14,7 @@ creates the Deployment, and the operator never has to track upstream API changes
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -222,10 +223,20 @@ _CONSUMER_IMMUTABLE = _rule(
 )
 
 
+SUBJECT_IN_A_NAMESPACE = r"^tasks\.[a-z0-9]([-a-z0-9]*[a-z0-9])?\.\S+$"
+"""tasks.<a literal namespace>.<more>: the namespace itself is checked by the operator."""
+_SUBJECTS_IN_TASKS_SPACE = _rule(
+    "!has(self.subjects) || self.subjects.all(s, s.matches("
+    f"'{SUBJECT_IN_A_NAMESPACE.replace(chr(92), chr(92) * 2)}'))",
+    "nats.subjects must each start with tasks.<namespace>. (the pool's own namespace): a bare"
+    " '>', '$' system subjects or a wildcard namespace would reach other tenants",
+)
+
+
 class NatsSpec(ApiModel):
     """Where tasks come from: the NATS server, the task stream and the durable consumer."""
 
-    model_config = _cel(_STREAM_IMMUTABLE, _CONSUMER_IMMUTABLE)
+    model_config = _cel(_STREAM_IMMUTABLE, _CONSUMER_IMMUTABLE, _SUBJECTS_IN_TASKS_SPACE)
 
     url: str = Field(
         min_length=1,
@@ -242,15 +253,36 @@ class NatsSpec(ApiModel):
     stream: NatsName | None = Field(
         None,
         description=(
-            "Task stream name. Default: jetpool-<namespace>-<pool>. Immutable. If the stream "
-            "exists it is adopted, and its retention must be WorkQueue."
+            "Task stream name. Default: jetpool-<namespace>_<pool>-tasks. Immutable. A stream "
+            "of another pool is never used; an existing stream no pool owns only with "
+            "adoptExisting. Its retention must be WorkQueue."
         ),
     )
-    subjects: list[Annotated[str, StringConstraints(min_length=1, pattern=NATS_SUBJECT)]] = Field(
+    adopt_existing: bool = Field(
+        False,
+        description=(
+            "Adopt a task stream, dead-letter stream or consumer that exists but no WorkerPool "
+            "owns (made by hand or by an earlier jetpool version): the operator stamps it with "
+            "this pool as owner. Never adopts another pool's resources."
+        ),
+    )
+    subjects: list[
+        Annotated[str, StringConstraints(min_length=1, max_length=512, pattern=NATS_SUBJECT)]
+    ] = Field(
         default_factory=list,
         max_length=64,
-        description="Subjects the task stream captures. Empty: tasks.<namespace>.<pool>.>",
+        description=(
+            "Subjects the task stream captures, each under tasks.<namespace>. of the pool's "
+            "namespace. Empty: tasks.<namespace>.<pool>.>"
+        ),
     )
+
+    @model_validator(mode="after")
+    def _subjects_in_tasks_space(self) -> NatsSpec:
+        if not all(re.fullmatch(SUBJECT_IN_A_NAMESPACE, s) for s in self.subjects):
+            raise ValueError(_SUBJECTS_IN_TASKS_SPACE["message"])
+        return self
+
     consumer: NatsName = Field(
         "workers", description="Durable pull consumer the workers share. Immutable."
     )

@@ -53,6 +53,9 @@ class PoolRef:
     name: str
     namespace: str
     uid: str
+    recorded_stream: str | None = None
+    """``status.nats.stream``: a pool that recorded the default of earlier jetpool versions
+    keeps it (:func:`~jetpool_operator.core.nats_resources.default_stream`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,7 +226,7 @@ def _path(files: dict[str, _SecretFile], role: str) -> str | None:
 
 def worker_settings(pool: PoolRef, spec: WorkerPoolSpec) -> WorkerSettings:
     """The worker's whole configuration (the protocol's env contract) for this pool."""
-    names = resolve_names(pool.namespace, pool.name, spec)
+    names = resolve_names(pool.namespace, pool.name, spec, pool.recorded_stream)
     files = _secret_files(spec)
     backoff = spec.retry.backoff
     return WorkerSettings(

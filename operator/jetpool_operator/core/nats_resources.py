@@ -16,6 +16,7 @@ from dataclasses import dataclass, fields
 from enum import StrEnum
 
 from jetpool_operator.api.v1alpha1 import WorkerPoolSpec
+from jetpool_operator.core.tenancy import Owner
 from jetpool_protocol.naming import PoolNames
 
 ACK_WAIT_MARGIN_SECONDS = 30.0
@@ -76,6 +77,8 @@ class StreamConfig:
     duplicate_window_seconds: float = 120.0
     replicas: int = 1
     description: str = ""
+    metadata: tuple[tuple[str, str], ...] = ()
+    """Owner keys only (:mod:`~jetpool_operator.core.tenancy`); JetStream updates it in place."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +93,7 @@ class ConsumerConfig:
     deliver_policy: DeliverPolicy = DeliverPolicy.ALL
     max_waiting: int = MAX_WAITING_PULLS
     description: str = ""
+    metadata: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,11 +115,23 @@ class NatsPlan:
     task_stream: StreamConfig
     consumer: ConsumerConfig
     dead_letter_stream: StreamConfig
+    owner: Owner
+    adopt_existing: bool = False
 
 
-def resolve_names(namespace: str, pool: str, spec: WorkerPoolSpec) -> ResolvedNames:
+def default_stream(namespace: str, pool: str, recorded: str | None = None) -> str:
+    """The pool's default task stream. A pool whose status already records the default of
+    earlier jetpool versions keeps it: renaming would strand the tasks in the old stream."""
     defaults = PoolNames(namespace=namespace, pool=pool)
-    stream = spec.nats.stream or defaults.stream
+    return recorded if recorded == defaults.legacy_stream else defaults.stream
+
+
+def resolve_names(
+    namespace: str, pool: str, spec: WorkerPoolSpec, recorded_stream: str | None = None
+) -> ResolvedNames:
+    """``recorded_stream`` is ``status.nats.stream``, which only matters for legacy names."""
+    defaults = PoolNames(namespace=namespace, pool=pool)
+    stream = spec.nats.stream or default_stream(namespace, pool, recorded_stream)
     return ResolvedNames(
         stream=stream,
         subjects=tuple(spec.nats.subjects or defaults.default_subjects),
@@ -144,9 +160,19 @@ def _limit(value: int) -> int:
     return value if value > 0 else UNLIMITED
 
 
-def plan(namespace: str, pool: str, spec: WorkerPoolSpec) -> NatsPlan:
-    """The desired task stream, durable consumer and dead-letter stream of one pool."""
-    names = resolve_names(namespace, pool, spec)
+def plan(
+    namespace: str,
+    pool: str,
+    spec: WorkerPoolSpec,
+    *,
+    uid: str = "",
+    recorded_stream: str | None = None,
+) -> NatsPlan:
+    """The desired task stream, durable consumer and dead-letter stream of one pool, each
+    stamped with the pool as owner."""
+    names = resolve_names(namespace, pool, spec, recorded_stream)
+    stamp = Owner(namespace, pool, uid)
+    metadata = stamp.metadata()
     owner = f"jetpool WorkerPool {namespace}/{pool}"
     task_stream = StreamConfig(
         name=names.stream,
@@ -160,6 +186,7 @@ def plan(namespace: str, pool: str, spec: WorkerPoolSpec) -> NatsPlan:
         duplicate_window_seconds=float(spec.nats.duplicate_window_seconds),
         replicas=spec.nats.replicas,
         description=f"tasks of {owner}",
+        metadata=metadata,
     )
     consumer = ConsumerConfig(
         stream=names.stream,
@@ -169,6 +196,7 @@ def plan(namespace: str, pool: str, spec: WorkerPoolSpec) -> NatsPlan:
         max_deliver=spec.retry.max_attempts + MAX_DELIVER_MARGIN,
         max_ack_pending=max_ack_pending(spec),
         description=f"workers of {owner}",
+        metadata=metadata,
     )
     dead_letters = StreamConfig(
         name=names.dead_letter_stream,
@@ -181,8 +209,9 @@ def plan(namespace: str, pool: str, spec: WorkerPoolSpec) -> NatsPlan:
         duplicate_window_seconds=float(spec.nats.duplicate_window_seconds),
         replicas=spec.nats.replicas,
         description=f"dead letters of {owner}",
+        metadata=metadata,
     )
-    return NatsPlan(names, task_stream, consumer, dead_letters)
+    return NatsPlan(names, task_stream, consumer, dead_letters, stamp, spec.nats.adopt_existing)
 
 
 # --- reconciling existing resources ----------------------------------------------------------

@@ -12,7 +12,8 @@ from jetpool_operator.api.v1alpha1 import WorkerPoolSpec
 
 from .schema_walk import at, nodes, root_schema
 
-_REF = re.compile(r"\b(?:self|oldSelf)((?:\.[A-Za-z_]\w*)+)")
+_REF = re.compile(r"\b(?:self|oldSelf)((?:\.[A-Za-z_]\w*(?!\w|\())+)")
+"""Field paths read from self/oldSelf; a trailing ``.all(`` style call is a macro, not a field."""
 _HAS = re.compile(r"has\((?:self|oldSelf)((?:\.[A-Za-z_]\w*)+)\)")
 
 
@@ -31,7 +32,7 @@ def _minimal(**spec: Any) -> dict[str, Any]:
 def test_rules_sit_on_the_objects_whose_fields_they_compare() -> None:
     assert {path: len(rules) for path, rules in _rules().items()} == {
         ".spec": 2,
-        ".spec.nats": 2,
+        ".spec.nats": 3,
         ".spec.nats.tls": 2,
         ".spec.retry.backoff": 1,
         ".spec.scaling": 1,
@@ -136,6 +137,15 @@ BAD_SPECS = [
         "deadLetter.stream must differ from nats.stream",
         id="dlq-is-task-stream",
     ),
+    *(
+        pytest.param(
+            _minimal(nats={"url": "nats://n", "subjects": ["tasks.team-a.ok.>", subject]}),
+            "nats.subjects must each start with tasks.<namespace>. (the pool's own namespace): "
+            "a bare '>', '$' system subjects or a wildcard namespace would reach other tenants",
+            id=f"subject-{subject}",
+        )
+        for subject in (">", "$JS.API.>", "$SYS.>", "tasks.>", "tasks.*.x", "orders.>", "tasks.a")
+    ),
 ]
 
 
@@ -147,6 +157,23 @@ def test_models_reject_what_the_cel_rules_reject_with_the_same_message(
     assert message in cel_messages
     with pytest.raises(ValidationError, match=re.escape(message)):
         WorkerPoolSpec.model_validate(spec)
+
+
+def _subjects_rule() -> dict[str, Any]:
+    return next(r for r in _rules()[".spec.nats"] if "subjects" in r["rule"])
+
+
+@pytest.mark.parametrize(
+    "subject", ["tasks.team-a.thumbs.>", "tasks.a.b", "tasks.a.*.x", "tasks.a.>", "tasks.a.$x"]
+)
+def test_subjects_under_a_literal_namespace_pass_the_subjects_rule(subject: str) -> None:
+    pattern = _subjects_rule()["rule"].split("matches('")[1].split("')")[0]
+    assert re.fullmatch(pattern.replace("\\\\", "\\"), subject)
+    WorkerPoolSpec.model_validate(_minimal(nats={"url": "nats://n", "subjects": [subject]}))
+
+
+def test_the_subjects_rule_tolerates_an_absent_subjects_list() -> None:
+    assert _subjects_rule()["rule"].startswith("!has(self.subjects) || ")
 
 
 def test_every_non_transition_rule_has_a_mirrored_bad_spec() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from decimal import Decimal
 from typing import Any
@@ -140,6 +141,16 @@ class TestWorkerEnvironment:
         assert parsed.non_retryable == ("ValueError", "app.Fatal")
         assert parsed.require_signed is True
 
+    def test_a_pool_that_recorded_the_legacy_default_stream_keeps_it(self) -> None:
+        legacy = dataclasses.replace(POOL, recorded_stream="jetpool-media-resize-images")
+        settings = worker_settings(legacy, spec())
+        assert settings.stream == "jetpool-media-resize-images"
+        assert settings.dead_letter_stream == "jetpool-media-resize-images-dlq"
+
+    def test_a_recorded_stream_that_is_not_the_legacy_default_is_ignored(self) -> None:
+        other = dataclasses.replace(POOL, recorded_stream="jetpool-other-victim-tasks")
+        assert worker_settings(other, spec()).stream == "jetpool-media_resize-images-tasks"
+
     def test_the_worker_id_is_the_pod_name(self) -> None:
         env = env_map(build_deployment(POOL, spec(), replicas=1))
         assert env["JETPOOL_WORKER_ID"] == {
@@ -148,8 +159,8 @@ class TestWorkerEnvironment:
 
     def test_nats_names_default_from_the_pool_identity(self) -> None:
         settings = worker_settings(POOL, spec())
-        assert settings.stream == "jetpool-media-resize-images"
-        assert settings.dead_letter_stream == "jetpool-media-resize-images-dlq"
+        assert settings.stream == "jetpool-media_resize-images-tasks"
+        assert settings.dead_letter_stream == "jetpool-media_resize-images-tasks-dlq"
         assert settings.control_key == "media.resize-images"
         assert settings.consumer == "workers"
 

@@ -50,7 +50,7 @@ class TestTaskStream:
                 nats={
                     "url": "nats://n",
                     "stream": "IMAGES",
-                    "subjects": ["images.>", "thumbs.>"],
+                    "subjects": ["tasks.m.images.>", "tasks.m.thumbs.>"],
                     "replicas": 3,
                     "maxBytes": 1_000_000,
                     "maxAgeSeconds": 3600,
@@ -58,7 +58,10 @@ class TestTaskStream:
                 }
             ),
         ).task_stream
-        assert (stream.name, stream.subjects) == ("IMAGES", ("images.>", "thumbs.>"))
+        assert (stream.name, stream.subjects) == (
+            "IMAGES",
+            ("tasks.m.images.>", "tasks.m.thumbs.>"),
+        )
         assert (stream.replicas, stream.max_bytes, stream.max_age_seconds) == (3, 1_000_000, 3600)
         assert stream.duplicate_window_seconds == 30
 
@@ -118,8 +121,10 @@ class TestDiff:
         assert diff_stream(desired, desired) == InSync()
 
     def test_subject_order_does_not_matter(self) -> None:
-        desired = plan("m", "p", spec(nats={"url": "nats://n", "subjects": ["a.>", "b.>"]}))
-        observed = dataclasses.replace(desired.task_stream, subjects=("b.>", "a.>"))
+        desired = plan(
+            "m", "p", spec(nats={"url": "nats://n", "subjects": ["tasks.m.a.>", "tasks.m.b.>"]})
+        )
+        observed = dataclasses.replace(desired.task_stream, subjects=("tasks.m.b.>", "tasks.m.a.>"))
         assert isinstance(diff_stream(desired.task_stream, observed), InSync)
 
     def test_changed_limits_are_an_in_place_update_listing_each_change(self) -> None:
