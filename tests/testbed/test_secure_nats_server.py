@@ -233,7 +233,7 @@ async def test_the_operators_connection_from_secret_text_manages_a_pools_streams
     spec = WorkerPoolSpec.model_validate(
         {"image": "w", "handler": "m:f", "nats": {"url": secure_nats_server.url}}
     )
-    plan = nats_resources.plan("secure", "orders", spec)
+    plan = nats_resources.plan("secure", "orders", spec, uid="u-orders")
     key = ConnectionKey(
         url=secure_nats_server.url,
         credentials=nats_auth.user("tenant-b").creds,
@@ -247,7 +247,8 @@ async def test_the_operators_connection_from_secret_text_manages_a_pools_streams
         assert backlog.backlog == 0
     finally:
         nc = await connections.get(key)
-        await delete_streams(nc, [plan.names.stream, plan.names.dead_letter_stream])
+        streams = [plan.names.stream, plan.names.dead_letter_stream]
+        assert (await delete_streams(nc, streams, plan.owner)).deleted == streams
         await connections.close()
 
 

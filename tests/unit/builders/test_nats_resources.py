@@ -20,6 +20,7 @@ from jetpool_operator.core.nats_resources import (
     diff_stream,
     plan,
 )
+from jetpool_operator.core.tenancy import Owner
 from jetpool_protocol.naming import PoolNames
 
 from .support import spec
@@ -183,3 +184,38 @@ def test_planned_resources_are_always_consistent(
     assert diff_consumer(consumer, consumer) == InSync()
     assert resources.dead_letter_stream.name != resources.task_stream.name
     assert not set(resources.dead_letter_stream.subjects) & set(resources.task_stream.subjects)
+
+
+class TestOwnership:
+    def test_every_resource_of_the_plan_is_stamped_with_the_pool_as_owner(self) -> None:
+        resources = plan("media", "resize", spec(), uid="u-1")
+        stamp = Owner("media", "resize", "u-1").metadata()
+        assert resources.owner == Owner("media", "resize", "u-1")
+        for config in (resources.task_stream, resources.consumer, resources.dead_letter_stream):
+            assert config.metadata == stamp
+
+    def test_adoption_is_off_unless_the_spec_opts_in(self) -> None:
+        assert not plan("m", "p", spec()).adopt_existing
+        opted = spec(nats={"url": "nats://n", "adoptExisting": True})
+        assert plan("m", "p", opted).adopt_existing
+
+    def test_an_unstamped_stream_is_an_update_not_a_conflict(self) -> None:
+        desired = plan("m", "p", spec(), uid="u").task_stream
+        observed = dataclasses.replace(desired, metadata=())
+        diff = diff_stream(desired, observed)
+        assert isinstance(diff, Update)
+        assert [c.field for c in diff.changes] == ["metadata"]
+
+    def test_a_pool_that_recorded_the_legacy_default_keeps_its_streams(self) -> None:
+        legacy = PoolNames("a-b", "c").legacy_stream
+        resources = plan("a-b", "c", spec(), recorded_stream=legacy)
+        assert resources.task_stream.name == "jetpool-a-b-c"
+        assert resources.dead_letter_stream.name == "jetpool-a-b-c-dlq"
+
+    def test_a_recorded_stream_other_than_the_legacy_default_is_not_trusted(self) -> None:
+        resources = plan("b", "x", spec(), recorded_stream="jetpool-a_victim-tasks")
+        assert resources.task_stream.name == PoolNames("b", "x").stream
+
+    def test_an_explicit_stream_gets_the_classic_dlq_suffix(self) -> None:
+        named = spec(nats={"url": "nats://n", "stream": "ORDERS"})
+        assert plan("m", "p", named).dead_letter_stream.name == "ORDERS-dlq"
