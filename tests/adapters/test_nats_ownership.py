@@ -115,3 +115,24 @@ async def test_deletion_removes_only_streams_the_pool_owns(nc: NATS) -> None:
 
     result = await delete_streams(nc, streams, Owner(ns, "victim", "uid-a"))
     assert result.deleted == streams
+
+
+async def test_an_unowned_stream_of_another_namespace_is_not_adopted_even_with_the_opt_in(
+    nc: NATS,
+) -> None:
+    victim_ns, hostile_ns = _ns(), _ns()
+    name = f"legacy-{victim_ns}"
+    js = nc.jetstream()
+    await js.add_stream(
+        api.StreamConfig(
+            name=name,
+            subjects=[f"tasks.{victim_ns}.orders.>"],
+            retention=api.RetentionPolicy.WORK_QUEUE,
+        )
+    )
+    before = (await js.stream_info(name)).config
+    hostile = _plan(hostile_ns, "thief", "uid-t", stream=name, adoptExisting=True)
+    with pytest.raises(NotOwner) as refused:
+        await ensure_plan(nc, hostile)
+    assert refused.value.reason == Refusal.ADOPTION_REFUSED
+    assert (await js.stream_info(name)).config == before

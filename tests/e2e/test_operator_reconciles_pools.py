@@ -206,8 +206,9 @@ async def test_a_conflicting_existing_stream_is_reported_and_never_deleted(
     stream = f"preexisting-{namespace}"
     nc = await nats_endpoint.connect()
     js = nc.jetstream()
-    await js.add_stream(name=stream, subjects=[f"legacy.{namespace}.>"])  # limits retention
-    await js.publish(f"legacy.{namespace}.x", b"keep me")
+    # Limits retention, inside the namespace's subject space (so it may be adopted at all).
+    await js.add_stream(name=stream, subjects=[f"tasks.{namespace}.legacy.>"])
+    await js.publish(f"tasks.{namespace}.legacy.x", b"keep me")
     cluster.apply(
         pool_manifest(
             "clash", nats_endpoint.pod_url, nats={"stream": stream, "adoptExisting": True}

@@ -1,5 +1,6 @@
 """Two namespaces on one NATS: a hostile pool cannot take, change or delete a victim's
-stream, consumer or subjects, and the victim keeps processing its tasks."""
+stream, consumer or subjects (nor adopt the victim's unowned streams), and the victim keeps
+processing its tasks."""
 
 from __future__ import annotations
 
@@ -78,6 +79,13 @@ async def test_a_hostile_pool_cannot_take_change_or_delete_another_namespace_s_s
     victim = wait_for_condition(cluster, namespace, "victim", "Ready", "True", timeout=90)
     stream, subjects = victim["status"]["nats"]["stream"], victim["status"]["nats"]["subjects"]
     before = await _resources(nats_endpoint, stream)
+    # A stream of A's from before ownership records (no metadata), not yet adopted by A.
+    unowned = f"legacy-{namespace}"
+    nc = await nats_endpoint.connect()
+    await nc.jetstream().add_stream(
+        name=unowned, subjects=[f"tasks.{namespace}.legacy.>"], retention="workqueue"
+    )
+    unowned_before = (await nc.jetstream().stream_info(unowned)).config
 
     hostile = other_namespace
     cluster.apply(
@@ -95,6 +103,11 @@ async def test_a_hostile_pool_cannot_take_change_or_delete_another_namespace_s_s
     cluster.apply(
         worker_pool("eavesdropper", url, bucket, nats={"subjects": subjects}), "-n", hostile
     )
+    cluster.apply(
+        worker_pool("squatter", url, bucket, nats={"stream": unowned, "adoptExisting": True}),
+        "-n",
+        hostile,
+    )
     with pytest.raises(KubectlError, match=r"nats\.subjects must each start with tasks\."):
         cluster.apply(worker_pool("greedy", url, bucket, nats={"subjects": [">"]}), "-n", hostile)
 
@@ -107,6 +120,11 @@ async def test_a_hostile_pool_cannot_take_change_or_delete_another_namespace_s_s
         f"{subjects[0]!r} is outside namespace {hostile}'s subject space"
         in (eavesdropper["message"])
     )
+    squatter = _refusal(cluster, hostile, "squatter")
+    assert squatter["reason"] == "AdoptionRefused"
+    assert f"captures subjects outside namespace {hostile}" in squatter["message"]
+    assert (await nc.jetstream().stream_info(unowned)).config == unowned_before
+    await nc.close()
     assert status(cluster, hostile, "thief")["desiredReplicas"] == 0  # no workers on A's stream
 
     ids = [f"iso-{i}" for i in range(30)]

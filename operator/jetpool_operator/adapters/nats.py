@@ -407,7 +407,12 @@ async def ensure_plan(nc: NATS, plan: nr.NatsPlan) -> list[EnsureOutcome]:
             observed[desired.name] = None
     _refuse(
         tenancy.judge_claim(
-            "stream", name, plan.owner, info.config.metadata, adopt_existing=plan.adopt_existing
+            "stream",
+            name,
+            plan.owner,
+            info.config.metadata,
+            adopt_existing=plan.adopt_existing,
+            observed_subjects=info.config.subjects or (),
         )
         for name, info in observed.items()
         if info is not None

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
-from jetpool_protocol.naming import PoolNames
+from jetpool_protocol.naming import DLQ_SUBJECT_PREFIX, PoolNames, nats_token
 
 OWNER_NAMESPACE = "jetpool.dev/owner-namespace"
 OWNER_NAME = "jetpool.dev/owner-name"
@@ -27,6 +27,8 @@ class Refusal(StrEnum):
     OWNED_BY_ANOTHER_POOL = "OwnedByAnotherPool"
     ADOPTION_REQUIRED = "AdoptionRequired"
     """The resource exists and nobody owns it: adopting needs ``spec.nats.adoptExisting``."""
+    ADOPTION_REFUSED = "AdoptionRefused"
+    """Nobody owns the stream, but it captures subjects of another namespace."""
     SUBJECTS_OUTSIDE_NAMESPACE = "SubjectsOutsideNamespace"
 
 
@@ -82,19 +84,48 @@ class Verdict:
     message: str = ""
 
 
+def namespace_spaces(namespace: str) -> tuple[str, str]:
+    """Subject prefixes of a namespace: its tasks and its dead letters."""
+    return PoolNames(namespace, "-").subject_space, f"{DLQ_SUBJECT_PREFIX}.{nats_token(namespace)}."
+
+
 def judge_claim(
-    kind: str, name: str, me: Owner, observed: Mapping[str, str] | None, *, adopt_existing: bool
+    kind: str,
+    name: str,
+    me: Owner,
+    observed: Mapping[str, str] | None,
+    *,
+    adopt_existing: bool,
+    observed_subjects: Iterable[str] | None = None,
 ) -> Verdict:
     """May ``me`` reconcile (update, re-stamp) the existing ``kind`` ``name``?
 
     Ours (same namespace and name; a different UID is the same pool recreated after a Retain
     deletion, and is re-stamped): yes. Another pool's: never. Unowned (made by hand or by an
-    earlier jetpool version): only with ``spec.nats.adoptExisting``.
+    earlier jetpool version): only with ``spec.nats.adoptExisting``, and, for a stream
+    (``observed_subjects`` given), only when all its subjects lie in ``me``'s namespace: the
+    opt-in must not let a tenant take over another namespace's unmigrated stream.
     """
     owner = Owner.from_metadata(observed)
     if owner is None:
-        if adopt_existing:
+        subjects = list(observed_subjects or ())
+        spaces = namespace_spaces(me.namespace)
+        foreign = [
+            s
+            for s in subjects
+            if not any(s.startswith(space) and len(s) > len(space) for space in spaces)
+        ]
+        if adopt_existing and (observed_subjects is None or (subjects and not foreign)):
             return Verdict(True)
+        if adopt_existing:
+            return Verdict(
+                False,
+                Refusal.ADOPTION_REFUSED,
+                f"{kind} {name!r} has no owner but captures subjects outside namespace "
+                f"{me.namespace} ({', '.join(foreign) or 'none listed'}): adopting it could take "
+                f"another tenant's tasks; a NATS administrator can move its subjects under "
+                f"{spaces[0]} first, or use another name",
+            )
         return Verdict(
             False,
             Refusal.ADOPTION_REQUIRED,

@@ -57,6 +57,30 @@ class TestClaims:
     def test_an_unowned_stream_is_adopted_with_the_opt_in(self) -> None:
         assert judge_claim("stream", "s", ME, None, adopt_existing=True).allowed
 
+    def test_an_unowned_stream_with_subjects_of_the_namespace_is_adoptable(self) -> None:
+        subjects = ["tasks.team-a.thumbs.>", "jetpool.dlq.team-a.thumbs.>"]
+        verdict = judge_claim(
+            "stream", "s", ME, None, adopt_existing=True, observed_subjects=subjects
+        )
+        assert verdict.allowed
+
+    def test_an_unowned_stream_of_another_namespace_is_never_adopted(self) -> None:
+        verdict = judge_claim(
+            "stream",
+            "s",
+            ME,
+            None,
+            adopt_existing=True,
+            observed_subjects=["tasks.team-b.x.>", "tasks.team-a.y.>"],
+        )
+        assert verdict.reason == Refusal.ADOPTION_REFUSED
+        assert "tasks.team-b.x.>" in verdict.message
+        assert "tasks.team-a.y.>" not in verdict.message
+
+    def test_an_unowned_stream_with_no_subjects_is_not_adopted(self) -> None:
+        verdict = judge_claim("stream", "s", ME, None, adopt_existing=True, observed_subjects=[])
+        assert verdict.reason == Refusal.ADOPTION_REFUSED
+
     def test_a_partial_owner_record_is_nobody_s_and_never_adopted(self) -> None:
         verdict = judge_claim("stream", "s", ME, {OWNER_UID: "uid-1"}, adopt_existing=True)
         assert verdict.reason == Refusal.OWNED_BY_ANOTHER_POOL
