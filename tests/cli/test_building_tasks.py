@@ -8,15 +8,22 @@ from datetime import UTC, datetime
 
 import pytest
 
-from jetpool_cli.dead_letters import replay_message
+from jetpool_cli.dead_letters import (
+    ReplayRefused,
+    replay_message,
+    replay_subject_problem,
+    subject_matches,
+)
 from jetpool_cli.errors import CliError
 from jetpool_cli.publishing import TaskOptions, build_task, task_ids
 from jetpool_protocol import headers as h
 from jetpool_protocol.dead_letter import DeadLetterReason, DeadLetterRecord
 from jetpool_protocol.envelope import task_headers
-from jetpool_protocol.security import signature, unseal
+from jetpool_protocol.keyring import Key, Keyring
+from jetpool_protocol.security import sign, unseal
 
 NOW = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
+SUBJECT = "tasks.ns.p.send"
 
 
 def test_built_tasks_carry_the_envelope_headers_with_the_task_id_as_msg_id() -> None:
@@ -34,17 +41,24 @@ def test_built_tasks_carry_the_envelope_headers_with_the_task_id_as_msg_id() -> 
 
 
 def test_sealed_tasks_unseal_with_the_same_keys() -> None:
-    sign, enc = os.urandom(32), os.urandom(32)
+    signing, enc = Keyring.single(os.urandom(32)), Keyring.single(os.urandom(32))
     task = build_task(
         "s",
         b'{"a": 1}',
         "t-2",
         created_at=NOW,
-        options=TaskOptions(signing_key=sign, encryption_key=enc),
+        options=TaskOptions(signing_keys=signing, encryption_keys=enc),
     )
     assert task.payload != b'{"a": 1}'
+    assert task.headers[h.KEY_ID] == signing.current.id
+    assert task.headers[h.ENCRYPTION_KEY_ID] == enc.current.id
     plain = unseal(
-        task.payload, task.headers, signing_key=sign, encryption_key=enc, require_signed=True
+        task.payload,
+        task.headers,
+        subject="s",
+        signing_keys=signing,
+        encryption_keys=enc,
+        require_signed=True,
     )
     assert plain == b'{"a": 1}'
 
@@ -102,12 +116,13 @@ def test_replay_keeps_original_payload_and_headers_but_gets_a_replay_msg_id() ->
     assert "Nats-Expected-Stream" not in headers
 
 
-def test_reset_expiry_restarts_the_ttl_clock_and_re_signs() -> None:
-    key = os.urandom(32)
+def test_reset_expiry_restarts_the_ttl_clock_and_re_signs_with_the_current_key() -> None:
+    old = Keyring.single(os.urandom(32))
+    ring = Keyring((Key("new", os.urandom(32)), *old.keys))
     created = datetime(2020, 1, 1, tzinfo=UTC)
     original = task_headers(task_id="t-9", created_at=created, ttl_seconds=60)
     original[h.TASK_DEADLINE] = "2020-01-01T00:01:00Z"
-    original[h.SIGNATURE] = signature(key, b'{"n": 1}', original)
+    original = sign(b'{"n": 1}', original, subject=SUBJECT, keys=old)
     _, payload, headers = replay_message(
         _record(original),
         dlq_stream="d",
@@ -115,11 +130,101 @@ def test_reset_expiry_restarts_the_ttl_clock_and_re_signs() -> None:
         by="b",
         now=NOW,
         reset_expiry=True,
-        signing_key=key,
+        signing_keys=ring,
     )
     assert headers[h.TASK_CREATED] == "2025-01-02T03:04:05Z"
     assert h.TASK_DEADLINE not in headers
-    assert unseal(payload, headers, signing_key=key, require_signed=True) == b'{"n": 1}'
+    assert headers[h.KEY_ID] == "new"
+    plain = unseal(payload, headers, subject=SUBJECT, signing_keys=ring, require_signed=True)
+    assert plain == b'{"n": 1}'
+
+
+@pytest.mark.parametrize("reset_expiry", [False, True], ids=["as is", "reset expiry"])
+def test_a_record_whose_original_signature_does_not_verify_is_refused(
+    reset_expiry: bool,
+) -> None:
+    keys = Keyring.single(os.urandom(32))
+    original = sign(
+        b'{"n": 1}', task_headers(task_id="t-9", created_at=NOW), subject=SUBJECT, keys=keys
+    )
+    forged = _record(original, payload=b'{"n": 2}')
+    with pytest.raises(ReplayRefused, match="original signature does not verify"):
+        replay_message(
+            forged,
+            dlq_stream="d",
+            dlq_seq=1,
+            by="b",
+            now=NOW,
+            reset_expiry=reset_expiry,
+            signing_keys=keys,
+        )
+
+
+def test_a_signed_record_moved_to_another_subject_is_refused() -> None:
+    keys = Keyring.single(os.urandom(32))
+    headers = sign(
+        b'{"n": 1}', task_headers(task_id="t-9", created_at=NOW), subject="tasks.x.y.z", keys=keys
+    )
+    with pytest.raises(ReplayRefused, match="signature does not match"):
+        replay_message(
+            _record(headers), dlq_stream="d", dlq_seq=1, by="b", now=NOW, signing_keys=keys
+        )
+
+
+def test_a_record_signed_with_a_key_the_keyring_lacks_is_refused_naming_the_key_id() -> None:
+    other = Keyring((Key("gone-2024", os.urandom(32)),))
+    headers = sign(
+        b'{"n": 1}', task_headers(task_id="t-9", created_at=NOW), subject=SUBJECT, keys=other
+    )
+    with pytest.raises(ReplayRefused, match="unknown key id 'gone-2024'"):
+        replay_message(
+            _record(headers),
+            dlq_stream="d",
+            dlq_seq=1,
+            by="b",
+            now=NOW,
+            signing_keys=Keyring.single(os.urandom(32)),
+        )
+
+
+@pytest.mark.parametrize(
+    ("subject", "problem"),
+    [
+        ("$JS.API.STREAM.DELETE.jetpool-ns-p", "system or reply subject"),
+        ("$SYS.REQ.SERVER.PING", "system or reply subject"),
+        ("_INBOX.abc", "system or reply subject"),
+        ("tasks.other.pool.send", "not a subject of the pool's task stream"),
+        ("tasks.ns.p.*", "not a publishable subject"),
+        ("tasks.ns.p.>", "not a publishable subject"),
+        ("tasks..p", "not a publishable subject"),
+        ("tasks.ns.p.a b", "not a publishable subject"),
+        ("tasks.ns.p", "not a subject of the pool's task stream"),
+    ],
+)
+def test_replay_refuses_subjects_outside_the_pools_task_stream(subject: str, problem: str) -> None:
+    # Even a stream that (wrongly) captured "$JS.>" never makes an API subject a task subject.
+    found = replay_subject_problem(subject, "jetpool-ns-p", ["tasks.ns.p.>", "$JS.>"])
+    assert found is not None
+    assert problem in found
+
+
+@pytest.mark.parametrize(
+    ("pattern", "subject", "matches"),
+    [
+        ("tasks.ns.p.>", "tasks.ns.p.send", True),
+        ("tasks.ns.p.>", "tasks.ns.p.a.b", True),
+        ("tasks.ns.p.>", "tasks.ns.p", False),
+        ("tasks.*.p", "tasks.ns.p", True),
+        ("tasks.*.p", "tasks.ns.q", False),
+        ("tasks.ns.p", "tasks.ns.p", True),
+        ("tasks.ns.p", "tasks.ns.p.x", False),
+        (">", "anything.at.all", True),
+    ],
+)
+def test_subjects_match_the_way_nats_matches_them(
+    pattern: str, subject: str, matches: bool
+) -> None:
+    assert subject_matches(pattern, subject) is matches
 
 
 def test_reset_expiry_of_a_signed_task_without_the_key_is_refused() -> None:

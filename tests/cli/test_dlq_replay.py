@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import base64
+import os
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 from nats.aio.client import Client as NatsClient
 
 from jetpool_protocol import headers as h
-from jetpool_protocol.dead_letter import DeadLetterReason
+from jetpool_protocol.dead_letter import DeadLetterReason, DeadLetterRecord
 from jetpool_protocol.envelope import parse_task
+from jetpool_protocol.keyring import Key, Keyring
+from jetpool_protocol.security import sign
 from tests.cli.conftest import Pool
 
 pytestmark = pytest.mark.nats
@@ -160,3 +165,103 @@ async def test_a_record_whose_payload_was_cut_is_not_replayed(pool: Pool) -> Non
     assert "cut" in item["error"]
     assert await pool.task_messages() == []
     assert await pool.dlq_seqs() == [seq]
+
+
+# ------------------------------------------------------------------ refusals: forged or foreign
+
+
+def _keyring_file(tmp_path: Path, *lines: str) -> str:
+    path = tmp_path / "signing.key"
+    path.write_text("".join(f"{line}\n" for line in lines))
+    return str(path)
+
+
+def _signed_record(pool: Pool, task_id: str, keys: Keyring, **update: Any) -> DeadLetterRecord:
+    record = pool.record(task_id)
+    headers = sign(record.payload, record.headers, subject=record.original_subject, keys=keys)
+    return record.model_copy(update={"headers": headers, **update})
+
+
+async def test_a_record_whose_signature_does_not_verify_is_refused_and_not_published(
+    pool: Pool, tmp_path: Path
+) -> None:
+    secret = os.urandom(32)
+    keys = Keyring((Key("k1", secret),))
+    forged = _signed_record(pool, "forged", keys, payload=b'{"to": "mallory@example.com"}')
+    good = _signed_record(pool, "good", keys)
+    forged_seq, good_seq = await pool.dead_letter(forged), await pool.dead_letter(good)
+    key_file = _keyring_file(tmp_path, f"k1:{base64.b64encode(secret).decode()}")
+    result = await pool.cli(
+        "dlq", "replay", "--all", "--reset-expiry", "--sign-key-file", key_file, "-o", "json"
+    )
+    assert result.code == 1
+    items = {i["task_id"]: i for i in result.json()["items"]}
+    assert items["forged"]["outcome"] == "refused"
+    assert "original signature does not verify" in items["forged"]["error"]
+    assert items["good"]["outcome"] == "replayed"
+    assert f"refused dlq seq {forged_seq}: task forged" in result.err
+    [msg] = await pool.task_messages()
+    assert msg.headers[h.TASK_ID] == "good"
+    assert await pool.dlq_seqs() == [forged_seq]
+    assert good_seq not in await pool.dlq_seqs()
+
+
+async def test_a_record_signed_with_an_unknown_key_is_refused_naming_the_key_id(
+    pool: Pool, tmp_path: Path
+) -> None:
+    stranger = Keyring((Key("stranger", os.urandom(32)),))
+    seq = await pool.dead_letter(_signed_record(pool, "s1", stranger))
+    key_file = _keyring_file(tmp_path, base64.b64encode(os.urandom(32)).decode())
+    result = await pool.cli("dlq", "replay", str(seq), "--sign-key-file", key_file, "-o", "json")
+    assert result.code == 1
+    [item] = result.json()["items"]
+    assert item["outcome"] == "refused"
+    assert "unknown key id 'stranger'" in item["error"]
+    assert await pool.task_messages() == []
+
+
+@pytest.mark.parametrize(
+    "subject",
+    [
+        "$JS.API.STREAM.DELETE.{stream}",
+        "$SYS.REQ.SERVER.PING",
+        "_INBOX.stolen",
+        "tasks.victim.pool.send",
+    ],
+)
+async def test_a_record_aimed_outside_the_pools_task_stream_is_refused_and_reported(
+    pool: Pool, nc: NatsClient, subject: str
+) -> None:
+    aimed = subject.format(stream=pool.names.stream)
+    await pool.js.add_stream(name="victim-tasks", subjects=["tasks.victim.pool.>"])
+    try:
+        seq = await pool.dead_letter(
+            pool.record("hostile").model_copy(update={"original_subject": aimed})
+        )
+        result = await pool.cli("dlq", "replay", "--all", "-o", "json")
+        victim = await pool.js.stream_info("victim-tasks")
+    finally:
+        await pool.js.delete_stream("victim-tasks")
+    assert result.code == 1
+    [item] = result.json()["items"]
+    assert item["outcome"] == "refused"
+    assert repr(aimed) in item["error"]
+    assert result.json()["refused"] == 1
+    assert "refused dlq seq" in result.err
+    assert victim.state.messages == 0
+    assert (await pool.js.stream_info(pool.names.stream)).config.name == pool.names.stream
+    assert await pool.dlq_seqs() == [seq]
+
+
+async def test_replay_without_the_pool_or_its_task_stream_is_a_usage_error(pool: Pool) -> None:
+    await pool.dead_letter(pool.record("r"))
+    result = await pool.cli(
+        "dlq",
+        "replay",
+        "--all",
+        "--dlq-stream",
+        pool.names.dead_letter_stream,
+        pool_flags=False,
+    )
+    assert result.code == 2
+    assert "name the pool" in result.err

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from jetpool_protocol import headers as h
+from jetpool_protocol.keyring import Key, Keyring
 from jetpool_protocol.security import unseal
 from tests.cli.conftest import Pool
 
@@ -124,7 +125,14 @@ async def test_signed_and_encrypted_tasks_round_trip_through_unseal(
     assert result.code == 0, result.err
     [msg] = await pool.task_messages()
     assert b"secret" not in msg.data
-    plain = unseal(msg.data, msg.headers, signing_key=sign, encryption_key=enc, require_signed=True)
+    plain = unseal(
+        msg.data,
+        msg.headers,
+        subject=pool.task_subject,
+        signing_keys=Keyring.single(sign),
+        encryption_keys=Keyring.single(enc),
+        require_signed=True,
+    )
     assert plain == b'{"secret": 1}'
 
 
@@ -168,4 +176,50 @@ async def test_one_explicit_id_for_many_tasks_is_a_usage_error(pool: Pool) -> No
     )
     assert result.code == 2
     assert "use --id-prefix" in result.err
+    assert await pool.task_messages() == []
+
+
+async def test_publish_signs_and_encrypts_with_the_keyrings_first_key_and_names_it(
+    pool: Pool, tmp_path: Path
+) -> None:
+    new, old = os.urandom(32), os.urandom(32)
+    ring = f"2026-11:{base64.b64encode(new).decode()}\n2026-10:{base64.b64encode(old).decode()}\n"
+    (tmp_path / "ring").write_text(ring)
+    result = await pool.cli(
+        "publish",
+        pool.task_subject,
+        "--data",
+        '{"n": 1}',
+        "--sign-key-file",
+        str(tmp_path / "ring"),
+        "--encrypt-key-file",
+        str(tmp_path / "ring"),
+    )
+    assert result.code == 0, result.err
+    [msg] = await pool.task_messages()
+    assert msg.headers[h.KEY_ID] == "2026-11"
+    assert msg.headers[h.ENCRYPTION_KEY_ID] == "2026-11"
+    only_new = Keyring((Key("2026-11", new),))
+    plain = unseal(
+        msg.data,
+        msg.headers,
+        subject=pool.task_subject,
+        signing_keys=only_new,
+        encryption_keys=only_new,
+        require_signed=True,
+    )
+    assert plain == b'{"n": 1}'
+
+
+async def test_a_keyring_with_a_bad_line_is_a_usage_error_that_names_the_line(
+    pool: Pool, tmp_path: Path
+) -> None:
+    secret = base64.b64encode(os.urandom(32)).decode()
+    (tmp_path / "ring").write_text(f"a:{secret}\nb c:{secret}\n")
+    result = await pool.cli(
+        "publish", pool.task_subject, "--data", "{}", "--sign-key-file", str(tmp_path / "ring")
+    )
+    assert result.code == 2
+    assert "line 2: key id must be" in result.err
+    assert secret not in result.err
     assert await pool.task_messages() == []

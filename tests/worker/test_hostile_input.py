@@ -15,6 +15,7 @@ from e2e.testbed.nats_server import NatsServer
 from jetpool_protocol import headers as h
 from jetpool_protocol.dead_letter import DeadLetterReason
 from jetpool_protocol.envelope import InvalidTask, parse_task
+from jetpool_protocol.keyring import Keyring
 from jetpool_protocol.security import seal, unseal
 from jetpool_worker import consumer_loop
 from tests.worker import handlers
@@ -57,11 +58,11 @@ def test_parse_task_turns_hostile_input_into_invalid_task(case: str):
 
 
 def test_a_non_ascii_signature_is_a_mismatch_not_a_type_error():
-    key = os.urandom(32)
-    payload, hdrs = seal(b"{}", {h.TASK_ID: "t"}, signing_key=key)
+    keys = Keyring.single(os.urandom(32))
+    payload, hdrs = seal(b"{}", {h.TASK_ID: "t"}, subject="s", signing_keys=keys)
     hdrs[h.SIGNATURE] = "é" * 64
     with pytest.raises(InvalidTask, match="signature does not match"):
-        unseal(payload, hdrs, signing_key=key, require_signed=True)
+        unseal(payload, hdrs, subject="s", signing_keys=keys, require_signed=True)
 
 
 @pytest.mark.nats

@@ -14,6 +14,7 @@ from nats.aio.client import Client as NATS
 from e2e.testbed.nats_server import NatsServer
 from jetpool_protocol import headers as h
 from jetpool_protocol.dead_letter import DeadLetterReason
+from jetpool_protocol.keyring import Keyring
 from jetpool_protocol.security import seal
 from tests.worker import handlers
 from tests.worker.helpers import (
@@ -158,23 +159,29 @@ async def test_an_invalid_task_is_dead_lettered_without_running(
         require_signed=True,
     )
     task_id = tid()
+    keys = Keyring.single(key)
+    subject = pool.subject()
     payload, hdrs = seal(
         b'{"ok": true}',
         {h.TASK_ID: task_id, h.TASK_CREATED: "2030-01-01T00:00:00Z"},
-        signing_key=key,
+        subject=subject,
+        signing_keys=keys,
     )
     if case == "malformed_json":
         payload, hdrs = seal(
-            b"{not json", {h.TASK_ID: task_id, h.CONTENT_TYPE: "application/json"}, signing_key=key
+            b"{not json",
+            {h.TASK_ID: task_id, h.CONTENT_TYPE: "application/json"},
+            subject=subject,
+            signing_keys=keys,
         )
     elif case == "oversize":
-        payload, hdrs = seal(b"x" * 65, {h.TASK_ID: task_id}, signing_key=key)
+        payload, hdrs = seal(b"x" * 65, {h.TASK_ID: task_id}, subject=subject, signing_keys=keys)
     elif case == "bad_signature":
         hdrs[h.SIGNATURE] = "0" * 64
     elif case == "unsigned":
         del hdrs[h.SIGNATURE]
     async with running_worker(pool.settings):
-        await js.publish(pool.subject(), payload, headers=hdrs)
+        await js.publish(subject, payload, headers=hdrs)
         await eventually(lambda: _count(dead_letters(js, pool), 1), what="dead letter")
     [(dl_headers, record)] = await dead_letters(js, pool)
     assert record.reason is DeadLetterReason.INVALID
@@ -199,8 +206,9 @@ async def test_a_correctly_signed_task_runs(nc: NATS, nats_server: NatsServer, t
     payload, hdrs = seal(
         b"{}",
         {h.TASK_ID: task_id, h.CONTENT_TYPE: "application/json"},
-        signing_key=key,
-        encryption_key=key,
+        subject=pool.subject(),
+        signing_keys=Keyring.single(key),
+        encryption_keys=Keyring.single(key),
     )
     async with running_worker(pool.settings):
         await js.publish(pool.subject(), payload, headers=hdrs)

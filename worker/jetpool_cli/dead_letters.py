@@ -38,9 +38,10 @@ from jetpool_cli.errors import (
 )
 from jetpool_protocol import headers as h
 from jetpool_protocol.dead_letter import DeadLetterReason, DeadLetterRecord
-from jetpool_protocol.envelope import format_time
+from jetpool_protocol.envelope import InvalidTask, format_time
+from jetpool_protocol.keyring import Keyring
 from jetpool_protocol.naming import nats_token
-from jetpool_protocol.security import signature
+from jetpool_protocol.security import sign, verify
 
 log = logging.getLogger(__name__)
 
@@ -213,6 +214,44 @@ def default_replayed_by() -> str:
     return f"{user}@{socket.gethostname()}"
 
 
+class ReplayRefused(CliError):
+    """A record that must not be re-published: forged, or aimed outside the pool's stream."""
+
+
+SYSTEM_SUBJECT_PREFIXES = ("$", "_INBOX.")
+"""``$JS.``, ``$SYS.``, ``$KV.``... are server APIs and ``_INBOX.`` are replies: never tasks."""
+
+
+def subject_matches(pattern: str, subject: str) -> bool:
+    """NATS subject matching: ``*`` is one token, a final ``>`` is one or more."""
+    want, have = pattern.split("."), subject.split(".")
+    for i, token in enumerate(want):
+        if token == ">":
+            return i == len(want) - 1 and len(have) > i
+        if i >= len(have) or (token != "*" and token != have[i]):
+            return False
+    return len(want) == len(have)
+
+
+def replay_subject_problem(subject: str, stream: str, stream_subjects: Sequence[str]) -> str | None:
+    """Why a record's ``original_subject`` must not be published to, or ``None`` when it may.
+
+    A record's fields are whatever its writer put there: replay only ever publishes to a
+    concrete subject that the pool's own task stream captures.
+    """
+    tokens = subject.split(".")
+    if any(not t or t in ("*", ">") or any(c.isspace() for c in t) for t in tokens):
+        return f"original subject {subject!r} is not a publishable subject"
+    if subject.startswith(SYSTEM_SUBJECT_PREFIXES):
+        return f"original subject {subject!r} is a system or reply subject, not a task subject"
+    if not any(subject_matches(p, subject) for p in stream_subjects):
+        return (
+            f"original subject {subject!r} is not a subject of the pool's task stream "
+            f"{stream!r} ({', '.join(stream_subjects) or 'no subjects'})"
+        )
+    return None
+
+
 def replay_message(
     record: DeadLetterRecord,
     *,
@@ -221,7 +260,7 @@ def replay_message(
     by: str,
     now: datetime,
     reset_expiry: bool = False,
-    signing_key: bytes | None = None,
+    signing_keys: Keyring | None = None,
 ) -> tuple[str, bytes, dict[str, str]]:
     """``(subject, payload, headers)`` that re-run a dead-lettered task.
 
@@ -230,8 +269,24 @@ def replay_message(
     the task id stays (encryption binds it), while ``Nats-Msg-Id`` becomes
     ``<task id>:replay:<dlq seq>`` so replaying the same record twice is deduplicated.
     ``reset_expiry`` restarts the task's TTL clock (``expired`` records would expire again at
-    once); a signed task then needs ``signing_key`` to be re-signed.
+    once); a signed task then needs ``signing_keys`` to be re-signed. With ``signing_keys`` a
+    signed record's original signature is verified first (:class:`ReplayRefused` when it does
+    not): re-signing a forged record would launder it.
     """
+    signed = h.SIGNATURE in record.headers
+    if signed and signing_keys is not None:
+        try:
+            verify(
+                record.payload,
+                record.headers,
+                subject=record.original_subject,
+                keys=signing_keys,
+            )
+        except InvalidTask as exc:
+            raise ReplayRefused(
+                f"task {record.task_id}: its original signature does not verify ({exc}); "
+                "not replayed"
+            ) from exc
     headers = {
         k: v
         for k, v in record.headers.items()
@@ -244,12 +299,14 @@ def replay_message(
     if reset_expiry:
         headers.pop(h.TASK_DEADLINE, None)
         headers[h.TASK_CREATED] = format_time(now)
-        if h.SIGNATURE in headers:
-            if signing_key is None:
+        if signed:
+            if signing_keys is None:
                 raise CliError(
                     f"task {record.task_id} is signed; resetting its expiry needs --sign-key-file"
                 )
-            headers[h.SIGNATURE] = signature(signing_key, record.payload, headers)
+            headers = sign(
+                record.payload, headers, subject=record.original_subject, keys=signing_keys
+            )
     return record.original_subject, record.payload, headers
 
 
@@ -259,7 +316,8 @@ class ReplayItem:
     task_id: str | None
     subject: str | None
     outcome: str
-    """``replayed``, ``duplicate``, ``would-replay`` (dry run) or ``failed``."""
+    """``replayed``, ``duplicate``, ``would-replay`` (dry run), ``refused`` (forged, or not a
+    subject of the pool's task stream: never published) or ``failed``."""
     new_seq: int | None = None
     deleted: bool = False
     error: str | None = None
@@ -280,6 +338,10 @@ class ReplayReport:
         return self.count("failed")
 
     @property
+    def refused(self) -> int:
+        return self.count("refused")
+
+    @property
     def deleted(self) -> int:
         return sum(1 for i in self.items if i.deleted)
 
@@ -290,6 +352,7 @@ class ReplayReport:
             "duplicates": self.count("duplicate"),
             "would_replay": self.count("would-replay"),
             "failed": self.failed,
+            "refused": self.refused,
             "deleted": self.deleted,
             "warnings": self.warnings,
             "items": [vars(i) for i in self.items],
@@ -456,9 +519,20 @@ class DeadLetterAdmin:
         async for entry in self.entries(flt, limit=limit, until_seq=until_seq):
             yield entry
 
+    async def task_stream_subjects(self, task_stream: str) -> tuple[str, ...]:
+        """The subjects the pool's task stream captures: the only places replay publishes to."""
+        try:
+            info = await self.js.stream_info(task_stream)
+        except nats.js.errors.APIError as exc:
+            if is_stream_not_found(exc):
+                raise StreamNotFoundError(task_stream, "the pool's task stream") from exc
+            raise
+        return tuple(info.config.subjects or ())
+
     async def replay(
         self,
         *,
+        task_stream: str,
         seqs: Sequence[int] | None = None,
         flt: RecordFilter | None = None,
         limit: int | None = None,
@@ -467,10 +541,14 @@ class DeadLetterAdmin:
         by: str | None = None,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         reset_expiry: bool = False,
-        signing_key: bytes | None = None,
+        signing_keys: Keyring | None = None,
         on_progress: Callable[[int], None] | None = None,
     ) -> ReplayReport:
         """Re-publish each selected record's task; delete the record once the PubAck is in.
+
+        Only to subjects of ``task_stream`` (the pool's own), and with ``signing_keys`` only
+        records whose original signature verifies; other records are reported as ``refused``
+        and kept.
 
         A duplicate PubAck means this record was replayed before (and kept, or the delete was
         lost), so the record is deleted all the same. A filter covers the records stored when
@@ -479,6 +557,7 @@ class DeadLetterAdmin:
         """
         report = ReplayReport(dry_run=dry_run)
         who = by or default_replayed_by()
+        subjects = await self.task_stream_subjects(task_stream)
         until_seq = None if seqs else int((await self._stream_info()).state.last_seq)
         async for entry in self._selected(seqs, flt, limit, until_seq):
             report.items.append(
@@ -489,7 +568,8 @@ class DeadLetterAdmin:
                     by=who,
                     now=now(),
                     reset_expiry=reset_expiry,
-                    signing_key=signing_key,
+                    signing_keys=signing_keys,
+                    task_stream=(task_stream, subjects),
                 )
             )
             if on_progress is not None:
@@ -515,7 +595,8 @@ class DeadLetterAdmin:
         by: str,
         now: datetime,
         reset_expiry: bool,
-        signing_key: bytes | None,
+        signing_keys: Keyring | None,
+        task_stream: tuple[str, Sequence[str]],
     ) -> ReplayItem:
         if isinstance(entry, int):
             return ReplayItem(entry, None, None, "failed", error="no such record")
@@ -529,6 +610,10 @@ class DeadLetterAdmin:
             item.outcome = "failed"
             item.error = "the payload was cut to fit the dead-letter stream; cannot replay it"
             return item
+        problem = replay_subject_problem(rec.original_subject, *task_stream)
+        if problem is not None:
+            item.outcome, item.error = "refused", problem
+            return item
         try:
             subject, payload, headers = replay_message(
                 rec,
@@ -537,8 +622,11 @@ class DeadLetterAdmin:
                 by=by,
                 now=now,
                 reset_expiry=reset_expiry,
-                signing_key=signing_key,
+                signing_keys=signing_keys,
             )
+        except ReplayRefused as exc:
+            item.outcome, item.error = "refused", exc.message
+            return item
         except CliError as exc:
             item.outcome, item.error = "failed", exc.message
             return item

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import binascii
 import logging
 import os
 import sys
@@ -48,8 +47,8 @@ from jetpool_cli.publishing import (
 )
 from jetpool_protocol import headers as h
 from jetpool_protocol.dead_letter import DeadLetterReason
+from jetpool_protocol.keyring import Keyring, KeyringError, load_keyring
 from jetpool_protocol.naming import PoolNames
-from jetpool_protocol.security import load_key
 
 log = logging.getLogger("jetpool_cli")
 
@@ -233,8 +232,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=JSON_CONTENT_TYPE,
         help="Content-Type header; JSON payloads are validated (default %(default)s)",
     )
-    pub.add_argument("--sign-key-file", metavar="FILE", help="HMAC key (base64, 32 bytes)")
-    pub.add_argument("--encrypt-key-file", metavar="FILE", help="AES-256 key (base64, 32 bytes)")
+    pub.add_argument(
+        "--sign-key-file", metavar="FILE", help="HMAC keyring; signs with its first key"
+    )
+    pub.add_argument(
+        "--encrypt-key-file", metavar="FILE", help="AES-256 keyring; encrypts with its first key"
+    )
     pub.add_argument(
         "--concurrency",
         type=_positive_int,
@@ -281,7 +284,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="restart the task's TTL clock (needed to replay 'expired' records)",
     )
     replay.add_argument(
-        "--sign-key-file", metavar="FILE", help="re-sign signed tasks (with --reset-expiry)"
+        "--sign-key-file",
+        metavar="FILE",
+        help="keyring: verify signed records, re-sign them with --reset-expiry",
     )
     _common(replay)
 
@@ -353,13 +358,15 @@ def _selection(
     )
 
 
-async def _read_key(path: str | None, flag: str) -> bytes | None:
+async def _read_keyring(path: str | None, flag: str) -> Keyring | None:
     if path is None:
         return None
     try:
-        return await asyncio.to_thread(load_key, path)
-    except (OSError, ValueError, binascii.Error) as exc:
-        raise CliError(f"{flag}: cannot use {path!r}: {exc}", EXIT_USAGE) from exc
+        return await asyncio.to_thread(load_keyring, path)
+    except OSError as exc:
+        raise CliError(f"{flag}: cannot read {path!r}: {exc.strerror}", EXIT_USAGE) from exc
+    except KeyringError as exc:
+        raise CliError(f"{flag}: cannot use {exc}", EXIT_USAGE) from exc
 
 
 # ---------------------------------------------------------------------------------- publish
@@ -415,8 +422,8 @@ async def cmd_publish(args: argparse.Namespace, io: Io) -> int:
         ttl_seconds=args.ttl,
         content_type=args.content_type or None,
         extra_headers=dict(args.header),
-        signing_key=await _read_key(args.sign_key_file, "--sign-key-file"),
-        encryption_key=await _read_key(args.encrypt_key_file, "--encrypt-key-file"),
+        signing_keys=await _read_keyring(args.sign_key_file, "--sign-key-file"),
+        encryption_keys=await _read_keyring(args.encrypt_key_file, "--encrypt-key-file"),
     )
     payloads, total = await _payloads(args, io)
     ids = task_ids(total, task_id=args.id, id_prefix=args.id_prefix)
@@ -560,7 +567,14 @@ async def cmd_dlq_stats(args: argparse.Namespace, io: Io) -> int:
 
 async def cmd_dlq_replay(args: argparse.Namespace, io: Io) -> int:
     seqs, flt = _selection(args, age=args.since, age_field="since", now=datetime.now(UTC))
-    signing_key = await _read_key(args.sign_key_file, "--sign-key-file")
+    signing_keys = await _read_keyring(args.sign_key_file, "--sign-key-file")
+    task_stream = _expected_stream(args)
+    if task_stream is None:
+        raise CliError(
+            "replay publishes only to the pool's task stream: name the pool (-n NAMESPACE "
+            "-p POOL) or the stream (--stream)",
+            EXIT_USAGE,
+        )
     progress = io.progress(args, "replayed", len(seqs) if seqs else args.limit)
 
     async def run(admin: DeadLetterAdmin) -> tuple[str, ReplayReport]:
@@ -571,8 +585,9 @@ async def cmd_dlq_replay(args: argparse.Namespace, io: Io) -> int:
             dry_run=args.dry_run,
             keep=args.keep,
             by=args.by,
+            task_stream=task_stream,
             reset_expiry=args.reset_expiry,
-            signing_key=signing_key,
+            signing_keys=signing_keys,
             on_progress=progress.update,
         )
         return admin.target.stream, report
@@ -608,9 +623,14 @@ async def cmd_dlq_replay(args: argparse.Namespace, io: Io) -> int:
         else:
             io.out(
                 f"replayed {summary['replayed']}, duplicates {summary['duplicates']}, "
-                f"failed {summary['failed']}, deleted {summary['deleted']} from {stream}"
+                f"failed {summary['failed']}, "
+                + (f"refused {summary['refused']}, " if summary["refused"] else "")
+                + f"deleted {summary['deleted']} from {stream}"
             )
-    return EXIT_FAILURE if report.failed else EXIT_OK
+    for item in report.items:
+        if item.outcome == "refused":
+            io.err(f"jetpool: refused dlq seq {item.seq}: {item.error}")
+    return EXIT_FAILURE if report.failed or report.refused else EXIT_OK
 
 
 async def cmd_dlq_purge(args: argparse.Namespace, io: Io) -> int:

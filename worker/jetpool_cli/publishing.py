@@ -22,6 +22,7 @@ from nats.js.client import JetStreamContext
 
 from jetpool_cli.errors import CliError, describe
 from jetpool_protocol.envelope import task_headers
+from jetpool_protocol.keyring import Keyring
 from jetpool_protocol.security import seal
 
 log = logging.getLogger(__name__)
@@ -37,8 +38,9 @@ class TaskOptions:
     ttl_seconds: float | None = None
     content_type: str | None = JSON_CONTENT_TYPE
     extra_headers: Mapping[str, str] = field(default_factory=dict)
-    signing_key: bytes | None = None
-    encryption_key: bytes | None = None
+    signing_keys: Keyring | None = None
+    """Signs with its current key (``Jetpool-Key-Id`` names it)."""
+    encryption_keys: Keyring | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,8 +80,9 @@ def build_task(
     sealed, sealed_headers = seal(
         payload,
         headers,
-        signing_key=options.signing_key,
-        encryption_key=options.encryption_key,
+        subject=subject,
+        signing_keys=options.signing_keys,
+        encryption_keys=options.encryption_keys,
     )
     return OutgoingTask(task_id=task_id, subject=subject, payload=sealed, headers=sealed_headers)
 

@@ -27,7 +27,8 @@ from nats.aio.client import RawCredentials
 from jetpool_protocol.credentials import load_credentials_file
 from jetpool_protocol.dead_letter import DeadLetterReason, DeadLetterRecord
 from jetpool_protocol.envelope import ExpiredTask, InvalidTask, Task, parse_task
-from jetpool_protocol.security import load_key, unseal
+from jetpool_protocol.keyring import Keyring, load_keyring
+from jetpool_protocol.security import unseal
 from jetpool_protocol.stats import WorkerStats
 from jetpool_protocol.worker_settings import WorkerSettings
 from jetpool_worker import retry
@@ -129,6 +130,15 @@ def _tls_context(settings: WorkerSettings) -> ssl.SSLContext | None:
     return context
 
 
+def _keyring(path: str | None, what: str) -> Keyring | None:
+    if not path:
+        return None
+    keys = load_keyring(path)
+    # Ids only, never keys: during a rotation this says which keys a worker accepts.
+    log.info("%s keys %s (current %s)", what, ", ".join(keys.ids), keys.current.id)
+    return keys
+
+
 class Worker:
     """One worker process's runtime. ``await Worker(settings).run(stop_event)``."""
 
@@ -154,12 +164,9 @@ class Worker:
         self.tls = _tls_context(settings)
         self.handler = handler or load_handler(settings.handler)
         self.policy = retry.RetryPolicy.from_settings(settings)
-        self.signing_key = (
-            load_key(settings.signing_key_file) if settings.signing_key_file else None
-        )
-        self.encryption_key = (
-            load_key(settings.encryption_key_file) if settings.encryption_key_file else None
-        )
+        # Keyrings are read once, like credentials: a rotation rolls the workers.
+        self.signing_keys = _keyring(settings.signing_key_file, "signing")
+        self.encryption_keys = _keyring(settings.encryption_key_file, "encryption")
         self.metrics = Metrics(settings.pool_name, settings.pool_namespace, self.worker_id)
         self.metrics.in_flight.set_function(lambda: self._slots_taken)
         self._tally = self.metrics.tally
@@ -662,8 +669,9 @@ class Worker:
             payload = unseal(
                 raw.payload,
                 raw.headers,
-                signing_key=self.signing_key,
-                encryption_key=self.encryption_key,
+                subject=raw.subject,
+                signing_keys=self.signing_keys,
+                encryption_keys=self.encryption_keys,
                 require_signed=s.require_signed,
             )
             task = parse_task(
