@@ -633,7 +633,10 @@ class DeadLetterAdmin:
         if dry_run:
             return item
         try:
-            ack = await self.js.publish(subject, payload, headers=headers, timeout=self.timeout)
+            # Expected stream too: the server refuses if the subject left the stream meanwhile.
+            ack = await self.js.publish(
+                subject, payload, headers=headers, timeout=self.timeout, stream=task_stream[0]
+            )
         except (nats.errors.Error, TimeoutError) as exc:
             item.outcome, item.error = "failed", describe(exc)
             return item
