@@ -234,3 +234,9 @@ def test_reset_expiry_of_a_signed_task_without_the_key_is_refused() -> None:
         replay_message(
             _record(original), dlq_stream="d", dlq_seq=1, by="b", now=NOW, reset_expiry=True
         )
+
+
+def test_a_hostile_subject_is_shown_cut_short() -> None:
+    found = replay_subject_problem("x" * 100_000, "jetpool-ns-p", ["tasks.ns.p.>"])
+    assert found is not None
+    assert len(found) < 400

@@ -239,14 +239,15 @@ def replay_subject_problem(subject: str, stream: str, stream_subjects: Sequence[
     A record's fields are whatever its writer put there: replay only ever publishes to a
     concrete subject that the pool's own task stream captures.
     """
+    shown = repr(subject if len(subject) <= 200 else subject[:200] + "...")
     tokens = subject.split(".")
     if any(not t or t in ("*", ">") or any(c.isspace() for c in t) for t in tokens):
-        return f"original subject {subject!r} is not a publishable subject"
+        return f"original subject {shown} is not a publishable subject"
     if subject.startswith(SYSTEM_SUBJECT_PREFIXES):
-        return f"original subject {subject!r} is a system or reply subject, not a task subject"
+        return f"original subject {shown} is a system or reply subject, not a task subject"
     if not any(subject_matches(p, subject) for p in stream_subjects):
         return (
-            f"original subject {subject!r} is not a subject of the pool's task stream "
+            f"original subject {shown} is not a subject of the pool's task stream "
             f"{stream!r} ({', '.join(stream_subjects) or 'no subjects'})"
         )
     return None
