@@ -111,6 +111,8 @@ def test_defaults_render_the_ha_operator_and_its_surroundings(render: Render) ->
         "PodDisruptionBudget",
         "ClusterKopfPeering",
         "ConfigMap",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
     }
     deployment = only(objects, "Deployment", "jetpool-operator")
     assert deployment["spec"]["replicas"] == 2
