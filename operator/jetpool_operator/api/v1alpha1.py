@@ -617,12 +617,127 @@ class EnvVar(ApiModel):
     )
 
 
+VOLUME_SOURCES = (
+    "configMap",
+    "secret",
+    "emptyDir",
+    "projected",
+    "downwardAPI",
+    "persistentVolumeClaim",
+    "ephemeral",
+)
+"""Volume types a pool may add: a whitelist (new node-level types stay refused by default).
+
+Pod Security ``restricted`` minus ``csi``: inline CSI volumes do whatever their driver does,
+which the pool's tenant does not choose and the operator cannot judge."""
+PROJECTED_SOURCES = ("configMap", "secret", "downwardAPI", "serviceAccountToken")
+"""Sources of a ``projected`` volume; ``serviceAccountToken`` is further gated by the operator's
+``JETPOOL_ALLOW_PROJECTED_TOKENS`` (it is an API credential the pool would otherwise lack)."""
+MAX_VOLUMES = 64
+
+
+def _preserved(what: str) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": True,
+        "description": f"Kubernetes {what} (validated by the apiserver on the Deployment).",
+    }
+
+
+def _exactly_one(keys: tuple[str, ...]) -> str:
+    return "[" + ", ".join(f"has(self.{k})" for k in keys) + "].exists_one(x, x)"
+
+
+_ONE_VOLUME_TYPE = _rule(
+    _exactly_one(VOLUME_SOURCES),
+    "template.volumes: each volume needs exactly one of " + ", ".join(VOLUME_SOURCES) + ";"
+    " hostPath and other node-level volume types are not accepted",
+)
+_ONE_PROJECTED_SOURCE = _rule(
+    _exactly_one(PROJECTED_SOURCES),
+    "template.volumes: each projected source needs exactly one of " + ", ".join(PROJECTED_SOURCES),
+)
+
+
+def _volume_item_schema() -> dict[str, Any]:
+    """Only whitelisted keys are declared: any other (hostPath, ...) is an unknown field, which
+    the apiserver rejects (strict field validation) or prunes, and then the rule sees no type."""
+    projected_source = {
+        "type": "object",
+        "description": "One source of the projected volume.",
+        "properties": {k: _preserved(f"{k} projection") for k in PROJECTED_SOURCES},
+        "x-kubernetes-validations": [dict(_ONE_PROJECTED_SOURCE)],
+    }
+    sources: dict[str, Any] = {k: _preserved(f"{k} volume source") for k in VOLUME_SOURCES}
+    sources["projected"] = {
+        "type": "object",
+        "description": "Kubernetes projected volume source.",
+        "properties": {
+            "defaultMode": {"type": "integer", "description": "File mode bits (octal 0440 = 288)."},
+            "sources": {
+                "type": "array",
+                "maxItems": 32,
+                "description": "configMap, secret, downwardAPI or serviceAccountToken projections.",
+                "items": projected_source,
+            },
+        },
+    }
+    return {
+        "type": "object",
+        "description": "A Kubernetes Volume: its name and exactly one whitelisted source.",
+        "required": ["name"],
+        "properties": {
+            "name": {"type": "string", "maxLength": 63, "description": "Volume name."},
+            **sources,
+        },
+        "x-kubernetes-validations": [dict(_ONE_VOLUME_TYPE)],
+    }
+
+
+Volumes = Annotated[
+    list[dict[str, Any]],
+    WithJsonSchema({"type": "array", "maxItems": MAX_VOLUMES, "items": _volume_item_schema()}),
+]
+"""Kubernetes Volumes of whitelisted types only (:data:`VOLUME_SOURCES`)."""
+
+UNSAFE_ANNOTATION_PREFIXES = (
+    "container.apparmor.security.beta.kubernetes.io/",
+    "seccomp.security.alpha.kubernetes.io/",
+)
+_NO_SECURITY_ANNOTATIONS = _rule(
+    "self.all(k, " + " && ".join(f"!k.startsWith('{p}')" for p in UNSAFE_ANNOTATION_PREFIXES) + ")",
+    "template.annotations must not set AppArmor or seccomp profiles: the workers keep the"
+    " restricted profile the operator gives them",
+)
+
+
+def _one_of(item: dict[str, Any], allowed: tuple[str, ...], extra: set[str]) -> bool:
+    return set(item) <= {*allowed, *extra} and sum(k in item for k in allowed) == 1
+
+
+def template_volume_problem(volumes: list[dict[str, Any]]) -> str | None:
+    """The message of the first volume rule these volumes break (the CEL rules' mirror; an
+    undeclared key counts as breaking it, as the apiserver refuses or prunes it)."""
+    for volume in volumes:
+        if not _one_of(volume, VOLUME_SOURCES, {"name"}):
+            return _ONE_VOLUME_TYPE["message"]
+        projected = volume.get("projected")
+        sources = projected.get("sources") or [] if isinstance(projected, dict) else []
+        if not all(_one_of(s, PROJECTED_SOURCES, set()) for s in sources):
+            return _ONE_PROJECTED_SOURCE["message"]
+    return None
+
+
 class LocalObjectReference(ApiModel):
     name: SecretName = Field(description="Name of the object in the pool's namespace.")
 
 
 class WorkerTemplate(ApiModel):
-    """Pod-level knobs of the worker Deployment; the operator fills in everything else."""
+    """Pod-level knobs of the worker Deployment; the operator fills in everything else.
+
+    Only what a tenant who may not create pods can safely get: no host namespaces, security
+    context or privileges are exposed at all, and volumes are whitelisted (see docs/api.md).
+    """
 
     resources: ResourceRequirements = Field(
         default_factory=_default_resources,
@@ -657,7 +772,8 @@ class WorkerTemplate(ApiModel):
     service_account_name: SecretName | None = Field(
         None,
         description=(
-            "Use this existing ServiceAccount. Unset: the operator creates <pool>-worker "
+            "Use this existing ServiceAccount (needs the operator's "
+            "JETPOOL_ALLOW_FOREIGN_SERVICE_ACCOUNTS). Unset: the operator creates <pool>-worker "
             "(with no API token mounted)."
         ),
     )
@@ -668,12 +784,29 @@ class WorkerTemplate(ApiModel):
         default_factory=dict, description="Extra labels on worker pods (jetpool labels win)."
     )
     annotations: dict[str, str] = Field(
-        default_factory=dict, description="Extra annotations on worker pods."
+        default_factory=dict,
+        description="Extra annotations on worker pods (no AppArmor or seccomp profiles).",
+        json_schema_extra={"x-kubernetes-validations": [dict(_NO_SECURITY_ANNOTATIONS)]},
     )
-    volumes: RawList = Field(default_factory=list, description="Extra Kubernetes Volumes.")
+    volumes: Volumes = Field(
+        default_factory=list,
+        description=(
+            "Extra Kubernetes Volumes: " + ", ".join(VOLUME_SOURCES) + " only. A projected "
+            "serviceAccountToken source needs the operator's JETPOOL_ALLOW_PROJECTED_TOKENS."
+        ),
+    )
     volume_mounts: RawList = Field(
         default_factory=list, description="Extra VolumeMounts of the worker container."
     )
+
+    @model_validator(mode="after")
+    def _safe_pod(self) -> WorkerTemplate:
+        problem = template_volume_problem(self.volumes)
+        if problem is not None:
+            raise ValueError(problem)
+        if any(k.startswith(UNSAFE_ANNOTATION_PREFIXES) for k in self.annotations):
+            raise ValueError(_NO_SECURITY_ANNOTATIONS["message"])
+        return self
 
 
 # --- spec -----------------------------------------------------------------------------------

@@ -31,7 +31,10 @@ def at(schema: dict[str, Any], dotted: str) -> dict[str, Any]:
     """The node at ``.spec.scaling`` style paths."""
     node = schema
     for part in filter(None, dotted.split(".")):
-        node = node["properties"][part]
+        items = part.count("[]")
+        node = node["properties"][part.removesuffix("[]" * items)]
+        for _ in range(items):
+            node = node["items"]
     return node
 
 

@@ -37,6 +37,9 @@ def test_rules_sit_on_the_objects_whose_fields_they_compare() -> None:
         ".spec.retry.backoff": 1,
         ".spec.scaling": 1,
         ".spec.security": 1,
+        ".spec.template.annotations": 1,
+        ".spec.template.volumes[]": 1,
+        ".spec.template.volumes[].projected.sources[]": 1,
     }
 
 
@@ -146,6 +149,41 @@ BAD_SPECS = [
         )
         for subject in (">", "$JS.API.>", "$SYS.>", "tasks.>", "tasks.*.x", "orders.>", "tasks.a")
     ),
+    *(
+        pytest.param(
+            _minimal(template={"volumes": [{"name": "v", **volume}]}),
+            "template.volumes: each volume needs exactly one of configMap, secret, emptyDir,"
+            " projected, downwardAPI, persistentVolumeClaim, ephemeral; hostPath and other"
+            " node-level volume types are not accepted",
+            id=f"volume-{'-'.join(volume) or 'none'}",
+        )
+        for volume in (
+            {"hostPath": {"path": "/"}},
+            {"csi": {"driver": "x"}},
+            {"nfs": {"server": "n", "path": "/"}},
+            {},
+            {"emptyDir": {}, "configMap": {"name": "c"}},
+            {"emptyDir": {}, "hostPath": {"path": "/"}},
+        )
+    ),
+    pytest.param(
+        _minimal(
+            template={
+                "volumes": [{"name": "p", "projected": {"sources": [{"clusterTrustBundle": {}}]}}]
+            }
+        ),
+        "template.volumes: each projected source needs exactly one of configMap, secret,"
+        " downwardAPI, serviceAccountToken",
+        id="projected-cluster-trust-bundle",
+    ),
+    pytest.param(
+        _minimal(
+            template={"annotations": {"container.apparmor.security.beta.kubernetes.io/worker": "u"}}
+        ),
+        "template.annotations must not set AppArmor or seccomp profiles: the workers keep the"
+        " restricted profile the operator gives them",
+        id="apparmor-unconfined",
+    ),
 ]
 
 
@@ -182,3 +220,35 @@ def test_every_non_transition_rule_has_a_mirrored_bad_spec() -> None:
         r["message"] for rules in _rules().values() for r in rules if "oldSelf" not in r["rule"]
     }
     assert stateless == mirrored
+
+
+@pytest.mark.parametrize(
+    "volume",
+    [
+        {"configMap": {"name": "c"}},
+        {"secret": {"secretName": "s"}},
+        {"emptyDir": {"medium": "Memory"}},
+        {"persistentVolumeClaim": {"claimName": "data"}},
+        {"downwardAPI": {"items": []}},
+        {"ephemeral": {"volumeClaimTemplate": {"spec": {}}}},
+        {"projected": {"sources": [{"secret": {"name": "s"}}, {"serviceAccountToken": {}}]}},
+    ],
+)
+def test_whitelisted_volume_types_pass_the_volume_rules(volume: dict[str, Any]) -> None:
+    WorkerPoolSpec.model_validate(_minimal(template={"volumes": [{"name": "v", **volume}]}))
+
+
+def test_the_volume_item_schema_declares_only_whitelisted_sources() -> None:
+    """Anything else (hostPath, csi, ...) is an unknown field: refused or pruned, never kept."""
+    item = at(root_schema(), ".spec.template.volumes[]")
+    assert "x-kubernetes-preserve-unknown-fields" not in item
+    assert set(item["properties"]) == {
+        "name",
+        "configMap",
+        "secret",
+        "emptyDir",
+        "projected",
+        "downwardAPI",
+        "persistentVolumeClaim",
+        "ephemeral",
+    }
