@@ -206,10 +206,12 @@ def _write(path: Path, text: str, *, secret: bool = False) -> Path:
     return path
 
 
-def _user_nats_claims(issuer_account: str | None = None) -> dict[str, Any]:
+def _user_nats_claims(
+    issuer_account: str | None = None, permissions: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     claims: dict[str, Any] = {
-        "pub": {},
-        "sub": {},
+        "pub": dict((permissions or {}).get("pub", {})),
+        "sub": dict((permissions or {}).get("sub", {})),
         "subs": UNLIMITED,
         "data": UNLIMITED,
         "payload": UNLIMITED,
@@ -254,14 +256,17 @@ def issue_user(
     *,
     expires_at: datetime | None = None,
     not_before: datetime | None = None,
+    permissions: Mapping[str, Any] | None = None,
 ) -> NatsUser:
     """A new user of ``account`` (signed by the account's own key) with its ``.creds`` file
-    at ``<directory>/creds/<account>/<name>.creds``."""
+    at ``<directory>/creds/<account>/<name>.creds``; ``permissions`` are the JWT's
+    ``pub``/``sub`` claims (``{"pub": {"allow": [...]}, "sub": {...}}``), unrestricted if
+    omitted."""
     key = new_nkey(NkeyKind.USER)
     jwt = encode_jwt(
         key.public_key,
         name,
-        _user_nats_claims(),
+        _user_nats_claims(permissions=permissions),
         account.seed,
         expires_at=int(expires_at.timestamp()) if expires_at else None,
         not_before=int(not_before.timestamp()) if not_before else None,

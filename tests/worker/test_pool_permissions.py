@@ -1,0 +1,202 @@
+"""A worker user holding exactly the pool's documented permission set, on a real nats-server.
+
+The worker process runs tasks, dead-letters, publishes stats and obeys the breaker with it;
+the same credentials cannot publish another pool's stats, write any control key, or create
+or delete streams.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import nats
+import nats.errors
+import pytest
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.js.api import KeyValueConfig
+from nats.js.errors import BucketNotFoundError, NotFoundError
+from nats.js.kv import KeyValue
+
+from e2e.testbed.nats_auth import NatsAuth, NatsUser, issue_user
+from e2e.testbed.nats_server import NatsServer
+from jetpool_protocol.control import BreakerState, ControlState
+from jetpool_protocol.permissions import worker_permissions
+from jetpool_protocol.stats import WorkerStats
+from tests.worker.helpers import Pool, dead_letter_ids, eventually, make_pool, publish_task
+from tests.worker.subprocess_worker import done_ids, kill, spawn_worker
+
+pytestmark = pytest.mark.nats
+
+ACCOUNT = "tenant-a"
+
+
+@pytest.fixture
+async def admin(secure_nats_server: NatsServer, nats_auth: NatsAuth) -> AsyncIterator[NATS]:
+    """The account's unrestricted user: plays the operator (streams, control) and the producer."""
+    nc = await nats.connect(
+        secure_nats_server.url,
+        tls=secure_nats_server.tls_context(),
+        user_credentials=str(nats_auth.user(ACCOUNT).creds_file),
+    )
+    yield nc
+    await nc.close()
+
+
+async def _control_kv(admin: NATS) -> KeyValue:
+    js = admin.jetstream()
+    try:
+        return await js.key_value("jetpool-control")
+    except BucketNotFoundError:
+        return await js.create_key_value(KeyValueConfig(bucket="jetpool-control", history=1))
+
+
+def _pool_user(nats_auth: NatsAuth, pool: Pool) -> NatsUser:
+    return issue_user(
+        nats_auth.directory,
+        nats_auth.account(ACCOUNT),
+        f"pool-{pool.settings.pool_name}",
+        permissions=worker_permissions(pool.settings).as_jwt_claims(),
+    )
+
+
+async def _restricted(server: NatsServer, user: NatsUser, errors: list[str]) -> NATS:
+    async def on_error(exc: Exception) -> None:
+        errors.append(str(exc))
+
+    return await nats.connect(
+        server.url,
+        tls=server.tls_context(),
+        user_credentials=str(user.creds_file),
+        error_cb=on_error,
+        allow_reconnect=False,
+    )
+
+
+def _state(breaker: BreakerState, epoch: int) -> bytes:
+    return (
+        ControlState(breaker=breaker, epoch=epoch, since=datetime.now(UTC))
+        .model_dump_json()
+        .encode()
+    )
+
+
+async def test_a_worker_with_only_its_pools_permissions_runs_dead_letters_reports_and_obeys(
+    admin: NATS, secure_nats_server: NatsServer, nats_auth: NatsAuth, tmp_path: Path
+) -> None:
+    js = admin.jetstream()
+    kv = await _control_kv(admin)
+    pool = await make_pool(js, secure_nats_server.url, nats_tls_ca_file=str(nats_auth.tls.ca_file))
+    user = _pool_user(nats_auth, pool)
+    settings = pool.settings.model_copy(
+        update={"nats_credentials_file": str(user.creds_file), "log_level": "DEBUG"}
+    )
+    stats: list[WorkerStats] = []
+
+    async def collect(msg: Msg) -> None:
+        stats.append(WorkerStats.model_validate_json(msg.data))
+
+    sub = await admin.subscribe(settings.stats_subject, cb=collect)
+    done, log = tmp_path / "done", tmp_path / "worker.log"
+    proc = spawn_worker(settings, done, log)
+    try:
+        ok = [f"ok-{uuid.uuid4().hex[:8]}" for _ in range(3)]
+        for task_id in ok:
+            await publish_task(js, pool, task_id)
+        await publish_task(js, pool, "bad-1", {"raise": "ValueError"})
+        await eventually(lambda: sorted(done_ids(done)) == sorted(ok), within=20, what="tasks")
+
+        async def dead_lettered() -> bool:
+            return await dead_letter_ids(js, pool) == ["bad-1"]
+
+        await eventually(dead_lettered, within=20, what="the failing task dead-lettered")
+        await eventually(lambda: any(s.succeeded == 3 for s in stats), what="stats published")
+
+        await kv.put(settings.control_key, _state(BreakerState.OPEN, 1))
+        await eventually(lambda: bool(stats) and not stats[-1].fetching, what="breaker obeyed")
+        await publish_task(js, pool, "held")
+        await asyncio.sleep(1.5)
+        assert "held" not in done_ids(done)
+        await kv.put(settings.control_key, _state(BreakerState.CLOSED, 2))
+        await eventually(lambda: "held" in done_ids(done), within=15, what="closed again")
+        assert "permissions violation" not in log.read_text().lower()
+    finally:
+        kill(proc)
+        await sub.unsubscribe()
+        await kv.delete(settings.control_key)
+
+
+async def test_a_pools_credentials_cannot_forge_another_pools_stats_or_control(
+    admin: NATS, secure_nats_server: NatsServer, nats_auth: NatsAuth
+) -> None:
+    js = admin.jetstream()
+    kv = await _control_kv(admin)
+    mine = await make_pool(js, secure_nats_server.url)
+    victim = await make_pool(js, secure_nats_server.url)
+    await kv.put(victim.settings.control_key, _state(BreakerState.CLOSED, 7))
+    forged: list[Msg] = []
+
+    async def collect(msg: Msg) -> None:
+        forged.append(msg)
+
+    sub = await admin.subscribe(victim.settings.stats_subject, cb=collect)
+    await admin.flush()
+    errors: list[str] = []
+    nc = await _restricted(secure_nats_server, _pool_user(nats_auth, mine), errors)
+    try:
+        fake = WorkerStats(
+            worker="w-fake",
+            pool=victim.settings.pool_name,
+            namespace=victim.settings.pool_namespace,
+            at=datetime.now(UTC),
+            started_at=datetime.now(UTC),
+            failed=10_000,
+        )
+        await nc.publish(victim.settings.stats_subject, fake.model_dump_json().encode())
+        open_state = _state(BreakerState.OPEN, 99)
+        await nc.publish(f"$KV.jetpool-control.{victim.settings.control_key}", open_state)
+        await nc.flush()
+        await eventually(lambda: len(errors) >= 2, what="both publishes refused")
+        await asyncio.sleep(0.3)
+        assert forged == []
+        entry = await kv.get(victim.settings.control_key)
+        assert entry.value is not None
+        assert json.loads(entry.value)["epoch"] == 7
+        assert all("permissions violation for publish" in e.lower() for e in errors)
+    finally:
+        await nc.close()
+        await sub.unsubscribe()
+        await kv.delete(victim.settings.control_key)
+
+
+async def test_a_pools_credentials_cannot_create_change_or_delete_streams(
+    admin: NATS, secure_nats_server: NatsServer, nats_auth: NatsAuth
+) -> None:
+    js = admin.jetstream()
+    mine = await make_pool(js, secure_nats_server.url)
+    errors: list[str] = []
+    nc = await _restricted(secure_nats_server, _pool_user(nats_auth, mine), errors)
+    tenant_js = nc.jetstream(timeout=1.0)
+    name = f"X{uuid.uuid4().hex[:8]}"
+    try:
+        with pytest.raises(nats.errors.TimeoutError):
+            await tenant_js.add_stream(name=name, subjects=[f"steal.{name}.>"])
+        with pytest.raises(nats.errors.TimeoutError):
+            await tenant_js.update_stream(name=mine.settings.stream, subjects=[">"])
+        with pytest.raises(nats.errors.TimeoutError):
+            await tenant_js.delete_stream(mine.settings.stream)
+        with pytest.raises(nats.errors.TimeoutError):
+            await tenant_js.delete_consumer(mine.settings.stream, mine.settings.consumer)
+        with pytest.raises(NotFoundError):
+            await js.stream_info(name)
+        info = await js.stream_info(mine.settings.stream)
+        assert info.config.subjects == [f"{mine.subject_prefix}.>"]
+        assert (await js.consumer_info(mine.settings.stream, "workers")).name == "workers"
+        await eventually(lambda: len(errors) >= 4, what="every admin request refused")
+    finally:
+        await nc.close()

@@ -1,0 +1,63 @@
+"""The NATS permission set a worker of one pool needs, and nothing more.
+
+A platform team that gives each pool its own NATS user puts these allow lists in the user's
+JWT (``nats.pub.allow`` / ``nats.sub.allow``) or in a server ``authorization`` block. With
+them a pool's workers can pull and ack only their own consumer, dead-letter only under their
+own prefix, publish only their own stats subject and only read their breaker key; they cannot
+publish another pool's stats, write any control key, or create, change or delete streams and
+consumers (no ``$JS.API.STREAM.*`` admin subject and no ``$KV.`` publish is ever listed).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from jetpool_protocol.worker_settings import WorkerSettings
+
+INBOX_PREFIX = "_INBOX"
+"""Replies (JetStream API answers, pulled messages, KV watch deliveries) come to inboxes."""
+
+
+@dataclass(frozen=True, slots=True)
+class NatsPermissions:
+    """Subjects a NATS user may publish to and subscribe to (allow lists; the rest is denied)."""
+
+    publish: tuple[str, ...]
+    subscribe: tuple[str, ...]
+
+    def as_jwt_claims(self) -> dict[str, dict[str, list[str]]]:
+        """The ``pub``/``sub`` part of a user JWT's ``nats`` claims."""
+        return {"pub": {"allow": list(self.publish)}, "sub": {"allow": list(self.subscribe)}}
+
+
+def worker_permissions(settings: WorkerSettings) -> NatsPermissions:
+    """What a worker with ``settings`` publishes and subscribes to, as NATS allow lists.
+
+    The control bucket is shared by every pool of an account, so reading it needs a consumer
+    on its stream (``KV_<bucket>``): nats-py's watch asks for one without a filter in the
+    subject, so the permission cannot narrow *reading* to one key. Writing needs a publish on
+    ``$KV.<bucket>.<key>``, which no worker gets: control cannot be forged from a worker user.
+    """
+    stream, consumer = settings.stream, settings.consumer
+    kv_stream = f"KV_{settings.control_bucket}"
+    control_subject = f"$KV.{settings.control_bucket}.{settings.control_key}"
+    publish = (
+        # bind, pull and acknowledge (ack, nak, term, in-progress go to the reply subject)
+        f"$JS.API.CONSUMER.INFO.{stream}.{consumer}",
+        f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}",
+        f"$JS.ACK.{stream}.{consumer}.>",
+        # dead letters: the DLQ stream's subjects under this pool's prefix only
+        f"{settings.dead_letter_subject_prefix}.>",
+        # stats: this pool's subject only
+        settings.stats_subject,
+        # breaker control: bind the bucket, watch and read this pool's key
+        f"$JS.API.STREAM.INFO.{kv_stream}",
+        f"$JS.API.CONSUMER.CREATE.{kv_stream}",
+        f"$JS.API.CONSUMER.CREATE.{kv_stream}.*.{control_subject}",
+        f"$JS.API.CONSUMER.INFO.{kv_stream}.*",
+        f"$JS.API.CONSUMER.DELETE.{kv_stream}.*",
+        f"$JS.API.DIRECT.GET.{kv_stream}.{control_subject}",
+        f"$JS.API.STREAM.MSG.GET.{kv_stream}",
+        f"$JS.FC.{kv_stream}.>",
+    )
+    return NatsPermissions(publish=publish, subscribe=(f"{INBOX_PREFIX}.>",))
