@@ -1,0 +1,58 @@
+"""The operator credits worker stats only to the pool whose subject they arrived on."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import pytest
+from nats.aio.client import Client as NATS
+
+from e2e.testbed.nats_server import NatsServer
+from jetpool_operator.adapters.nats import ConnectionKey
+from jetpool_operator.controller import OperatorRuntime
+from jetpool_protocol.naming import PoolNames
+from jetpool_protocol.stats import WorkerStats
+from tests.worker.helpers import eventually
+
+pytestmark = pytest.mark.nats
+
+
+def _stats(namespace: str, pool: str, worker: str) -> bytes:
+    now = datetime.now(UTC)
+    return (
+        WorkerStats(
+            worker=worker, pool=pool, namespace=namespace, at=now, started_at=now, failed=999
+        )
+        .model_dump_json()
+        .encode()
+    )
+
+
+async def test_stats_claiming_another_pool_on_this_pools_subject_are_ignored(
+    nats_server: NatsServer, nc: NATS
+) -> None:
+    ns = f"t{uuid.uuid4().hex[:8]}"
+    victim, hostile = PoolNames(ns, "victim"), PoolNames(f"{ns}-b", "hostile")
+    operator = OperatorRuntime(kube=cast(Any, None))
+    key = ConnectionKey(nats_server.url)
+    runtimes = {}
+    for names in (victim, hostile):
+        runtime = operator.start_pool(names.namespace, names.pool)
+        runtime.connection_key, runtime.stats_subject = key, names.stats_subject
+        runtimes[names] = runtime
+    try:
+        await operator.nats.get(key)
+        # a hostile pool's worker speaks for the victim on its own subject, and the reverse
+        await nc.publish(hostile.stats_subject, _stats(ns, "victim", "forged"))
+        await nc.publish("jetpool.stats.elsewhere.x", _stats(ns, "victim", "forged-2"))
+        await nc.publish(victim.stats_subject, _stats(ns, "victim", "real"))
+        await nc.publish(hostile.stats_subject, _stats(f"{ns}-b", "hostile", "theirs"))
+        await nc.flush()
+        await eventually(lambda: "real" in runtimes[victim].snapshots, what="victim's stats")
+        await eventually(lambda: "theirs" in runtimes[hostile].snapshots, what="hostile's stats")
+        assert set(runtimes[victim].snapshots) == {"real"}
+        assert set(runtimes[hostile].snapshots) == {"theirs"}
+    finally:
+        await operator.nats.close()
