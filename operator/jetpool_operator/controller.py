@@ -42,6 +42,7 @@ from jetpool_operator.api.v1alpha1 import (
     WorkerPoolSpec,
 )
 from jetpool_operator.core import autoscaler, circuit_breaker, health, nats_resources, tenancy
+from jetpool_operator.core.child_ownership import child_conflict
 from jetpool_operator.core.children import (
     INPUT_HASH_ANNOTATION,
     PoolRef,
@@ -49,6 +50,7 @@ from jetpool_operator.core.children import (
     selector_string,
 )
 from jetpool_operator.core.conditions import ConditionType, Reason, set_condition
+from jetpool_operator.core.pod_template_policy import TemplateAllowances, template_refusal
 from jetpool_operator.core.status_patch import status_patch, without_nulls
 from jetpool_operator.core.worker_stats import PoolStats, StatsConfig, StatsMemory, aggregate
 from jetpool_protocol.control import BreakerState, ControlState
@@ -122,8 +124,14 @@ class TickResult:
 class OperatorRuntime:
     """Everything the handlers share: adapters, every pool's runtime, a Secret cache."""
 
-    def __init__(self, kube: KubeAdapter, clock: Callable[[], datetime] | None = None) -> None:
+    def __init__(
+        self,
+        kube: KubeAdapter,
+        clock: Callable[[], datetime] | None = None,
+        allowances: TemplateAllowances | None = None,
+    ) -> None:
         self.kube = kube
+        self.allowances = allowances or TemplateAllowances()
         self.nats = NatsConnections(self._on_stats)
         self.pools: dict[tuple[str, str], PoolRuntime] = {}
         self.clock = clock or (lambda: datetime.now(UTC))
@@ -420,15 +428,19 @@ async def reconcile(
     # -- children ----------------------------------------------------------------------------------
     children = build_children(ref, spec, decision.replicas)
     children_error: str | None = None
+    held: tuple[str, str] | None = None
     try:
-        await _apply_children(rt, pool, children.all(), deployment, decision.replicas, mono)
+        refusal = template_refusal(ref, spec, rt.allowances)
+        held = await _apply_children(
+            rt, pool, ref, refusal, children.all(), deployment, decision.replicas, mono
+        )
     except Exception as exc:  # an API error must not kill the loop; report it instead
         log.exception("applying children of %s/%s failed", pool.namespace, pool.name)
         metrics.count(metrics.ERRORS, pool.namespace, pool.name, "kubernetes", type(exc).__name__)
         children_error = f"applying worker resources failed: {exc}"
 
     last_scale = (old_status.get("lastScaleTime"), old_status.get("lastScaleReason"))
-    if children_error is None:
+    if children_error is None and held is None:
         last_scale = _record_scale(pool, decision, current, now, post_event) or last_scale
 
     # -- health and conditions -----------------------------------------------------------------
@@ -459,7 +471,7 @@ async def reconcile(
         condition,
         plan=plan,
         problem=problem,
-        readiness=_readiness(spec, problem, children_error, decision.replicas, ready_now),
+        readiness=_readiness(spec, problem, children_error or held, decision.replicas, ready_now),
         breaker=breaker,
         breaker_enabled=bconfig.enabled,
         decision=decision,
@@ -724,13 +736,15 @@ def _pool_conditions(
 def _readiness(
     spec: WorkerPoolSpec,
     problem: tuple[str, str] | None,
-    children_error: str | None,
+    children_error: str | tuple[str, str] | None,
     desired: int,
     ready: int,
 ) -> tuple[bool, str, str]:
-    """(ok, reason, message) of the Ready condition."""
+    """(ok, reason, message) of the Ready condition; a held-back child is (reason, message)."""
     if problem is not None:
         return False, Reason.NATS_ERROR, f"NATS not ready: {problem[1]}"
+    if isinstance(children_error, tuple):
+        return False, *children_error
     if children_error is not None:
         return False, Reason.RECONCILE_FAILED, children_error
     if spec.paused:
@@ -745,12 +759,23 @@ def _readiness(
 async def _apply_children(
     rt: OperatorRuntime,
     pool: PoolRuntime,
+    ref: PoolRef,
+    refusal: str | None,
     objects: list[dict[str, Any]],
     observed_deployment: Mapping[str, Any] | None,
     replicas: int,
     mono: float,
-) -> None:
-    for obj in objects:
+) -> tuple[str, str] | None:
+    """Apply what changed; returns (reason, message) when something was held back.
+
+    A child whose name is taken by an object this pool does not control is never applied
+    (:mod:`~jetpool_operator.core.child_ownership`); then, or when the template is refused, the
+    Deployment is not written either: it would run under whatever holds those names.
+    """
+    held: tuple[str, str] | None = None
+    if refusal is not None:
+        held = (Reason.TEMPLATE_REFUSED, refusal)
+    for obj in sorted(objects, key=lambda o: o["kind"] == "Deployment"):
         desired_hash = obj["metadata"]["annotations"][INPUT_HASH_ANNOTATION]
         if obj["kind"] == "Deployment":
             observed = observed_deployment or {}
@@ -762,7 +787,9 @@ async def _apply_children(
                 and (observed.get("spec") or {}).get("replicas") == replicas
                 and observed_meta.get("generation") == pool.deployment_generation
             )
-            if not in_sync:
+            if held is None and not in_sync:
+                held = await _held_by_conflict(rt, ref, obj)
+            if held is None and not in_sync:
                 applied = await rt.kube.apply(obj)
                 pool.deployment_generation = applied.generation
             continue
@@ -772,8 +799,23 @@ async def _apply_children(
             or previous[0] != desired_hash
             or mono - previous[1] > CHILDREN_RECHECK_SECONDS
         ):
+            conflict = await _held_by_conflict(rt, ref, obj)
+            if conflict is not None:
+                pool.applied_children.pop(obj["kind"], None)
+                held = held or conflict
+                continue
             await rt.kube.apply(obj)
             pool.applied_children[obj["kind"]] = (desired_hash, mono)
+    return held
+
+
+async def _held_by_conflict(
+    rt: OperatorRuntime, ref: PoolRef, obj: dict[str, Any]
+) -> tuple[str, str] | None:
+    meta = obj["metadata"]
+    existing = await rt.kube.read_metadata(obj)
+    conflict = child_conflict(ref.uid, obj["kind"], meta["name"], existing)
+    return None if conflict is None else (Reason.CHILD_CONFLICT, conflict.message())
 
 
 def _export_metrics(pool: PoolRuntime, status: Mapping[str, Any], state: BreakerState) -> None:

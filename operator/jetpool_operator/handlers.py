@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from typing import Any
 
 import kopf
@@ -29,6 +30,7 @@ from jetpool_operator.controller import (
 )
 from jetpool_operator.core.children import LABEL_MANAGED_BY, MANAGER
 from jetpool_operator.core.nats_resources import resolve_names
+from jetpool_operator.core.pod_template_policy import allowances_from_env
 from jetpool_operator.core.tenancy import Owner
 
 log = logging.getLogger(__name__)
@@ -60,7 +62,9 @@ async def configure(*, settings: kopf.OperatorSettings, memo: kopf.Memo, **_: An
     settings.watching.connect_timeout = 30
     settings.watching.reconnect_backoff = 1.0
     settings.posting.reporting_component = "jetpool-operator"
-    memo.runtime = OperatorRuntime(await asyncio.to_thread(KubeAdapter))
+    memo.runtime = OperatorRuntime(
+        await asyncio.to_thread(KubeAdapter), allowances=allowances_from_env(os.environ)
+    )
 
 
 @kopf.on.cleanup()

@@ -15,6 +15,12 @@ from datetime import UTC, datetime
 import kopf
 from prometheus_client import start_http_server
 
+from jetpool_operator.core.pod_template_policy import (
+    ALLOW_FOREIGN_SERVICE_ACCOUNTS_ENV,
+    ALLOW_PROJECTED_TOKENS_ENV,
+    allowances_from_env,
+)
+
 log = logging.getLogger("jetpool.operator")
 
 
@@ -64,7 +70,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=int(env("JETPOOL_PRIORITY", "0")) or random.randint(1, 2**31 - 1),
         help="Peering priority; must differ between replicas (default: random).",
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    try:
+        args.allowances = allowances_from_env(os.environ)
+    except ValueError as exc:
+        parser.error(str(exc))
+    return args
 
 
 def peer_identity() -> str:
@@ -93,7 +104,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     peering = args.peering if not args.standalone else ""
     log.info(
         "starting jetpool-operator",
-        extra={"namespaces": args.namespace or ["*"], "peering": peering or None},
+        extra={
+            "namespaces": args.namespace or ["*"],
+            "peering": peering or None,
+            ALLOW_FOREIGN_SERVICE_ACCOUNTS_ENV: args.allowances.foreign_service_accounts,
+            ALLOW_PROJECTED_TOKENS_ENV: args.allowances.projected_tokens,
+        },
     )
     try:
         asyncio.run(

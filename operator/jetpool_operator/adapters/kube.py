@@ -86,6 +86,27 @@ class KubeAdapter:
 
         return await asyncio.to_thread(call)
 
+    async def read_metadata(self, obj: dict[str, Any]) -> dict[str, Any] | None:
+        """The live metadata of the object ``obj`` would be applied to; None if there is none."""
+
+        def call() -> dict[str, Any] | None:
+            resource = self._dyn().resources.get(api_version=obj["apiVersion"], kind=obj["kind"])
+            meta = obj["metadata"]
+            try:
+                found = resource.get(
+                    name=meta["name"],
+                    namespace=meta.get("namespace"),
+                    _request_timeout=REQUEST_TIMEOUT,
+                )
+            except ApiException as exc:
+                if exc.status == 404:
+                    return None
+                raise
+            metadata: dict[str, Any] = found.to_dict()["metadata"]
+            return metadata
+
+        return await asyncio.to_thread(call)
+
     async def patch_pool_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         """Merge-patch ``status`` of a WorkerPool (``None`` values delete keys)."""
 

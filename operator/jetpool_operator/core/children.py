@@ -62,7 +62,7 @@ class PoolRef:
 class Children:
     deployment: dict[str, Any]
     service_account: dict[str, Any] | None
-    """None when ``template.serviceAccountName`` names an existing account."""
+    """None when ``template.serviceAccountName`` names another account."""
     pod_disruption_budget: dict[str, Any]
     metrics_service: dict[str, Any]
 
@@ -433,7 +433,8 @@ def build_deployment(pool: PoolRef, spec: WorkerPoolSpec, replicas: int) -> dict
 
 
 def build_service_account(pool: PoolRef, spec: WorkerPoolSpec) -> dict[str, Any] | None:
-    if spec.template.service_account_name is not None:
+    """The pool's own token-less account; naming it in the template still makes it ours."""
+    if spec.template.service_account_name not in (None, deployment_name(pool)):
         return None
     return _with_hash(
         {

@@ -34,6 +34,10 @@ class Reason(StrEnum):
     PROGRESSING = "Progressing"
     PAUSED = "Paused"
     RECONCILE_FAILED = "ReconcileFailed"
+    TEMPLATE_REFUSED = "TemplateRefused"
+    """The template uses what the operator's settings do not allow; no Deployment is written."""
+    CHILD_CONFLICT = "ChildConflict"
+    """A child's name is taken by an object this pool does not own; it is left untouched."""
     # NatsReady
     STREAMS_READY = "StreamsReady"
     NATS_UNREACHABLE = "NatsUnreachable"

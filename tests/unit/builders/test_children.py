@@ -362,3 +362,11 @@ class TestMemoryGuard:
 def test_a_pool_in_another_namespace_gets_its_own_nats_names() -> None:
     other = PoolRef(name="resize-images", namespace="staging", uid="u2")
     assert worker_settings(other, spec()).stream != worker_settings(POOL, spec()).stream
+
+
+def test_naming_the_pools_own_service_account_still_creates_and_owns_it() -> None:
+    children = build_children(
+        POOL, spec(template={"serviceAccountName": "resize-images-worker"}), 1
+    )
+    assert children.service_account is not None
+    assert children.service_account["metadata"]["ownerReferences"][0]["uid"] == POOL.uid
