@@ -50,6 +50,7 @@ from jetpool_operator.core.children import (
     selector_string,
 )
 from jetpool_operator.core.conditions import ConditionType, Reason, set_condition
+from jetpool_operator.core.network_errors import summarize_nats_failure
 from jetpool_operator.core.pod_template_policy import TemplateAllowances, template_refusal
 from jetpool_operator.core.status_patch import status_patch, without_nulls
 from jetpool_operator.core.worker_stats import PoolStats, StatsConfig, StatsMemory, aggregate
@@ -560,7 +561,7 @@ async def _sync_nats(
         return NatsObservation(None, None, key, (conflict, str(exc)))
     except NATS_ERRORS as exc:
         pool.nats_plan = None
-        detail = f"{spec.nats.url}: {type(exc).__name__}: {exc}".rstrip(": ")
+        detail = summarize_nats_failure(spec.nats.url, exc)
         return NatsObservation(None, None, key, (Reason.NATS_UNREACHABLE, detail))
     return NatsObservation(backlog, dead_letters, key, None)
 

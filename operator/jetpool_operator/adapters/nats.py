@@ -33,6 +33,7 @@ from nats.js.kv import KeyValue
 
 from jetpool_operator.core import nats_resources as nr
 from jetpool_operator.core import tenancy
+from jetpool_operator.core.network_errors import ServerRefusal
 from jetpool_protocol import headers as h
 from jetpool_protocol.control import ControlState
 from jetpool_protocol.dead_letter import DeadLetterReason, DeadLetterRecord
@@ -111,7 +112,7 @@ class ConsumerBacklog:
         return self.pending + self.ack_pending
 
 
-class NatsRefused(ConnectionError):
+class NatsRefused(ServerRefusal):
     """A server answered and refused us (TLS verification, authorization): not a network
     problem, the pool's TLS or credentials need fixing."""
 
