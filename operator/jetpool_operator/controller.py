@@ -158,6 +158,7 @@ class OperatorRuntime:
         if self.pools.get(key) is runtime:
             del self.pools[key]
             metrics.forget_pool(*key)
+            await self.nats.release(key)
 
     def wake(self, namespace: str, name: str) -> None:
         runtime = self.pools.get((namespace, name))
@@ -538,6 +539,7 @@ async def _sync_nats(
     except CredentialsError as exc:
         return NatsObservation(None, None, None, (exc.reason, str(exc)))
     pool.connection_key, pool.stats_subject = key, plan.names.stats_subject
+    await rt.nats.use((pool.namespace, pool.name), key)
     try:
         async with asyncio.timeout(NATS_TICK_TIMEOUT_SECONDS):
             if plan != pool.nats_plan or mono - pool.nats_checked_at > NATS_RECHECK_SECONDS:

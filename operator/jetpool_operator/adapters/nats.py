@@ -142,6 +142,8 @@ class NatsConnections:
         self._connections: dict[ConnectionKey, NATS] = {}
         self._kv: dict[ConnectionKey, KeyValue] = {}
         self._locks: dict[ConnectionKey, asyncio.Lock] = {}
+        self._users: dict[tuple[str, str], ConnectionKey] = {}
+        """(namespace, pool) -> the connection it uses now; a key nobody uses is closed."""
 
     async def get(self, key: ConnectionKey) -> NATS:
         """The shared connection for ``key``; one unreachable server never blocks the others."""
@@ -269,6 +271,30 @@ class NatsConnections:
         kv = await self._control_kv(key)
         with contextlib.suppress(NotFoundError, KeyError):
             await kv.delete(control_key)
+
+    async def use(self, pool: tuple[str, str], key: ConnectionKey) -> None:
+        """Record that ``pool`` now connects with ``key``; its previous connection is closed
+        once no pool uses it (a changed URL or credentials Secret, a rotated CA)."""
+        previous = self._users.get(pool)
+        self._users[pool] = key
+        if previous is not None and previous != key:
+            await self._close_unused(previous)
+
+    async def release(self, pool: tuple[str, str]) -> None:
+        """``pool`` is gone: close its connection if it was the last user."""
+        previous = self._users.pop(pool, None)
+        if previous is not None:
+            await self._close_unused(previous)
+
+    async def _close_unused(self, key: ConnectionKey) -> None:
+        async with self._locks.setdefault(key, asyncio.Lock()):
+            if key in self._users.values():
+                return
+            nc = self._connections.pop(key, None)
+            self._kv.pop(key, None)
+            if nc is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(nc.close(), CONNECT_DEADLINE_SECONDS)
 
     async def close(self) -> None:
         for nc in self._connections.values():
