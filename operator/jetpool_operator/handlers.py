@@ -62,9 +62,9 @@ async def configure(*, settings: kopf.OperatorSettings, memo: kopf.Memo, **_: An
     settings.watching.connect_timeout = 30
     settings.watching.reconnect_backoff = 1.0
     settings.posting.reporting_component = "jetpool-operator"
-    memo.runtime = OperatorRuntime(
-        await asyncio.to_thread(KubeAdapter), allowances=allowances_from_env(os.environ)
-    )
+    # Set by `jetpool-operator` from its flags; under a bare `kopf run`, from the environment.
+    allowances = memo.get("allowances") or allowances_from_env(os.environ)
+    memo.runtime = OperatorRuntime(await asyncio.to_thread(KubeAdapter), allowances=allowances)
 
 
 @kopf.on.cleanup()

@@ -18,6 +18,7 @@ from prometheus_client import start_http_server
 from jetpool_operator.core.pod_template_policy import (
     ALLOW_FOREIGN_SERVICE_ACCOUNTS_ENV,
     ALLOW_PROJECTED_TOKENS_ENV,
+    TemplateAllowances,
     allowances_from_env,
 )
 
@@ -70,11 +71,29 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=int(env("JETPOOL_PRIORITY", "0")) or random.randint(1, 2**31 - 1),
         help="Peering priority; must differ between replicas (default: random).",
     )
-    args = parser.parse_args(argv)
     try:
-        args.allowances = allowances_from_env(os.environ)
+        from_env = allowances_from_env(os.environ)
     except ValueError as exc:
         parser.error(str(exc))
+    parser.add_argument(
+        "--allow-foreign-service-accounts",
+        action="store_true",
+        default=from_env.foreign_service_accounts,
+        help="Let pools run under a ServiceAccount other than their own "
+        f"(template.serviceAccountName). Env: {ALLOW_FOREIGN_SERVICE_ACCOUNTS_ENV}=true.",
+    )
+    parser.add_argument(
+        "--allow-projected-tokens",
+        action="store_true",
+        default=from_env.projected_tokens,
+        help="Let pools project serviceAccountToken volumes. "
+        f"Env: {ALLOW_PROJECTED_TOKENS_ENV}=true.",
+    )
+    args = parser.parse_args(argv)
+    args.allowances = TemplateAllowances(
+        foreign_service_accounts=args.allow_foreign_service_accounts,
+        projected_tokens=args.allow_projected_tokens,
+    )
     return args
 
 
@@ -122,6 +141,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 priority=args.priority,
                 # kopf types it as its private NewType Identity (a str).
                 identity=peer_identity(),  # type: ignore[arg-type]
+                memo=kopf.Memo(allowances=args.allowances),
             )
         )
     except KeyboardInterrupt:  # pragma: no cover - interactive stop

@@ -6,7 +6,8 @@ import getpass
 
 import pytest
 
-from jetpool_operator.main import peer_identity
+from jetpool_operator.core.pod_template_policy import TemplateAllowances
+from jetpool_operator.main import parse_args, peer_identity
 
 
 def test_the_peer_identity_needs_no_passwd_entry_for_the_uid(
@@ -22,3 +23,28 @@ def test_the_peer_identity_needs_no_passwd_entry_for_the_uid(
 
 def test_two_replicas_on_one_host_get_different_identities() -> None:
     assert len({peer_identity() for _ in range(20)}) > 1
+
+
+def test_the_template_allowances_are_off_unless_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("JETPOOL_ALLOW_FOREIGN_SERVICE_ACCOUNTS", raising=False)
+    monkeypatch.delenv("JETPOOL_ALLOW_PROJECTED_TOKENS", raising=False)
+    assert parse_args([]).allowances == TemplateAllowances()
+
+
+def test_the_template_allowances_come_from_the_environment_or_the_flags(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("JETPOOL_ALLOW_FOREIGN_SERVICE_ACCOUNTS", "true")
+    monkeypatch.delenv("JETPOOL_ALLOW_PROJECTED_TOKENS", raising=False)
+    parsed = parse_args(["--allow-projected-tokens"])
+    assert parsed.allowances == TemplateAllowances(
+        foreign_service_accounts=True, projected_tokens=True
+    )
+
+
+def test_a_template_allowance_that_is_not_a_boolean_stops_the_operator(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("JETPOOL_ALLOW_PROJECTED_TOKENS", "maybe")
+    with pytest.raises(SystemExit):
+        parse_args([])
