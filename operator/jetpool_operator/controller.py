@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ from jetpool_operator.adapters.nats import (
     ResourceConflict,
     StrandedTaskTarget,
     ensure_plan,
+    sweep_stranded_tasks,
     watch_stranded_tasks,
 )
 from jetpool_operator.api.v1alpha1 import (
@@ -41,7 +43,14 @@ from jetpool_operator.api.v1alpha1 import (
     ConditionStatus,
     WorkerPoolSpec,
 )
-from jetpool_operator.core import autoscaler, circuit_breaker, health, nats_resources, tenancy
+from jetpool_operator.core import (
+    autoscaler,
+    circuit_breaker,
+    health,
+    nats_resources,
+    stranded,
+    tenancy,
+)
 from jetpool_operator.core.child_ownership import child_conflict
 from jetpool_operator.core.children import (
     INPUT_HASH_ANNOTATION,
@@ -113,6 +122,8 @@ class PoolRuntime:
     last_patch_at: float = 0.0
     stranded_watch: tuple[object, Subscription, StrandedTaskTarget] | None = None
     """(connection, subscription, target) of the max-deliveries advisory watch."""
+    stranded_swept_at: float = -math.inf
+    """Monotonic time of the last sweep for stranded tasks (the first tick sweeps)."""
 
 
 @dataclass(frozen=True)
@@ -552,6 +563,7 @@ async def _sync_nats(
                         )
                 pool.nats_plan, pool.nats_checked_at = plan, mono
             await _watch_stranded_tasks(rt, pool, key, plan, post_event)
+            await _sweep_stranded_tasks(rt, pool, key, plan, post_event, mono)
             backlog = await rt.nats.consumer_backlog(key, plan.names.stream, plan.names.consumer)
             dead_letters = await rt.nats.stream_messages(key, plan.names.dead_letter_stream)
     except NotOwner as exc:
@@ -600,6 +612,37 @@ async def _watch_stranded_tasks(
         )
 
     pool.stranded_watch = (nc, await watch_stranded_tasks(nc, target, moved), target)
+
+
+async def _sweep_stranded_tasks(
+    rt: OperatorRuntime,
+    pool: PoolRuntime,
+    key: ConnectionKey,
+    plan: nats_resources.NatsPlan,
+    post_event: EventSink,
+    mono: float,
+) -> None:
+    """Find tasks that reached maxDeliver while no operator heard the advisory (at start,
+    then every ``SWEEP_INTERVAL_SECONDS``)."""
+    if mono - pool.stranded_swept_at < stranded.SWEEP_INTERVAL_SECONDS:
+        return
+    target = StrandedTaskTarget(
+        stream=plan.names.stream,
+        consumer=plan.names.consumer,
+        dead_letter_prefix=plan.names.dead_letter_subject_prefix,
+        namespace=pool.namespace,
+        pool=pool.name,
+    )
+    moved = await sweep_stranded_tasks(await rt.nats.get(key), target)
+    pool.stranded_swept_at = mono
+    if moved:
+        post_event(
+            "Warning",
+            "TaskStranded",
+            f"{len(moved)} task(s) of {plan.names.stream} reached the consumer's maxDeliver "
+            f"while no operator ran (sequences {', '.join(map(str, moved[:10]))}"
+            f"{', …' if len(moved) > 10 else ''}); moved to the dead-letter stream",
+        )
 
 
 def _step_breaker(

@@ -32,7 +32,7 @@ from nats.js.errors import BucketNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
 from jetpool_operator.core import nats_resources as nr
-from jetpool_operator.core import tenancy
+from jetpool_operator.core import stranded, tenancy
 from jetpool_operator.core.network_errors import ServerRefusal
 from jetpool_protocol import headers as h
 from jetpool_protocol.control import ControlState
@@ -614,3 +614,35 @@ async def watch_stranded_tasks(
             log.error("could not dead-letter stranded task %s:%s: %s", target.stream, sequence, exc)
 
     return await nc.subscribe(subject, cb=on_advisory)
+
+
+async def sweep_stranded_tasks(
+    nc: NATS, target: StrandedTaskTarget, *, limit: int = stranded.SWEEP_LIMIT
+) -> list[int]:
+    """Dead-letter the tasks that reached ``maxDeliver`` while nobody watched the advisories
+    (``core/stranded.py`` says when that can be known); returns the moved sequences."""
+    js = nc.jetstream(timeout=REQUEST_TIMEOUT_SECONDS)
+    info = await js.consumer_info(target.stream, target.consumer)
+    config = info.config
+    filters = list(
+        config.filter_subjects or ([config.filter_subject] if config.filter_subject else [])
+    )
+    plan = stranded.sweep_plan(
+        int(info.num_ack_pending or 0), int(info.delivered.stream_seq or 0), filters
+    )
+    if plan is None:
+        return []
+    moved: list[int] = []
+    for subject in plan.subjects:
+        sequence = 1
+        while len(moved) < limit:
+            try:
+                raw = await js.get_msg(target.stream, sequence, subject=subject, next=True)
+            except NotFoundError:
+                break
+            if raw.seq is None or raw.seq > plan.up_to_sequence:
+                break
+            if await dead_letter_stranded(nc, target, raw.seq, int(config.max_deliver or 0)):
+                moved.append(raw.seq)
+            sequence = raw.seq + 1
+    return moved
