@@ -458,3 +458,22 @@ def test_packaged_chart_is_self_contained_despite_the_crd_symlinks(
         assert extracted.read() == (CRDS / "workerpools.jetpool.dev.yaml").read_bytes()
         assert members["jetpool/crds/kopf-peering.yaml"].isfile()
     assert "jetpool/files/crds/kustomization.yaml" not in members
+
+
+def test_tenancy_values_reach_the_operator_and_default_to_refusing(render: Render) -> None:
+    defaults = env_of(only(render(), "Deployment"))
+    assert defaults["JETPOOL_ALLOW_FOREIGN_SERVICE_ACCOUNTS"] == "false"
+    assert defaults["JETPOOL_ALLOW_PROJECTED_TOKENS"] == "false"
+    allowed = env_of(
+        only(
+            render(
+                "--set",
+                "tenancy.allowForeignServiceAccounts=true",
+                "--set",
+                "tenancy.allowProjectedTokens=true",
+            ),
+            "Deployment",
+        )
+    )
+    assert allowed["JETPOOL_ALLOW_FOREIGN_SERVICE_ACCOUNTS"] == "true"
+    assert allowed["JETPOOL_ALLOW_PROJECTED_TOKENS"] == "true"
