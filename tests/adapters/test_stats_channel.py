@@ -43,7 +43,7 @@ async def test_stats_claiming_another_pool_on_this_pools_subject_are_ignored(
         runtime.connection_key, runtime.stats_subject = key, names.stats_subject
         runtimes[names] = runtime
     try:
-        await operator.nats.get(key)
+        await (await operator.nats.get(key)).flush()  # its stats subscription is in place
         # a hostile pool's worker speaks for the victim on its own subject, and the reverse
         await nc.publish(hostile.stats_subject, _stats(ns, "victim", "forged"))
         await nc.publish("jetpool.stats.elsewhere.x", _stats(ns, "victim", "forged-2"))
