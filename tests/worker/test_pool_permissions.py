@@ -102,6 +102,7 @@ async def test_a_worker_with_only_its_pools_permissions_runs_dead_letters_report
         stats.append(WorkerStats.model_validate_json(msg.data))
 
     sub = await admin.subscribe(settings.stats_subject, cb=collect)
+    await admin.flush()
     done, log = tmp_path / "done", tmp_path / "worker.log"
     proc = spawn_worker(settings, done, log)
     try:

@@ -68,6 +68,8 @@ def describe_failure(exc: BaseException) -> str:
         return "the connection is closed"
     if isinstance(exc, nats.errors.Error):
         return f"NATS error ({type(exc).__name__})"
+    if type(exc) is ConnectionError:  # the adapter's own "still reconnecting"
+        return "the connection is down; reconnecting"
     if isinstance(exc, OSError):
         return "a network error"
     return f"unexpected error ({type(exc).__name__})"

@@ -24,6 +24,7 @@ from jetpool_operator.core.network_errors import (
         (ConnectionRefusedError(111, "Connect call failed ('10.96.4.17', 4222)"), "refused"),
         (ConnectionResetError(104, "reset by 10.0.0.3"), "closed the connection"),
         (OSError(113, "No route to host 192.168.7.9"), "a network error"),
+        (ConnectionError("reconnecting to nats://u:pw@10.2.3.4:4222"), "reconnecting"),
         (TimeoutError(), "timed out"),
         (nats.errors.TimeoutError(), "timed out"),
         (nats.errors.NoServersError(), "no server could be reached"),
