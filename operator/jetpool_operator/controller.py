@@ -41,6 +41,7 @@ from jetpool_operator.adapters.nats import (
 from jetpool_operator.api.v1alpha1 import (
     Condition,
     ConditionStatus,
+    SecretKeyRef,
     WorkerPoolSpec,
 )
 from jetpool_operator.core import (
@@ -260,14 +261,39 @@ class CredentialsError(Exception):
 _TLS_SECRET_KEYS = {"ca": "ca.crt", "cert": "tls.crt", "key": "tls.key"}
 
 
+async def _checked_credentials(rt: OperatorRuntime, namespace: str, ref: SecretKeyRef) -> str:
+    """The referenced .creds file, parsed before any use: a bad one never reaches nats-py,
+    whose reader can spin forever on some malformed files."""
+    try:
+        raw = await rt.secret(namespace, ref.name, ref.key)
+    except (MissingSecret, ApiException) as exc:
+        raise CredentialsError(
+            Reason.NATS_ERROR, f"credentials: Secret {ref.name!r} key {ref.key!r}: {exc}"
+        ) from exc
+    try:
+        return parse_credentials(raw, now=rt.clock()).render()
+    except InvalidCredentials as exc:
+        # Not cached: a fixed Secret is picked up on the next tick.
+        rt.forget_secret(namespace, ref.name, ref.key)
+        raise CredentialsError(
+            Reason.INVALID_CREDENTIALS, f"Secret {ref.name!r} key {ref.key!r}: {exc}"
+        ) from exc
+
+
+async def check_worker_credentials(
+    rt: OperatorRuntime, namespace: str, spec: WorkerPoolSpec
+) -> None:
+    """The workers' own .creds file (workerCredentialsSecret) is checked like the operator's,
+    so a broken one is a condition on the pool rather than crash-looping workers."""
+    ref = spec.nats.worker_credentials_secret
+    if ref is not None:
+        await _checked_credentials(rt, namespace, ref)
+
+
 async def connection_key(
     rt: OperatorRuntime, namespace: str, spec: WorkerPoolSpec
 ) -> ConnectionKey:
-    """The pool's NATS connection identity: URL plus checked credentials and TLS material.
-
-    The credentials file is parsed before any connection is attempted: a bad one never
-    reaches nats-py, whose reader can spin forever on some malformed files.
-    """
+    """The pool's NATS connection identity: URL plus checked credentials and TLS material."""
 
     async def read(name: str, item: str) -> bytes:
         try:
@@ -286,18 +312,8 @@ async def connection_key(
                 Reason.INVALID_TLS, f"Secret {name!r} key {item!r}: not text (PEM expected)"
             ) from exc
 
-    credentials = None
     ref = spec.nats.credentials_secret
-    if ref is not None:
-        try:
-            parsed = parse_credentials(await read(ref.name, ref.key), now=rt.clock())
-        except InvalidCredentials as exc:
-            # Not cached: a fixed Secret is picked up on the next tick.
-            rt.forget_secret(namespace, ref.name, ref.key)
-            raise CredentialsError(
-                Reason.INVALID_CREDENTIALS, f"Secret {ref.name!r} key {ref.key!r}: {exc}"
-            ) from exc
-        credentials = parsed.render()
+    credentials = None if ref is None else await _checked_credentials(rt, namespace, ref)
 
     tls = spec.nats.tls
     refs: dict[str, tuple[str, str]] = {}
@@ -547,6 +563,7 @@ async def _sync_nats(
         return NatsObservation(None, None, None, (subjects.reason, subjects.message), True)
     try:
         key = await connection_key(rt, pool.namespace, spec)
+        await check_worker_credentials(rt, pool.namespace, spec)
     except CredentialsError as exc:
         return NatsObservation(None, None, None, (exc.reason, str(exc)))
     pool.connection_key, pool.stats_subject = key, plan.names.stats_subject

@@ -9,6 +9,7 @@ account, through the same credentials.
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -16,12 +17,16 @@ import pytest
 from nats.js.kv import KeyValue
 
 from e2e.testbed.cluster import Cluster, eventually
+from e2e.testbed.nats_auth import issue_user
 from e2e.testbed.operator_process import OperatorProcess
 from e2e.testbed.pod_runner import PodRunner
-from jetpool_operator.core.children import SECRETS_DIR
+from jetpool_operator.api.v1alpha1 import WorkerPoolSpec
+from jetpool_operator.core.children import SECRETS_DIR, PoolRef, worker_settings
+from jetpool_protocol.permissions import worker_permissions
 from tests.e2e.conftest import (
     CA_SECRET,
     CREDS_SECRET,
+    PROVIDER,
     NatsEndpoint,
     condition,
     pool_manifest,
@@ -200,3 +205,102 @@ async def test_a_wrong_credentials_secret_is_a_condition_and_the_other_pools_kee
         ]
         == "InvalidCredentials"
     )  # type: ignore[index]
+
+
+def ledger_permissions(bucket: str) -> dict[str, list[str]]:
+    """What the e2e handler itself needs on top of the pool's set: its KV ledger, only."""
+    kv = f"KV_{bucket}"
+    return {
+        "pub": [
+            f"$JS.API.STREAM.INFO.{kv}",
+            f"$JS.API.STREAM.MSG.GET.{kv}",
+            f"$JS.API.DIRECT.GET.{kv}.>",
+            f"$KV.{bucket}.>",
+        ],
+        "sub": [],
+    }
+
+
+async def test_workers_with_their_own_restricted_user_run_every_task_without_the_operators_secret(
+    cluster: Cluster,
+    namespace: str,
+    operator: OperatorProcess | None,
+    secure_nats_endpoint: NatsEndpoint,
+    pod_runner: PodRunner | None,
+    secure_record: KeyValue,
+    request: pytest.FixtureRequest,
+) -> None:
+    if PROVIDER != "local":
+        pytest.skip("issues a NATS user with the local test bed's account keys")
+    endpoint, auth = secure_nats_endpoint, request.getfixturevalue("nats_auth")
+    endpoint.install_secrets(cluster, namespace)
+    bucket = f"e2e-{namespace}"
+    manifest = worker_pool(
+        "apart",
+        endpoint.pod_url,
+        bucket,
+        nats={"workerCredentialsSecret": {"name": "apart-worker-creds"}},
+        scaling={"minReplicas": 1, "maxReplicas": 2},
+    )
+    settings = worker_settings(
+        PoolRef("apart", namespace, ""), WorkerPoolSpec.model_validate(manifest["spec"])
+    )
+    pool_set = worker_permissions(settings)
+    ledger = ledger_permissions(bucket)
+    user = issue_user(
+        auth.directory,
+        auth.account("tenant-a"),
+        f"apart-{namespace}",
+        permissions={
+            "pub": {"allow": [*pool_set.publish, *ledger["pub"]]},
+            "sub": {"allow": list(pool_set.subscribe)},
+        },
+    )
+    cluster.apply(secret("apart-worker-creds", {"nats.creds": user.creds}), "-n", namespace)
+    cluster.apply(manifest, "-n", namespace)
+    wait_for_condition(cluster, namespace, "apart", "Ready", "True", timeout=60)
+
+    # The pod spec names the workers' Secret and never the operator's.
+    pod = cluster.get_json("deployment", "apart-worker", "-n", namespace)["spec"]["template"]
+    assert CREDS_SECRET not in json.dumps(pod)
+    secrets = {
+        source["secret"]["name"]
+        for volume in pod["spec"]["volumes"]
+        for source in (volume.get("projected") or {}).get("sources", [])
+    }
+    assert secrets == {"apart-worker-creds", CA_SECRET}
+
+    ids = [f"apart-{i}" for i in range(60)]
+    await publish(endpoint, f"tasks.{namespace}.apart.job", ids, {})
+
+    async def all_done() -> bool:
+        return await done(secure_record) == set(ids)
+
+    await wait_until(all_done, 90, "every task done by the restricted workers")
+    assert not await done(secure_record, "again."), "a task ran twice"
+    assert status(cluster, namespace, "apart")["backlog"] == 0
+    if pod_runner is not None:
+        assert pod_runner.running_pods(namespace), "no restricted worker is running"
+
+
+async def test_a_broken_worker_credentials_secret_is_a_condition_naming_it(
+    cluster: Cluster, namespace: str, secure_nats_endpoint: NatsEndpoint
+) -> None:
+    endpoint = secure_nats_endpoint
+    endpoint.install_secrets(cluster, namespace)
+    cluster.apply(secret("torn", {"w.creds": "user: admin\n"}), "-n", namespace)
+    cluster.apply(
+        pool_manifest(
+            "torn",
+            endpoint.pod_url,
+            nats={"workerCredentialsSecret": {"name": "torn", "key": "w.creds"}},
+            scaling={"minReplicas": 0},
+        ),
+        "-n",
+        namespace,
+    )
+    pool = wait_for_condition(cluster, namespace, "torn", "NatsReady", "False", timeout=30)
+    nats_ready = condition(pool, "NatsReady")
+    assert nats_ready is not None
+    assert nats_ready["reason"] == "InvalidCredentials"
+    assert nats_ready["message"].startswith("Secret 'torn' key 'w.creds': ")

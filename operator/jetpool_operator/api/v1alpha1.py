@@ -247,7 +247,19 @@ class NatsSpec(ApiModel):
         ),
     )
     credentials_secret: CredentialsSecretRef | None = Field(
-        None, description="Secret holding a NATS credentials (.creds) file for the workers."
+        None,
+        description=(
+            "Secret holding the operator's NATS credentials (.creds) file. Also mounted into "
+            "the workers unless workerCredentialsSecret is set (shared-account mode)."
+        ),
+    )
+    worker_credentials_secret: CredentialsSecretRef | None = Field(
+        None,
+        description=(
+            "Secret holding the workers' own NATS credentials (.creds) file, e.g. a user "
+            "limited to the pool's worker permission set. When set, workers mount only this "
+            "one and never credentialsSecret, so handler code cannot read the operator's."
+        ),
     )
     tls: NatsTLS | None = Field(None, description="CA and client certificates for TLS.")
     stream: NatsName | None = Field(

@@ -198,11 +198,21 @@ class _SecretFile:
 _TLS_FILES = {"ca": "nats-ca.crt", "cert": "nats-tls.crt", "key": "nats-tls.key"}
 
 
+def worker_credentials(spec: WorkerPoolSpec) -> SecretKeyRef | None:
+    """The credentials workers get: their own when the pool names them, else the operator's
+    (shared-account mode). Never both: handler code must not read what it need not use."""
+    nats = spec.nats
+    if nats.worker_credentials_secret is not None:
+        return nats.worker_credentials_secret
+    return nats.credentials_secret
+
+
 def _secret_files(spec: WorkerPoolSpec) -> dict[str, _SecretFile]:
     """Secret keys the workers read, by role, each at a fixed path in one projected volume."""
     out: dict[str, _SecretFile] = {}
-    if spec.nats.credentials_secret is not None:
-        out["creds"] = _SecretFile(spec.nats.credentials_secret, "nats.creds")
+    creds = worker_credentials(spec)
+    if creds is not None:
+        out["creds"] = _SecretFile(creds, "nats.creds")
     tls = spec.nats.tls
     if tls is not None:
         if tls.secret_name is not None:

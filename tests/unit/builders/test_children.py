@@ -225,6 +225,45 @@ class TestSecretsAsFiles:
         assert settings.nats_tls_cert_file is not None
         assert settings.nats_tls_key_file is not None
 
+    def test_workers_with_their_own_credentials_never_mount_the_operators(self) -> None:
+        pool_spec = spec(
+            nats={
+                "url": "nats://n",
+                "credentialsSecret": {"name": "operator-creds"},
+                "workerCredentialsSecret": {"name": "worker-creds", "key": "w.creds"},
+            }
+        )
+        deployment = build_deployment(POOL, pool_spec, replicas=1)
+        pod = json.dumps(deployment["spec"]["template"]["spec"])
+        assert "operator-creds" not in pod
+        [volume] = [
+            v for v in deployment["spec"]["template"]["spec"]["volumes"] if "projected" in v
+        ]
+        [source] = volume["projected"]["sources"]
+        assert source["secret"]["name"] == "worker-creds"
+        assert source["secret"]["items"][0]["key"] == "w.creds"
+        assert worker_settings(POOL, pool_spec).nats_credentials_file is not None
+
+    def test_worker_credentials_key_defaults_like_the_operators(self) -> None:
+        pool_spec = spec(nats={"url": "nats://n", "workerCredentialsSecret": {"name": "w"}})
+        assert pool_spec.nats.worker_credentials_secret is not None
+        assert pool_spec.nats.worker_credentials_secret.key == "nats.creds"
+
+    def test_without_worker_credentials_workers_share_the_operators(self) -> None:
+        pool_spec = spec(nats={"url": "nats://n", "credentialsSecret": {"name": "shared"}})
+        pod = build_deployment(POOL, pool_spec, replicas=1)["spec"]["template"]["spec"]
+        [volume] = [v for v in pod["volumes"] if "projected" in v]
+        assert [s["secret"]["name"] for s in volume["projected"]["sources"]] == ["shared"]
+
+    def test_changing_the_worker_credentials_rolls_the_workers(self) -> None:
+        one = spec(nats={"url": "nats://n", "workerCredentialsSecret": {"name": "a"}})
+        two = spec(nats={"url": "nats://n", "workerCredentialsSecret": {"name": "b"}})
+        hashes = {
+            build_deployment(POOL, s, replicas=1)["metadata"]["annotations"][INPUT_HASH_ANNOTATION]
+            for s in (one, two)
+        }
+        assert len(hashes) == 2
+
     def test_secret_files_are_not_world_readable(self) -> None:
         pool_spec = spec(nats={"url": "nats://n", "credentialsSecret": {"name": "c"}})
         pod = build_deployment(POOL, pool_spec, replicas=1)["spec"]["template"]["spec"]
