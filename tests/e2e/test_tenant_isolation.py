@@ -296,7 +296,7 @@ async def test_a_hostile_tenant_on_the_same_nats_is_refused_every_attack_while_t
        team then replays with ``jetpool dlq replay`` (refused: the signature does not verify).
 
     Throughout, the victim runs every published (signed) task exactly once, its stream,
-    consumer and dead-letter stream keep their configs, its consumer delivered nothing but
+    consumer and dead-letter stream keep their configs, its task stream received nothing but
     its own tasks, and its breaker stays Closed.
     """
     endpoint, hostile = secure_nats_endpoint, other_namespace
@@ -483,12 +483,14 @@ async def test_a_hostile_tenant_on_the_same_nats_is_refused_every_attack_while_t
     assert not await done(secure_record, "again."), "a task ran twice"
     assert forged_id not in await done(secure_record)
     nc = await endpoint.connect()
+    task_stream = await nc.jetstream().stream_info(stream)
     consumer = await nc.jetstream().consumer_info(stream, "workers")
     dlq = await nc.jetstream().stream_info(f"{stream}-dlq")
     await nc.close()
-    assert consumer.delivered.consumer_seq == len(tasks.ids)  # only its own tasks, each once
-    assert consumer.num_redelivered == 0
-    assert consumer.num_pending == 0
+    assert task_stream.state.last_seq == len(tasks.ids)  # its own tasks only, nothing replayed
+    assert consumer.delivered.stream_seq == len(tasks.ids)
+    assert consumer.ack_floor.stream_seq == len(tasks.ids)  # each acknowledged
+    assert consumer.num_pending == consumer.num_ack_pending == 0
     assert dlq.state.messages == 1  # the forged record, kept, not replayed
     assert running_workers(cluster, hostile, pod_runner) == 0
     assert await _resources(endpoint, stream) == before
