@@ -142,9 +142,11 @@ class OperatorRuntime:
         kube: KubeAdapter,
         clock: Callable[[], datetime] | None = None,
         allowances: TemplateAllowances | None = None,
+        subject_grants: tenancy.SubjectGrants = tenancy.NO_GRANTS,
     ) -> None:
         self.kube = kube
         self.allowances = allowances or TemplateAllowances()
+        self.subject_grants = subject_grants
         self.nats = NatsConnections(self._on_stats)
         self.pools: dict[tuple[str, str], PoolRuntime] = {}
         self.clock = clock or (lambda: datetime.now(UTC))
@@ -405,7 +407,12 @@ async def reconcile(
         recorded_stream=(old_status.get("nats") or {}).get("stream"),
     )
     plan = nats_resources.plan(
-        pool.namespace, pool.name, spec, uid=ref.uid, recorded_stream=ref.recorded_stream
+        pool.namespace,
+        pool.name,
+        spec,
+        uid=ref.uid,
+        recorded_stream=ref.recorded_stream,
+        extra_spaces=rt.subject_grants.extra(pool.namespace),
     )
 
     # -- NATS: resources and observations ------------------------------------------------------
@@ -557,7 +564,7 @@ async def _sync_nats(
     mono: float,
 ) -> NatsObservation:
     """Ensure the pool's JetStream resources, then read its backlog and dead-letter count."""
-    subjects = tenancy.subjects_verdict(pool.namespace, plan.names.subjects)
+    subjects = tenancy.subjects_verdict(pool.namespace, plan.names.subjects, rt.subject_grants)
     if not subjects.allowed:
         pool.nats_plan = None
         return NatsObservation(None, None, None, (subjects.reason, subjects.message), True)

@@ -31,7 +31,7 @@ from jetpool_operator.controller import (
 from jetpool_operator.core.children import LABEL_MANAGED_BY, MANAGER
 from jetpool_operator.core.nats_resources import resolve_names
 from jetpool_operator.core.pod_template_policy import allowances_from_env
-from jetpool_operator.core.tenancy import Owner
+from jetpool_operator.core.tenancy import Owner, SubjectGrants
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,10 @@ async def configure(*, settings: kopf.OperatorSettings, memo: kopf.Memo, **_: An
     settings.posting.reporting_component = "jetpool-operator"
     # Set by `jetpool-operator` from its flags; under a bare `kopf run`, from the environment.
     allowances = memo.get("allowances") or allowances_from_env(os.environ)
-    memo.runtime = OperatorRuntime(await asyncio.to_thread(KubeAdapter), allowances=allowances)
+    grants = memo.get("subject_grants") or SubjectGrants.from_env(os.environ)
+    memo.runtime = OperatorRuntime(
+        await asyncio.to_thread(KubeAdapter), allowances=allowances, subject_grants=grants
+    )
 
 
 @kopf.on.cleanup()

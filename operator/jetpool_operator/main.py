@@ -21,8 +21,16 @@ from jetpool_operator.core.pod_template_policy import (
     TemplateAllowances,
     allowances_from_env,
 )
+from jetpool_operator.core.tenancy import EXTRA_SUBJECT_SPACES_ENV, SubjectGrants
 
 log = logging.getLogger("jetpool.operator")
+
+
+def _grants(raw: str) -> SubjectGrants:
+    try:
+        return SubjectGrants.parse(raw)
+    except ValueError as exc:  # argparse shows ArgumentTypeError's message as is
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -73,8 +81,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     try:
         from_env = allowances_from_env(os.environ)
+        grants = SubjectGrants.from_env(os.environ)
     except ValueError as exc:
         parser.error(str(exc))
+    parser.add_argument(
+        "--extra-subject-spaces",
+        type=_grants,
+        default=grants,
+        help="JSON object namespace -> subject prefixes (ending in '.') its pools may use "
+        'besides tasks.<namespace>., e.g. \'{"billing": ["invoices.billing."]}\'. '
+        f"Env: {EXTRA_SUBJECT_SPACES_ENV}.",
+    )
     parser.add_argument(
         "--allow-foreign-service-accounts",
         action="store_true",
@@ -128,6 +145,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             "peering": peering or None,
             ALLOW_FOREIGN_SERVICE_ACCOUNTS_ENV: args.allowances.foreign_service_accounts,
             ALLOW_PROJECTED_TOKENS_ENV: args.allowances.projected_tokens,
+            EXTRA_SUBJECT_SPACES_ENV: args.extra_subject_spaces.as_json(),
         },
     )
     try:
@@ -141,7 +159,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                 priority=args.priority,
                 # kopf types it as its private NewType Identity (a str).
                 identity=peer_identity(),  # type: ignore[arg-type]
-                memo=kopf.Memo(allowances=args.allowances),
+                memo=kopf.Memo(
+                    allowances=args.allowances, subject_grants=args.extra_subject_spaces
+                ),
             )
         )
     except KeyboardInterrupt:  # pragma: no cover - interactive stop

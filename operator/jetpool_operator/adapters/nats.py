@@ -440,6 +440,7 @@ async def ensure_plan(nc: NATS, plan: nr.NatsPlan) -> list[EnsureOutcome]:
             info.config.metadata,
             adopt_existing=plan.adopt_existing,
             observed_subjects=info.config.subjects or (),
+            extra_spaces=plan.extra_spaces,
         )
         for name, info in observed.items()
         if info is not None

@@ -223,20 +223,25 @@ _CONSUMER_IMMUTABLE = _rule(
 )
 
 
-SUBJECT_IN_A_NAMESPACE = r"^tasks\.[a-z0-9]([-a-z0-9]*[a-z0-9])?\.\S+$"
-"""tasks.<a literal namespace>.<more>: the namespace itself is checked by the operator."""
-_SUBJECTS_IN_TASKS_SPACE = _rule(
+SUBJECT_WITH_LITERAL_ROOT = r"^[^.*>$\s][^.*>\s]*\.[^.*>\s]+\.\S+$"
+"""Two literal tokens and more, no ``$`` first: what the CRD can judge without the namespace.
+Whether the prefix is the pool's namespace's (``tasks.<namespace>.`` or a prefix the operator
+grants it) is judged by the chart's admission policy and by the operator."""
+INBOX_ROOT = "_INBOX."
+_SUBJECTS_WITH_LITERAL_ROOT = _rule(
     "!has(self.subjects) || self.subjects.all(s, s.matches("
-    f"'{SUBJECT_IN_A_NAMESPACE.replace(chr(92), chr(92) * 2)}'))",
-    "nats.subjects must each start with tasks.<namespace>. (the pool's own namespace): a bare"
-    " '>', '$' system subjects or a wildcard namespace would reach other tenants",
+    f"'{SUBJECT_WITH_LITERAL_ROOT.replace(chr(92), chr(92) * 2)}')"
+    f" && !s.startsWith('{INBOX_ROOT}'))",
+    "nats.subjects must each start with tasks.<namespace>. or a prefix the operator grants the"
+    " namespace (two literal tokens): a bare '>', a wildcard in the first two tokens, '$' system"
+    " subjects or _INBOX replies would reach other tenants",
 )
 
 
 class NatsSpec(ApiModel):
     """Where tasks come from: the NATS server, the task stream and the durable consumer."""
 
-    model_config = _cel(_STREAM_IMMUTABLE, _CONSUMER_IMMUTABLE, _SUBJECTS_IN_TASKS_SPACE)
+    model_config = _cel(_STREAM_IMMUTABLE, _CONSUMER_IMMUTABLE, _SUBJECTS_WITH_LITERAL_ROOT)
 
     url: str = Field(
         min_length=1,
@@ -285,14 +290,18 @@ class NatsSpec(ApiModel):
         max_length=64,
         description=(
             "Subjects the task stream captures, each under tasks.<namespace>. of the pool's "
-            "namespace. Empty: tasks.<namespace>.<pool>.>"
+            "namespace or a prefix the operator grants the namespace "
+            "(tenancy.extraSubjectSpaces). Empty: tasks.<namespace>.<pool>.>"
         ),
     )
 
     @model_validator(mode="after")
-    def _subjects_in_tasks_space(self) -> NatsSpec:
-        if not all(re.fullmatch(SUBJECT_IN_A_NAMESPACE, s) for s in self.subjects):
-            raise ValueError(_SUBJECTS_IN_TASKS_SPACE["message"])
+    def _subjects_with_literal_root(self) -> NatsSpec:
+        if not all(
+            re.fullmatch(SUBJECT_WITH_LITERAL_ROOT, s) and not s.startswith(INBOX_ROOT)
+            for s in self.subjects
+        ):
+            raise ValueError(_SUBJECTS_WITH_LITERAL_ROOT["message"])
         return self
 
     consumer: NatsName = Field(

@@ -117,6 +117,9 @@ class NatsPlan:
     dead_letter_stream: StreamConfig
     owner: Owner
     adopt_existing: bool = False
+    extra_spaces: tuple[str, ...] = ()
+    """Subject prefixes the operator grants the pool's namespace (they count as its own
+    when adopting an unowned stream)."""
 
 
 def default_stream(namespace: str, pool: str, recorded: str | None = None) -> str:
@@ -167,6 +170,7 @@ def plan(
     *,
     uid: str = "",
     recorded_stream: str | None = None,
+    extra_spaces: tuple[str, ...] = (),
 ) -> NatsPlan:
     """The desired task stream, durable consumer and dead-letter stream of one pool, each
     stamped with the pool as owner."""
@@ -211,7 +215,15 @@ def plan(
         description=f"dead letters of {owner}",
         metadata=metadata,
     )
-    return NatsPlan(names, task_stream, consumer, dead_letters, stamp, spec.nats.adopt_existing)
+    return NatsPlan(
+        names,
+        task_stream,
+        consumer,
+        dead_letters,
+        stamp,
+        spec.nats.adopt_existing,
+        extra_spaces,
+    )
 
 
 # --- reconciling existing resources ----------------------------------------------------------

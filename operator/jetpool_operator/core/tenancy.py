@@ -3,15 +3,20 @@
 Pure decisions the NATS adapter and the controller act on. Ownership lives in the JetStream
 ``metadata`` of each stream and consumer the operator creates (nats-server >= 2.10), so it
 survives operator restarts and is visible to ``nats stream info``. A pool may only take
-subjects under ``tasks.<its namespace>.``, which keeps one tenant's pools from capturing
-another's tasks (JetStream refuses overlapping streams, so first come would be first served).
+subjects under ``tasks.<its namespace>.`` plus the prefixes the operator's configuration grants
+its namespace (:class:`SubjectGrants`), which keeps one tenant's pools from capturing another's
+tasks (JetStream refuses overlapping streams, so first come would be first served).
 """
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
+
+from pydantic import TypeAdapter, ValidationError
 
 from jetpool_protocol.naming import DLQ_SUBJECT_PREFIX, PoolNames, nats_token
 
@@ -19,6 +24,7 @@ OWNER_NAMESPACE = "jetpool.dev/owner-namespace"
 OWNER_NAME = "jetpool.dev/owner-name"
 OWNER_UID = "jetpool.dev/owner-uid"
 OWNER_KEYS = (OWNER_NAMESPACE, OWNER_NAME, OWNER_UID)
+EXTRA_SUBJECT_SPACES_ENV = "JETPOOL_EXTRA_SUBJECT_SPACES"
 
 
 class Refusal(StrEnum):
@@ -89,6 +95,85 @@ def namespace_spaces(namespace: str) -> tuple[str, str]:
     return PoolNames(namespace, "-").subject_space, f"{DLQ_SUBJECT_PREFIX}.{nats_token(namespace)}."
 
 
+# --- extra subject spaces (operator configuration) ------------------------------------------
+
+_NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_LITERAL_TOKEN = re.compile(r"^[^.*>\s]+$")
+_RESERVED_ROOTS = ("tasks", "$", "_INBOX", DLQ_SUBJECT_PREFIX.split(".")[0])
+_GRANTS_SHAPE: TypeAdapter[dict[str, list[str]]] = TypeAdapter(dict[str, list[str]])
+
+
+def _prefix_error(prefix: str) -> str | None:
+    tokens = prefix.split(".")
+    if not prefix.endswith(".") or len(tokens) < 3:
+        return "must be at least two literal tokens and end with '.' (e.g. invoices.billing.)"
+    if not all(_LITERAL_TOKEN.match(t) for t in tokens[:-1]):
+        return "must be literal tokens (no wildcards, empty tokens or whitespace)"
+    if tokens[0] in _RESERVED_ROOTS or tokens[0].startswith("$"):
+        return f"may not start with {tokens[0]!r} (tasks.<namespace>., $ system, _INBOX, jetpool)"
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class SubjectGrants:
+    """Subject prefixes a namespace may use besides ``tasks.<namespace>.``, granted by the
+    cluster admin. Parsed so that no granted prefix lies inside another namespace's: a prefix
+    granted to one namespace can never let another in."""
+
+    by_namespace: tuple[tuple[str, tuple[str, ...]], ...] = field(default=())
+
+    def extra(self, namespace: str) -> tuple[str, ...]:
+        return dict(self.by_namespace).get(namespace, ())
+
+    @classmethod
+    def parse(cls, raw: str) -> SubjectGrants:
+        """``{"billing": ["invoices.billing."]}`` (JSON); ValueError says what is wrong."""
+        if not raw.strip():
+            return cls()
+        where = f"{EXTRA_SUBJECT_SPACES_ENV}"
+        try:
+            grants = _GRANTS_SHAPE.validate_python(json.loads(raw))
+        except (ValueError, ValidationError) as exc:
+            raise ValueError(
+                f"{where}: expected a JSON object namespace -> list of subject prefixes, "
+                f'e.g. {{"billing": ["invoices.billing."]}} ({str(exc).splitlines()[0]})'
+            ) from exc
+        owner: dict[str, str] = {}
+        for namespace, prefixes in sorted(grants.items()):
+            if not _NAMESPACE.match(namespace):
+                raise ValueError(f"{where}: {namespace!r} is not a namespace name")
+            for prefix in prefixes:
+                error = _prefix_error(prefix)
+                if error is not None:
+                    raise ValueError(f"{where}: prefix {prefix!r} of {namespace}: {error}")
+                for other, holder in owner.items():
+                    if holder != namespace and (
+                        other.startswith(prefix) or prefix.startswith(other)
+                    ):
+                        raise ValueError(
+                            f"{where}: prefix {prefix!r} of {namespace} overlaps {other!r} of "
+                            f"{holder}: one namespace could capture the other's tasks"
+                        )
+                owner[prefix] = namespace
+        return cls(
+            tuple(
+                (ns, tuple(sorted(set(prefixes))))
+                for ns, prefixes in sorted(grants.items())
+                if prefixes
+            )
+        )
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> SubjectGrants:
+        return cls.parse(env.get(EXTRA_SUBJECT_SPACES_ENV, ""))
+
+    def as_json(self) -> str:
+        return json.dumps({ns: list(prefixes) for ns, prefixes in self.by_namespace})
+
+
+NO_GRANTS = SubjectGrants()
+
+
 def judge_claim(
     kind: str,
     name: str,
@@ -97,6 +182,7 @@ def judge_claim(
     *,
     adopt_existing: bool,
     observed_subjects: Iterable[str] | None = None,
+    extra_spaces: Iterable[str] = (),
 ) -> Verdict:
     """May ``me`` reconcile (update, re-stamp) the existing ``kind`` ``name``?
 
@@ -104,12 +190,13 @@ def judge_claim(
     deletion, and is re-stamped): yes. Another pool's: never. Unowned (made by hand or by an
     earlier jetpool version): only with ``spec.nats.adoptExisting``, and, for a stream
     (``observed_subjects`` given), only when all its subjects lie in ``me``'s namespace: the
-    opt-in must not let a tenant take over another namespace's unmigrated stream.
+    opt-in must not let a tenant take over another namespace's unmigrated stream
+    (``extra_spaces``: the prefixes the operator grants that namespace count as its own).
     """
     owner = Owner.from_metadata(observed)
     if owner is None:
         subjects = list(observed_subjects or ())
-        spaces = namespace_spaces(me.namespace)
+        spaces = (*namespace_spaces(me.namespace), *extra_spaces)
         foreign = [
             s
             for s in subjects
@@ -172,34 +259,48 @@ def _subject_error(subject: str) -> str | None:
     return None
 
 
-def subject_problems(namespace: str, subjects: Iterable[str]) -> list[str]:
-    """Why each subject is refused; empty when every one lies inside ``tasks.<namespace>.``.
+def _spaces(namespace: str, grants: SubjectGrants) -> tuple[str, ...]:
+    return (PoolNames(namespace, "-").subject_space, *grants.extra(namespace))
 
-    The namespace token must be literal (``tasks.*.x`` or ``tasks.>`` reach into every
-    namespace) and at least one token must follow it.
+
+def _spaces_text(spaces: tuple[str, ...]) -> str:
+    return " or ".join(f"{space}>" for space in spaces)
+
+
+def subject_problems(
+    namespace: str, subjects: Iterable[str], grants: SubjectGrants = NO_GRANTS
+) -> list[str]:
+    """Why each subject is refused; empty when every one lies inside ``tasks.<namespace>.``
+    or a prefix ``grants`` gives the namespace.
+
+    Spaces are literal prefixes (``tasks.*.x`` or ``tasks.>`` reach into every namespace) and
+    at least one token must follow them.
     """
-    space = PoolNames(namespace, "-").subject_space
+    spaces = _spaces(namespace, grants)
     problems = []
     for subject in subjects:
         error = _subject_error(subject)
-        if error is None and not (subject.startswith(space) and len(subject) > len(space)):
+        inside = any(subject.startswith(s) and len(subject) > len(s) for s in spaces)
+        if error is None and not inside:
             error = (
-                f"is outside namespace {namespace}'s subject space {space}> (it would capture "
-                "or collide with other tenants' tasks)"
+                f"is outside namespace {namespace}'s subject space {_spaces_text(spaces)} (it "
+                "would capture or collide with other tenants' tasks)"
             )
         if error is not None:
             problems.append(f"subject {subject!r} {error}")
     return problems
 
 
-def subjects_verdict(namespace: str, subjects: Iterable[str]) -> Verdict:
-    """The NatsReady refusal for subjects outside the namespace, or allowed."""
-    problems = subject_problems(namespace, subjects)
+def subjects_verdict(
+    namespace: str, subjects: Iterable[str], grants: SubjectGrants = NO_GRANTS
+) -> Verdict:
+    """The NatsReady refusal for subjects outside the namespace's spaces, or allowed."""
+    problems = subject_problems(namespace, subjects, grants)
     if not problems:
         return Verdict(True)
-    space = PoolNames(namespace, "-").subject_space
+    spaces = _spaces_text(_spaces(namespace, grants))
     return Verdict(
         False,
         Refusal.SUBJECTS_OUTSIDE_NAMESPACE,
-        "; ".join(problems) + f"; a pool in {namespace} may only use subjects under {space}>",
+        "; ".join(problems) + f"; a pool in {namespace} may only use subjects under {spaces}",
     )

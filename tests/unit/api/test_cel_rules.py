@@ -143,11 +143,24 @@ BAD_SPECS = [
     *(
         pytest.param(
             _minimal(nats={"url": "nats://n", "subjects": ["tasks.team-a.ok.>", subject]}),
-            "nats.subjects must each start with tasks.<namespace>. (the pool's own namespace): "
-            "a bare '>', '$' system subjects or a wildcard namespace would reach other tenants",
+            "nats.subjects must each start with tasks.<namespace>. or a prefix the operator"
+            " grants the namespace (two literal tokens): a bare '>', a wildcard in the first two"
+            " tokens, '$' system subjects or _INBOX replies would reach other tenants",
             id=f"subject-{subject}",
         )
-        for subject in (">", "$JS.API.>", "$SYS.>", "tasks.>", "tasks.*.x", "orders.>", "tasks.a")
+        for subject in (
+            ">",
+            "*.x.y",
+            "$JS.API.>",
+            "$SYS.>",
+            "$KV.jetpool-control.a.b",
+            "_INBOX.abc.>",
+            "tasks.>",
+            "tasks.*.x",
+            "orders.>",
+            "tasks.a",
+            "invoices.billing",
+        )
     ),
     *(
         pytest.param(
@@ -202,9 +215,18 @@ def _subjects_rule() -> dict[str, Any]:
 
 
 @pytest.mark.parametrize(
-    "subject", ["tasks.team-a.thumbs.>", "tasks.a.b", "tasks.a.*.x", "tasks.a.>", "tasks.a.$x"]
+    "subject",
+    [
+        "tasks.team-a.thumbs.>",
+        "tasks.a.b",
+        "tasks.a.*.x",
+        "tasks.a.>",
+        "tasks.a.$x",
+        "invoices.billing.>",
+        "invoices.billing.*.paid",
+    ],
 )
-def test_subjects_under_a_literal_namespace_pass_the_subjects_rule(subject: str) -> None:
+def test_subjects_with_two_literal_tokens_pass_the_subjects_rule(subject: str) -> None:
     pattern = _subjects_rule()["rule"].split("matches('")[1].split("')")[0]
     assert re.fullmatch(pattern.replace("\\\\", "\\"), subject)
     WorkerPoolSpec.model_validate(_minimal(nats={"url": "nats://n", "subjects": [subject]}))

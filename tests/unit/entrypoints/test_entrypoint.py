@@ -7,6 +7,7 @@ import getpass
 import pytest
 
 from jetpool_operator.core.pod_template_policy import TemplateAllowances
+from jetpool_operator.core.tenancy import SubjectGrants
 from jetpool_operator.main import parse_args, peer_identity
 
 
@@ -48,3 +49,20 @@ def test_a_template_allowance_that_is_not_a_boolean_stops_the_operator(
     monkeypatch.setenv("JETPOOL_ALLOW_PROJECTED_TOKENS", "maybe")
     with pytest.raises(SystemExit):
         parse_args([])
+
+
+def test_extra_subject_spaces_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("JETPOOL_EXTRA_SUBJECT_SPACES", '{"billing": ["invoices.billing."]}')
+    grants = parse_args([]).extra_subject_spaces
+    assert grants.extra("billing") == ("invoices.billing.",)
+    monkeypatch.delenv("JETPOOL_EXTRA_SUBJECT_SPACES")
+    assert parse_args([]).extra_subject_spaces == SubjectGrants()
+
+
+def test_a_bad_extra_subject_spaces_value_stops_the_operator_with_its_reason(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("JETPOOL_EXTRA_SUBJECT_SPACES", '{"billing": ["tasks.shop."]}')
+    with pytest.raises(SystemExit):
+        parse_args([])
+    assert "JETPOOL_EXTRA_SUBJECT_SPACES: prefix 'tasks.shop.'" in capsys.readouterr().err
