@@ -14,6 +14,7 @@ import yaml
 from prometheus_client.metrics import MetricWrapperBase
 
 from jetpool_operator import metrics as operator_metrics
+from jetpool_operator.core.tenancy import SubjectGrants
 from jetpool_operator.main import parse_args
 from tests.packaging.conftest import CHART, CRDS, Render, container, env_of, kinds, only
 
@@ -477,3 +478,12 @@ def test_tenancy_values_reach_the_operator_and_default_to_refusing(render: Rende
     )
     assert allowed["JETPOOL_ALLOW_FOREIGN_SERVICE_ACCOUNTS"] == "true"
     assert allowed["JETPOOL_ALLOW_PROJECTED_TOKENS"] == "true"
+
+
+def test_extra_subject_spaces_reach_the_operator_as_json_and_default_to_none(
+    render: Render,
+) -> None:
+    assert env_of(only(render(), "Deployment"))["JETPOOL_EXTRA_SUBJECT_SPACES"] == "{}"
+    granted = render("--set-json", 'tenancy.extraSubjectSpaces={"billing": ["invoices.billing."]}')
+    value = env_of(only(granted, "Deployment"))["JETPOOL_EXTRA_SUBJECT_SPACES"]
+    assert SubjectGrants.parse(value).extra("billing") == ("invoices.billing.",)
