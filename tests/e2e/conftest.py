@@ -17,6 +17,7 @@ secure one (TLS + JWT accounts, ``tests/conftest.py``).
 
 from __future__ import annotations
 
+import json
 import os
 import ssl
 from collections.abc import AsyncIterator, Iterator
@@ -41,6 +42,9 @@ CRDS = REPO / "crds"
 
 CREDS_SECRET = "jetpool-e2e-nats-creds"
 CA_SECRET = "jetpool-e2e-nats-ca"
+GRANTED_NAMESPACE = "e2e-granted"
+GRANTED_PREFIX = "invoices.e2e-granted."
+"""The local operator grants this namespace this extra subject space (--extra-subject-spaces)."""
 
 
 @dataclass(frozen=True)
@@ -121,7 +125,10 @@ def operator(cluster: Cluster, crds: None) -> Iterator[OperatorProcess | None]:
     if PROVIDER != "local":
         yield None
         return
-    process = OperatorProcess(cluster).start()
+    grants = json.dumps({GRANTED_NAMESPACE: [GRANTED_PREFIX]})
+    process = OperatorProcess(
+        cluster, args=("--standalone", "--extra-subject-spaces", grants)
+    ).start()
     yield process
     process.stop()
 
