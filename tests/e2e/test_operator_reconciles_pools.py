@@ -285,7 +285,10 @@ def test_the_sample_pools_apply_and_kubectl_get_shows_the_columns(
         namespace,
         "-f",
         "-",
-        input=sample.replace("namespace: media", f"namespace: {namespace}"),
+        # Moved into the test's namespace, subjects included (they must stay in its space).
+        input=sample.replace("namespace: media", f"namespace: {namespace}").replace(
+            "tasks.media.", f"tasks.{namespace}."
+        ),
     )
     header = cluster.kubectl("get", "wp", "-n", namespace).splitlines()[0].split()
     assert header == [
