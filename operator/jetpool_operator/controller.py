@@ -604,6 +604,17 @@ async def _sync_nats(
     return NatsObservation(backlog, dead_letters, key, None)
 
 
+def _stranded_target(pool: PoolRuntime, plan: nats_resources.NatsPlan) -> StrandedTaskTarget:
+    """Where a pool's stranded tasks are found and where they go (advisory watch and sweep)."""
+    return StrandedTaskTarget(
+        stream=plan.names.stream,
+        consumer=plan.names.consumer,
+        dead_letter_prefix=plan.names.dead_letter_subject_prefix,
+        namespace=pool.namespace,
+        pool=pool.name,
+    )
+
+
 async def _watch_stranded_tasks(
     rt: OperatorRuntime,
     pool: PoolRuntime,
@@ -612,13 +623,7 @@ async def _watch_stranded_tasks(
     post_event: EventSink,
 ) -> None:
     """Keep one max-deliveries advisory subscription per pool, on its current connection."""
-    target = StrandedTaskTarget(
-        stream=plan.names.stream,
-        consumer=plan.names.consumer,
-        dead_letter_prefix=plan.names.dead_letter_subject_prefix,
-        namespace=pool.namespace,
-        pool=pool.name,
-    )
+    target = _stranded_target(pool, plan)
     nc = await rt.nats.get(key)
     watch = pool.stranded_watch
     if watch is not None and watch[0] is nc and watch[2] == target:
@@ -650,13 +655,7 @@ async def _sweep_stranded_tasks(
     then every ``SWEEP_INTERVAL_SECONDS``)."""
     if mono - pool.stranded_swept_at < stranded.SWEEP_INTERVAL_SECONDS:
         return
-    target = StrandedTaskTarget(
-        stream=plan.names.stream,
-        consumer=plan.names.consumer,
-        dead_letter_prefix=plan.names.dead_letter_subject_prefix,
-        namespace=pool.namespace,
-        pool=pool.name,
-    )
+    target = _stranded_target(pool, plan)
     moved = await sweep_stranded_tasks(await rt.nats.get(key), target)
     pool.stranded_swept_at = mono
     if moved:
