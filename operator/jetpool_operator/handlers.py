@@ -30,6 +30,7 @@ from jetpool_operator.controller import (
 )
 from jetpool_operator.core.children import LABEL_MANAGED_BY, MANAGER
 from jetpool_operator.core.nats_resources import resolve_names
+from jetpool_operator.core.network_errors import summarize_nats_failure
 from jetpool_operator.core.pod_template_policy import allowances_from_env
 from jetpool_operator.core.tenancy import Owner, SubjectGrants
 
@@ -209,13 +210,18 @@ async def delete_pool_streams(
     recorded = (status.get("nats") or {}).get("stream")
     names = resolve_names(namespace, name, parsed, recorded)
     try:
-        result = await delete_streams(
-            await runtime.nats.get(key),
-            [names.stream, names.dead_letter_stream],
-            Owner(namespace, name, uid or ""),
-        )
+        async with runtime.nats.in_use((namespace, name), key):
+            result = await delete_streams(
+                await runtime.nats.get(key),
+                [names.stream, names.dead_letter_stream],
+                Owner(namespace, name, uid or ""),
+            )
     except (nats.errors.Error, OSError, TimeoutError) as exc:
-        raise kopf.TemporaryError(f"cannot reach NATS to delete streams: {exc}", delay=10) from exc
+        # kopf posts this as an Event the tenant reads: summarized, never the raw socket error.
+        summary = summarize_nats_failure(parsed.nats.url, exc)
+        raise kopf.TemporaryError(
+            f"cannot reach NATS to delete streams: {summary}", delay=10
+        ) from exc
     log.info("deleted streams %s of %s/%s", result.deleted, namespace, name)
     for kept in result.kept:
         log.warning("%s/%s: %s", namespace, name, kept)
@@ -231,6 +237,9 @@ async def forget_pool(
     try:
         parsed = WorkerPoolSpec.model_validate(dict(spec))
         key = await connection_key(runtime, namespace, parsed)
-        await runtime.nats.delete_control(key, resolve_names(namespace, name, parsed).control_key)
+        async with runtime.nats.in_use((namespace, name), key):
+            await runtime.nats.delete_control(
+                key, resolve_names(namespace, name, parsed).control_key
+            )
     except Exception as exc:  # the pool is gone either way
         log.info("could not remove control state of %s/%s: %s", namespace, name, exc)

@@ -55,3 +55,19 @@ async def test_a_connection_is_closed_when_its_last_pool_moves_to_another_or_is_
         assert _operator_connections(server) == 1
     finally:
         await operator.nats.close()
+
+
+async def test_a_delete_handler_s_connection_is_closed_once_the_deleted_pool_is_done_with_it(
+    private_nats_server: NatsServer,
+) -> None:
+    server = private_nats_server
+    key = ConnectionKey(server.url)
+    operator = OperatorRuntime(kube=cast(Any, None))
+    try:
+        # The pool's loop has stopped (released); its delete handler still talks to NATS.
+        async with operator.nats.in_use(("team-a", "orders"), key):
+            await operator.nats.get(key)
+            assert _operator_connections(server) == 1
+        await eventually(lambda: _operator_connections(server) == 0, what="closed after delete")
+    finally:
+        await operator.nats.close()

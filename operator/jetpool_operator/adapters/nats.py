@@ -14,7 +14,7 @@ import json
 import logging
 import ssl
 import tempfile
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -285,6 +285,17 @@ class NatsConnections:
         previous = self._users.pop(pool, None)
         if previous is not None:
             await self._close_unused(previous)
+
+    @contextlib.asynccontextmanager
+    async def in_use(self, pool: tuple[str, str], key: ConnectionKey) -> AsyncIterator[None]:
+        """``pool`` uses ``key`` for the duration of one operation (the delete handlers run
+        after the pool's control loop released it): the connection is closed afterwards when
+        nobody else uses it, instead of staying open for a pool that is gone."""
+        await self.use(pool, key)
+        try:
+            yield
+        finally:
+            await self.release(pool)
 
     async def _close_unused(self, key: ConnectionKey) -> None:
         async with self._locks.setdefault(key, asyncio.Lock()):
