@@ -211,6 +211,8 @@ printf 'version = 2\n' >"$work/containerd.toml"
 "$node_bin/containerd" --config "$work/containerd.toml" --root "$rootfs/var/lib/containerd" \
   --state "$ctrd_state" --address "$ctrd_state/containerd.sock" >"$work/containerd.log" 2>&1 &
 ctrd_pid=$!
+# An import that fails must not leave this containerd running on a deleted root.
+trap 'kill "$ctrd_pid" 2>/dev/null; wait "$ctrd_pid" 2>/dev/null; rm -rf "$work"' EXIT
 for _ in $(seq 1 50); do [ -S "$ctrd_state/containerd.sock" ] && break; sleep 0.2; done
 for tarball in "$images"/*.tar; do
   "$node_bin/ctr" --address "$ctrd_state/containerd.sock" --namespace=k8s.io images import \
