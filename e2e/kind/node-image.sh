@@ -212,7 +212,8 @@ printf 'version = 2\n' >"$work/containerd.toml"
   --state "$ctrd_state" --address "$ctrd_state/containerd.sock" >"$work/containerd.log" 2>&1 &
 ctrd_pid=$!
 # An import that fails must not leave this containerd running on a deleted root.
-trap 'kill "$ctrd_pid" 2>/dev/null; wait "$ctrd_pid" 2>/dev/null; rm -rf "$work"' EXIT
+# (Under set -e a failing command in the trap would decide the exit status: hence || true.)
+trap '{ kill "$ctrd_pid" && wait "$ctrd_pid"; } 2>/dev/null || true; rm -rf "$work"' EXIT
 for _ in $(seq 1 50); do [ -S "$ctrd_state/containerd.sock" ] && break; sleep 0.2; done
 for tarball in "$images"/*.tar; do
   "$node_bin/ctr" --address "$ctrd_state/containerd.sock" --namespace=k8s.io images import \
