@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import math
 import time
@@ -126,6 +127,12 @@ class PoolRuntime:
     stranded_swept_at: float = -math.inf
     """Monotonic time of the last sweep for stranded tasks (the first tick sweeps)."""
 
+    async def stop_stranded_watch(self) -> None:
+        if self.stranded_watch is not None:
+            with contextlib.suppress(Exception):
+                await self.stranded_watch[1].unsubscribe()
+            self.stranded_watch = None
+
 
 @dataclass(frozen=True)
 class TickResult:
@@ -164,10 +171,7 @@ class OperatorRuntime:
 
     async def stop_pool(self, runtime: PoolRuntime) -> None:
         """The loop ended (pool deleted, peering pause, shutdown): drop what it held."""
-        if runtime.stranded_watch is not None:
-            with contextlib.suppress(Exception):
-                await runtime.stranded_watch[1].unsubscribe()
-            runtime.stranded_watch = None
+        await runtime.stop_stranded_watch()
         key = (runtime.namespace, runtime.name)
         if self.pools.get(key) is runtime:
             del self.pools[key]
@@ -333,13 +337,21 @@ async def connection_key(
         tls_key=material.get("key"),
     )
     try:
-        key.tls_context()
+        _check_tls(key)
     except InvalidTlsMaterial as exc:
         name, item = refs[exc.role]
         for secret, secret_key in refs.values():
             rt.forget_secret(namespace, secret, secret_key)
         raise CredentialsError(Reason.INVALID_TLS, f"Secret {name!r} key {item!r}: {exc}") from exc
     return key
+
+
+@functools.lru_cache(maxsize=256)
+def _check_tls(key: ConnectionKey) -> None:
+    """Build the TLS context once per distinct material (it parses PEM and writes a temporary
+    key file): a tick of every pool must not redo that synchronous work on the event loop.
+    A failure raises and so is never cached: a fixed Secret is checked again."""
+    key.tls_context()
 
 
 def _deployment_replicas(deployment: Mapping[str, Any] | None) -> tuple[int | None, int, int]:
@@ -416,7 +428,7 @@ async def reconcile(
     )
 
     # -- NATS: resources and observations ------------------------------------------------------
-    observed = await _sync_nats(rt, pool, spec, plan, post_event, mono)
+    observed = await sync_nats(rt, pool, spec, plan, post_event, mono)
     backlog, dead_letters = observed.backlog, observed.dead_letters
     key, problem = observed.key, observed.problem
     # Compare reasons only: the message carries exception text that can vary per tick.
@@ -555,7 +567,7 @@ class NatsObservation:
     """The isolation rules stopped the pool (:mod:`~jetpool_operator.core.tenancy`)."""
 
 
-async def _sync_nats(
+async def sync_nats(
     rt: OperatorRuntime,
     pool: PoolRuntime,
     spec: WorkerPoolSpec,
@@ -564,14 +576,22 @@ async def _sync_nats(
     mono: float,
 ) -> NatsObservation:
     """Ensure the pool's JetStream resources, then read its backlog and dead-letter count."""
-    subjects = tenancy.subjects_verdict(pool.namespace, plan.names.subjects, rt.subject_grants)
-    if not subjects.allowed:
-        pool.nats_plan = None
-        return NatsObservation(None, None, None, (subjects.reason, subjects.message), True)
+    for verdict in (
+        tenancy.subjects_verdict(pool.namespace, plan.names.subjects, rt.subject_grants),
+        tenancy.stream_names_verdict(
+            pool.namespace,
+            pool.name,
+            (("nats.stream", spec.nats.stream), ("deadLetter.stream", spec.dead_letter.stream)),
+        ),
+    ):
+        if not verdict.allowed:
+            await _disconnect(rt, pool)
+            return NatsObservation(None, None, None, (verdict.reason, verdict.message), True)
     try:
         key = await connection_key(rt, pool.namespace, spec)
         await check_worker_credentials(rt, pool.namespace, spec)
     except CredentialsError as exc:
+        await _disconnect(rt, pool)
         return NatsObservation(None, None, None, (exc.reason, str(exc)))
     pool.connection_key, pool.stats_subject = key, plan.names.stats_subject
     await rt.nats.use((pool.namespace, pool.name), key)
@@ -604,6 +624,15 @@ async def _sync_nats(
     return NatsObservation(backlog, dead_letters, key, None)
 
 
+async def _disconnect(rt: OperatorRuntime, pool: PoolRuntime) -> None:
+    """A pool that may not (or cannot) use NATS holds no connection: credentials that became
+    invalid must not keep working through the connection opened with the old ones."""
+    pool.nats_plan = None
+    await pool.stop_stranded_watch()
+    pool.connection_key, pool.stats_subject = None, None
+    await rt.nats.release((pool.namespace, pool.name))
+
+
 def _stranded_target(pool: PoolRuntime, plan: nats_resources.NatsPlan) -> StrandedTaskTarget:
     """Where a pool's stranded tasks are found and where they go (advisory watch and sweep)."""
     return StrandedTaskTarget(
@@ -628,9 +657,7 @@ async def _watch_stranded_tasks(
     watch = pool.stranded_watch
     if watch is not None and watch[0] is nc and watch[2] == target:
         return
-    if watch is not None:
-        with contextlib.suppress(Exception):
-            await watch[1].unsubscribe()
+    await pool.stop_stranded_watch()
 
     def moved(sequence: int) -> None:
         post_event(

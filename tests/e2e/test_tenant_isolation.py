@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import nats.js.errors
 import pytest
 from nats.js.kv import KeyValue
 
@@ -26,7 +27,7 @@ from jetpool_protocol.control import BreakerState, ControlState
 from jetpool_protocol.dead_letter import DeadLetterReason, DeadLetterRecord
 from jetpool_protocol.envelope import task_headers
 from jetpool_protocol.keyring import Key, Keyring
-from jetpool_protocol.naming import dead_letter_subject
+from jetpool_protocol.naming import PoolNames, dead_letter_subject
 from jetpool_protocol.permissions import worker_permissions
 from jetpool_protocol.security import sign
 from jetpool_protocol.stats import WorkerStats
@@ -313,6 +314,9 @@ async def test_a_hostile_tenant_on_the_same_nats_is_refused_every_attack_while_t
             "victim",
             url,
             bucket,
+            # A custom name, so the thief below meets the owner record; a default name is
+            # reserved outright (the claimer below).
+            nats={"stream": f"victim-{namespace}"},
             scaling={"minReplicas": 1, "maxReplicas": 1},
             security={"signingKeySecret": {"name": SIGNING_SECRET}, "requireSigned": True},
         ),
@@ -361,6 +365,9 @@ async def test_a_hostile_tenant_on_the_same_nats_is_refused_every_attack_while_t
         "-n",
         hostile,
     )
+    # Another namespace's default stream name, before that pool exists.
+    reserved = PoolNames(namespace, "later").stream
+    cluster.apply(worker_pool("claimer", url, bucket, nats={"stream": reserved}), "-n", hostile)
     with pytest.raises(KubectlError, match=r"nats\.subjects must each start with tasks\."):
         cluster.apply(worker_pool("greedy", url, bucket, nats={"subjects": [">"]}), "-n", hostile)
     # 3. The consumer, named with its stream.
@@ -389,11 +396,16 @@ async def test_a_hostile_tenant_on_the_same_nats_is_refused_every_attack_while_t
     assert squatter["reason"] == "AdoptionRefused"
     assert f"captures subjects outside namespace {hostile}" in squatter["message"]
     assert (await nc.jetstream().stream_info(unowned)).config == unowned_before
-    await nc.close()
+    claimer = _refusal(cluster, hostile, "claimer")
+    assert claimer["reason"] == "ReservedStreamName"
+    assert f"nats.stream {reserved!r}" in claimer["message"]
+    with pytest.raises(nats.js.errors.NotFoundError):
+        await nc.jetstream().stream_info(reserved)
     poacher = _refusal(cluster, hostile, "poacher")
     assert poacher["reason"] == "OwnedByAnotherPool"
     assert f"belongs to WorkerPool {namespace}/victim" in poacher["message"]
-    for pool in ("thief", "poacher"):  # no workers on the victim's stream or consumer
+    await nc.close()
+    for pool in ("thief", "poacher", "claimer"):  # no workers on others' streams or consumer
         assert status(cluster, hostile, pool)["desiredReplicas"] == 0
     await tasks.wave("streams")
 
@@ -497,7 +509,9 @@ async def test_a_hostile_tenant_on_the_same_nats_is_refused_every_attack_while_t
     assert {obj: _snapshot(cluster, hostile, *obj) for obj in existing} == children_before
     assert _no_deployment(cluster, hostile, "mimic")
 
-    cluster.kubectl("delete", "workerpool", "thief", "poacher", "-n", hostile, "--timeout=60s")
+    cluster.kubectl(
+        "delete", "workerpool", "thief", "poacher", "claimer", "-n", hostile, "--timeout=60s"
+    )
     assert await _resources(endpoint, stream) == before
     wait_for_condition(cluster, namespace, "victim", "NatsReady", "True")
     if skipped:

@@ -18,7 +18,13 @@ from enum import StrEnum
 
 from pydantic import TypeAdapter, ValidationError
 
-from jetpool_protocol.naming import DLQ_SUBJECT_PREFIX, PoolNames, nats_token
+from jetpool_protocol.naming import (
+    DLQ_SUBJECT_PREFIX,
+    DLQ_SUFFIX,
+    STREAM_PREFIX,
+    PoolNames,
+    nats_token,
+)
 
 OWNER_NAMESPACE = "jetpool.dev/owner-namespace"
 OWNER_NAME = "jetpool.dev/owner-name"
@@ -36,6 +42,9 @@ class Refusal(StrEnum):
     ADOPTION_REFUSED = "AdoptionRefused"
     """Nobody owns the stream, but it captures subjects of another namespace."""
     SUBJECTS_OUTSIDE_NAMESPACE = "SubjectsOutsideNamespace"
+    RESERVED_STREAM_NAME = "ReservedStreamName"
+    """A custom stream name that only the operator hands out (another pool's default, a KV
+    bucket's backing stream)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,4 +312,43 @@ def subjects_verdict(
         False,
         Refusal.SUBJECTS_OUTSIDE_NAMESPACE,
         "; ".join(problems) + f"; a pool in {namespace} may only use subjects under {spaces}",
+    )
+
+
+# --- stream names ----------------------------------------------------------------------------
+
+RESERVED_STREAM_PREFIXES = (STREAM_PREFIX, "KV_", "OBJ_")
+"""``jetpool-`` is every pool's default name; ``KV_``/``OBJ_`` back key-value and object stores
+(the operator's own control bucket is ``KV_jetpool-control``)."""
+
+
+def stream_names_verdict(
+    namespace: str,
+    pool: str,
+    custom: Iterable[tuple[str, str | None]],
+) -> Verdict:
+    """May a pool use its custom stream names (``(field, name)`` pairs, None when unset)?
+
+    A default name belongs to the pool it is derived from; a custom name that takes one
+    would be first come, first served across namespaces, so a tenant could squat another
+    namespace's default before that pool exists. Only the pool's own defaults (today's and
+    the legacy ``jetpool-<ns>-<pool>`` of earlier versions) may be spelled out.
+    """
+    defaults = PoolNames(namespace, pool)
+    own = {defaults.stream, defaults.dead_letter_stream}
+    own |= {defaults.legacy_stream, f"{defaults.legacy_stream}{DLQ_SUFFIX}"}
+    problems = [
+        f"{field} {name!r}"
+        for field, name in custom
+        if name is not None and name not in own and name.startswith(RESERVED_STREAM_PREFIXES)
+    ]
+    if not problems:
+        return Verdict(True)
+    return Verdict(
+        False,
+        Refusal.RESERVED_STREAM_NAME,
+        f"{', '.join(problems)}: names starting with "
+        f"{', '.join(repr(p) for p in RESERVED_STREAM_PREFIXES)} are reserved for the defaults "
+        f"jetpool derives for each pool and for key-value stores; leave the field unset "
+        f"(this pool's default is {defaults.stream!r}) or choose another name",
     )

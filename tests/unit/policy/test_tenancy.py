@@ -14,9 +14,11 @@ from jetpool_operator.core.tenancy import (
     judge_claim,
     judge_delete,
     owner_metadata,
+    stream_names_verdict,
     subject_problems,
     subjects_verdict,
 )
+from jetpool_protocol.naming import PoolNames
 
 ME = Owner("team-a", "thumbs", "uid-1")
 NAMES = st.text(alphabet="abc-.", min_size=1, max_size=6)
@@ -154,3 +156,34 @@ class TestSubjects:
         tokens = subject.split(".")
         assert tokens[:2] == ["tasks", mine]
         assert tokens[1] != other
+
+
+class TestReservedStreamNames:
+    def test_another_namespace_s_default_name_cannot_be_taken_by_a_custom_name(self) -> None:
+        victim = PoolNames("team-a", "thumbs").stream
+        verdict = stream_names_verdict("team-b", "squat", [("nats.stream", victim)])
+        assert not verdict.allowed
+        assert verdict.reason == Refusal.RESERVED_STREAM_NAME
+        assert f"nats.stream {victim!r}" in verdict.message
+        assert "jetpool-team-b_squat-tasks" in verdict.message
+
+    def test_the_control_bucket_s_stream_cannot_be_taken(self) -> None:
+        verdict = stream_names_verdict("team-b", "x", [("deadLetter.stream", "KV_jetpool-control")])
+        assert verdict.reason == Refusal.RESERVED_STREAM_NAME
+
+    def test_a_pool_may_spell_out_its_own_defaults_and_its_legacy_name(self) -> None:
+        own = PoolNames("team-a", "thumbs")
+        for name in (own.stream, own.dead_letter_stream, own.legacy_stream):
+            assert stream_names_verdict("team-a", "thumbs", [("nats.stream", name)]).allowed
+
+    def test_unset_and_unreserved_names_are_allowed(self) -> None:
+        custom = [("nats.stream", None), ("deadLetter.stream", "orders-dlq")]
+        assert stream_names_verdict("team-a", "thumbs", custom).allowed
+
+    @given(NAMESPACES, NAMES, NAMESPACES, NAMES)
+    def test_no_pool_may_name_a_stream_after_another_pool_s_default(
+        self, namespace: str, pool: str, other_namespace: str, other_pool: str
+    ) -> None:
+        other = PoolNames(other_namespace, other_pool)
+        verdict = stream_names_verdict(namespace, pool, [("nats.stream", other.stream)])
+        assert verdict.allowed == ((namespace, pool) == (other_namespace, other_pool))
