@@ -23,6 +23,8 @@ class OperatorProcess:
     log_path: Path = field(
         default_factory=lambda: Path(tempfile.mkstemp(prefix="jetpool-operator-", suffix=".log")[1])
     )
+    env: dict[str, str] = field(default_factory=dict)
+    """Extra environment of the operator, over the cluster's (e.g. ``JETPOOL_OBSERVATION``)."""
     process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> OperatorProcess:
@@ -39,7 +41,7 @@ class OperatorProcess:
                 "text",
                 *self.args,
             ],
-            env=self.cluster.env(),
+            env={**self.cluster.env(), **self.env},
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
