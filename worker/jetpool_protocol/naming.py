@@ -10,7 +10,8 @@ trailing ``.``/``-``). :func:`nats_token` maps only ``.`` to ``_``, a character 
 hold, so it is injective on both; in the stream name ``jetpool-<ns>_<pool>-tasks`` the first
 ``_`` ends the namespace, every task stream ends in ``-tasks`` and every dead-letter stream in
 ``-tasks-dlq``, and ``__`` (which no token can contain) marks the hashed form of names that
-would exceed JetStream's 255 characters.
+would exceed JetStream's 255 characters. The inbox prefix ``_INBOX_<ns>_<pool>`` decodes the
+same way (the first ``_`` after ``_INBOX_`` ends the namespace).
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ STATS_SUBJECT_PREFIX = "jetpool.stats"
 
 DLQ_SUBJECT_PREFIX = "jetpool.dlq"
 """Dead letters go to ``<prefix>.<ns>.<pool>.<reason>.<error_type>``."""
+
+INBOX_ROOT = "_INBOX"
+"""nats-py's default inbox prefix; a pool's workers use ``<root>_<ns>_<pool>`` instead."""
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 
@@ -98,6 +102,15 @@ class PoolNames:
     @property
     def control_key(self) -> str:
         return f"{nats_token(self.namespace)}.{nats_token(self.pool)}"
+
+    @property
+    def inbox_prefix(self) -> str:
+        """``_INBOX_<ns>_<pool>``: the workers' inboxes (replies, pulled tasks, KV watch
+        deliveries) are ``<prefix>.<id>``, so a per-pool user may subscribe to ``<prefix>.>``
+        only. One subject token (no ``.``, ``*``, ``>``), so ``<prefix>.>`` matches no other
+        pool's inboxes and no default ``_INBOX.`` inbox; at most 324 characters (63 + 253 +
+        8), far below nats-server's 4096-byte protocol line."""
+        return f"{INBOX_ROOT}_{nats_token(self.namespace)}_{nats_token(self.pool)}"
 
 
 def dead_letter_subject(prefix: str, reason: str, error_type: str) -> str:

@@ -13,6 +13,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from jetpool_protocol.naming import PoolNames
+
 ENV_PREFIX = "JETPOOL_"
 
 
@@ -103,6 +105,12 @@ class WorkerSettings(BaseModel):
         if self.heartbeat_seconds and self.heartbeat_seconds >= self.ack_wait_seconds:
             raise ValueError("heartbeat_seconds must be below ack_wait_seconds")
         return self
+
+    @property
+    def inbox_prefix(self) -> str:
+        """The inbox prefix of the pool's NATS connections, derived from the pool's identity
+        (never configured), so the worker and its permission set cannot disagree."""
+        return PoolNames(self.pool_namespace, self.pool_name).inbox_prefix
 
     @property
     def effective_fetch_batch(self) -> int:

@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jetpool_protocol.naming import MAX_STREAM_NAME, PoolNames
+from jetpool_protocol.worker_settings import WorkerSettings
 
 _ALNUM = "abcdefghijklmnopqrstuvwxyz0123456789"
 
@@ -37,6 +38,8 @@ POOLS = st.one_of(
 )
 PAIRS = st.tuples(NAMESPACES, POOLS)
 STREAM_NAME = re.compile(r"^[^.*>\s]+$")
+SUBJECT_TOKEN = re.compile(r"^[A-Za-z0-9_-]+$")
+"""A literal NATS subject token, narrower than the server asks: no ``.``, ``*``, ``>``, space."""
 
 
 def _names(namespace: str, pool: str) -> dict[str, str]:
@@ -48,6 +51,7 @@ def _names(namespace: str, pool: str) -> dict[str, str]:
         "dead_letter_prefix": names.dead_letter_subject_prefix,
         "stats": names.stats_subject,
         "control": names.control_key,
+        "inbox": names.inbox_prefix,
     }
 
 
@@ -62,7 +66,7 @@ def test_two_different_pools_share_no_default_name(
     streams_a = {a["stream"], a["dead_letter_stream"]}
     streams_b = {b["stream"], b["dead_letter_stream"]}
     assert not streams_a & streams_b
-    for key in ("subjects", "dead_letter_prefix", "stats", "control"):
+    for key in ("subjects", "dead_letter_prefix", "stats", "control", "inbox"):
         assert a[key] != b[key], key
 
 
@@ -109,3 +113,65 @@ def test_a_spelled_out_stream_name_decodes_back_to_its_namespace_and_pool(
         return
     namespace, _, pool = stream.removeprefix("jetpool-").removesuffix("-tasks").partition("_")
     assert (namespace, pool.replace("_", ".")) == pair
+
+
+def _matches(pattern: str, subject: str) -> bool:
+    """NATS subject matching: ``*`` is one token, a final ``>`` one or more."""
+    want, have = pattern.split("."), subject.split(".")
+    for i, token in enumerate(want):
+        if token == ">":
+            return len(have) > i
+        if i >= len(have) or (token != "*" and token != have[i]):
+            return False
+    return len(want) == len(have)
+
+
+@given(PAIRS)
+def test_an_inbox_prefix_is_one_literal_subject_token_outside_the_default_inboxes(
+    pair: tuple[str, str],
+) -> None:
+    prefix = PoolNames(*pair).inbox_prefix
+    assert SUBJECT_TOKEN.match(prefix), prefix
+    assert prefix.startswith("_INBOX_")
+    assert len(prefix) <= len("_INBOX_") + 63 + 1 + 253
+    assert not _matches("_INBOX.>", f"{prefix}.Rc2Zrub2Iyk9kJhN0wZXbV")
+
+
+@settings(max_examples=3000)
+@given(PAIRS, PAIRS)
+def test_no_pool_s_inbox_permission_matches_another_pool_s_inboxes(
+    one: tuple[str, str], other: tuple[str, str]
+) -> None:
+    if one == other:
+        return
+    mine, theirs = PoolNames(*one).inbox_prefix, PoolNames(*other).inbox_prefix
+    inbox = f"{theirs}.Rc2Zrub2Iyk9kJhN0wZXbV.abcd"
+    assert not _matches(f"{mine}.>", inbox)
+    assert _matches(f"{theirs}.>", inbox)
+
+
+@given(PAIRS)
+def test_an_inbox_prefix_decodes_back_to_its_namespace_and_pool(pair: tuple[str, str]) -> None:
+    """Decodable means injective: the namespace holds no ``_``, the pool only ``.`` for it."""
+    prefix = PoolNames(*pair).inbox_prefix
+    namespace, _, pool = prefix.removeprefix("_INBOX_").partition("_")
+    assert (namespace, pool.replace("_", ".")) == pair
+
+
+@given(PAIRS)
+def test_a_worker_s_inbox_prefix_is_its_pool_s(pair: tuple[str, str]) -> None:
+    """Derived from the identity the operator renders, never a setting of its own."""
+    namespace, pool = pair
+    settings = WorkerSettings(
+        pool_name=pool,
+        pool_namespace=namespace,
+        handler="a:b",
+        stream="s",
+        consumer="c",
+        dead_letter_stream="d",
+        dead_letter_subject_prefix="p",
+        control_key="k",
+        stats_subject="t",
+    )
+    assert settings.inbox_prefix == PoolNames(namespace, pool).inbox_prefix
+    assert WorkerSettings.from_env(settings.to_env()).inbox_prefix == settings.inbox_prefix
