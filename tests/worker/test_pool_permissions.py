@@ -1,14 +1,16 @@
 """A worker user holding exactly the pool's documented permission set, on a real nats-server.
 
-The worker process runs tasks, dead-letters, publishes stats and obeys the breaker with it;
-the same credentials cannot publish another pool's stats, write any control key, or create
-or delete streams.
+The worker process runs tasks, dead-letters, publishes stats and obeys the breaker with it,
+every subscription under its pool's inbox prefix; the same credentials cannot publish another
+pool's stats, write any control key, create or delete streams, or subscribe to any inbox but
+their own pool's (no ``_INBOX.>``, no other pool's prefix).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import urllib.request
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -28,6 +30,7 @@ from e2e.testbed.nats_server import NatsServer
 from jetpool_protocol.control import BreakerState, ControlState
 from jetpool_protocol.permissions import worker_permissions
 from jetpool_protocol.stats import WorkerStats
+from jetpool_worker.pull import InboxPuller
 from tests.worker.helpers import Pool, dead_letter_ids, eventually, make_pool, publish_task
 from tests.worker.subprocess_worker import done_ids, kill, spawn_worker
 
@@ -65,7 +68,9 @@ def _pool_user(nats_auth: NatsAuth, pool: Pool) -> NatsUser:
     )
 
 
-async def _restricted(server: NatsServer, user: NatsUser, errors: list[str]) -> NATS:
+async def _restricted(
+    server: NatsServer, user: NatsUser, errors: list[str], *, inbox_prefix: str = "_INBOX"
+) -> NATS:
     async def on_error(exc: Exception) -> None:
         errors.append(str(exc))
 
@@ -75,7 +80,29 @@ async def _restricted(server: NatsServer, user: NatsUser, errors: list[str]) -> 
         user_credentials=str(user.creds_file),
         error_cb=on_error,
         allow_reconnect=False,
+        inbox_prefix=inbox_prefix,
     )
+
+
+def _subscriptions(server: NatsServer, connection_name: str) -> list[str]:
+    """Every subject the named client connection subscribes to, as the server lists it."""
+    url = f"{server.monitor_url}/connz?subs=1&limit=1024"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        connections = json.load(response)["connections"]
+    return [
+        subject
+        for conn in connections
+        if conn.get("name") == connection_name
+        for subject in conn.get("subscriptions_list") or []
+    ]
+
+
+def _refused_subscriptions(errors: list[str]) -> set[str]:
+    """Subjects the server refused to subscribe to (its -ERR, as nats-py reports it)."""
+    marker = "permissions violation for subscription to "
+    return {
+        e.lower().split(marker, 1)[1].strip().strip("'\"") for e in errors if marker in e.lower()
+    }
 
 
 def _state(breaker: BreakerState, epoch: int) -> bytes:
@@ -126,6 +153,10 @@ async def test_a_worker_with_only_its_pools_permissions_runs_dead_letters_report
         await kv.put(settings.control_key, _state(BreakerState.CLOSED, 2))
         await eventually(lambda: "held" in done_ids(done), within=15, what="closed again")
         assert "permissions violation" not in log.read_text().lower()
+        # replies, the pull inbox and the KV watch's deliveries: all under the pool's prefix
+        subscribed = await asyncio.to_thread(_subscriptions, secure_nats_server, settings.worker_id)
+        assert len(subscribed) >= 3, subscribed
+        assert all(s.startswith(f"{settings.inbox_prefix}.") for s in subscribed), subscribed
     finally:
         kill(proc)
         await sub.unsubscribe()
@@ -199,5 +230,124 @@ async def test_a_pools_credentials_cannot_create_change_or_delete_streams(
         assert info.config.subjects == [f"{mine.subject_prefix}.>"]
         assert (await js.consumer_info(mine.settings.stream, "workers")).name == "workers"
         await eventually(lambda: len(errors) >= 4, what="every admin request refused")
+    finally:
+        await nc.close()
+
+
+async def test_a_worker_whose_user_lacks_its_inbox_prefix_says_which_permission_is_missing(
+    admin: NATS, secure_nats_server: NatsServer, nats_auth: NatsAuth, tmp_path: Path
+) -> None:
+    """A per-pool user issued with the older set (subscribe ``_INBOX.>``): the worker, on its
+    pool's prefix, gets no reply, runs nothing, and logs the subscribe permission it needs."""
+    js = admin.jetstream()
+    pool = await make_pool(js, secure_nats_server.url, nats_tls_ca_file=str(nats_auth.tls.ca_file))
+    claims = worker_permissions(pool.settings).as_jwt_claims()
+    claims["sub"] = {"allow": ["_INBOX.>"]}
+    user = issue_user(
+        nats_auth.directory,
+        nats_auth.account(ACCOUNT),
+        f"old-{pool.settings.pool_name}",
+        permissions=claims,
+    )
+    settings = pool.settings.model_copy(update={"nats_credentials_file": str(user.creds_file)})
+    done, log = tmp_path / "done", tmp_path / "worker.log"
+    proc = spawn_worker(settings, done, log)
+    try:
+        await publish_task(js, pool, "never")
+        hint = f"must be allowed to subscribe to {settings.inbox_prefix}.>"
+        await eventually(lambda: log.exists() and hint in log.read_text(), what="the hint")
+        assert "permissions violation for subscription" in log.read_text().lower()
+        assert done_ids(done) == []
+    finally:
+        kill(proc)
+
+
+async def test_a_pools_credentials_cannot_read_other_connections_inboxes(
+    admin: NATS, secure_nats_server: NatsServer, nats_auth: NatsAuth
+) -> None:
+    """A pool's user asks for every inbox, and for another pool's, while that pool pulls a
+    task through its own inbox: each subscription is refused and nothing leaks; the same
+    connection still works under its own prefix."""
+    js = admin.jetstream()
+    mine = await make_pool(js, secure_nats_server.url)
+    theirs = await make_pool(js, secure_nats_server.url)
+    errors: list[str] = []
+    nc = await _restricted(
+        secure_nats_server,
+        _pool_user(nats_auth, mine),
+        errors,
+        inbox_prefix=mine.settings.inbox_prefix,
+    )
+    victim_errors: list[str] = []
+    victim = await _restricted(
+        secure_nats_server,
+        _pool_user(nats_auth, theirs),
+        victim_errors,
+        inbox_prefix=theirs.settings.inbox_prefix,
+    )
+    sniffed: list[Msg] = []
+    pulled: list[Msg] = []
+
+    async def sniff(msg: Msg) -> None:
+        sniffed.append(msg)
+
+    async def arrive(msg: Msg) -> None:
+        pulled.append(msg)
+        await msg.ack()
+
+    attempts = ("_INBOX.>", f"{theirs.settings.inbox_prefix}.>", "*.>", ">")
+    puller = InboxPuller(
+        victim,
+        theirs.settings.stream,
+        theirs.settings.consumer,
+        on_message=arrive,
+        on_change=lambda: None,
+        expires=2.0,
+    )
+    try:
+        for subject in attempts:
+            await nc.subscribe(subject, cb=sniff)
+        await nc.flush()
+        await eventually(
+            lambda: _refused_subscriptions(errors) >= {a.lower() for a in attempts},
+            what=f"every subscription refused (errors: {errors})",
+        )
+
+        await puller.start()
+        await publish_task(js, theirs, "secret-task", {"card": "4111 1111 1111 1111"})
+        await puller.pull(1)
+        await eventually(lambda: len(pulled) == 1, what="the other pool's task pulled")
+        await victim.jetstream().consumer_info(theirs.settings.stream, theirs.settings.consumer)
+        await asyncio.sleep(0.3)
+        assert sniffed == []
+        assert victim_errors == []
+
+        # the refusals are per subscription: the connection works under its own prefix
+        info = await nc.jetstream().consumer_info(mine.settings.stream, mine.settings.consumer)
+        assert info.name == mine.settings.consumer
+    finally:
+        await puller.close()
+        await victim.close()
+        await nc.close()
+
+
+async def test_a_pools_credentials_get_no_reply_without_the_pools_inbox_prefix(
+    admin: NATS, secure_nats_server: NatsServer, nats_auth: NatsAuth
+) -> None:
+    """What a worker that ignored the prefix would meet: its reply inbox is refused, so no
+    JetStream call (bind, pull, watch, dead-letter PubAck) ever gets an answer."""
+    js = admin.jetstream()
+    mine = await make_pool(js, secure_nats_server.url)
+    errors: list[str] = []
+    nc = await _restricted(secure_nats_server, _pool_user(nats_auth, mine), errors)
+    try:
+        with pytest.raises(nats.errors.TimeoutError):
+            await nc.jetstream(timeout=1.0).consumer_info(
+                mine.settings.stream, mine.settings.consumer
+            )
+        await eventually(
+            lambda: any(s.startswith("_inbox.") for s in _refused_subscriptions(errors)),
+            what=f"the default inbox refused (errors: {errors})",
+        )
     finally:
         await nc.close()

@@ -6,6 +6,8 @@ them a pool's workers can pull and ack only their own consumer, dead-letter only
 own prefix, publish only their own stats subject and only read their breaker key; they cannot
 publish another pool's stats, write any control key, or create, change or delete streams and
 consumers (no ``$JS.API.STREAM.*`` admin subject and no ``$KV.`` publish is ever listed).
+They subscribe only to their pool's own inboxes (``_INBOX_<ns>_<pool>.>``, the prefix the
+worker connects with), never to another connection's replies or pulled tasks.
 """
 
 from __future__ import annotations
@@ -13,9 +15,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from jetpool_protocol.worker_settings import WorkerSettings
-
-INBOX_PREFIX = "_INBOX"
-"""Replies (JetStream API answers, pulled messages, KV watch deliveries) come to inboxes."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,4 +59,7 @@ def worker_permissions(settings: WorkerSettings) -> NatsPermissions:
         f"$JS.API.STREAM.MSG.GET.{kv_stream}",
         f"$JS.FC.{kv_stream}.>",
     )
-    return NatsPermissions(publish=publish, subscribe=(f"{INBOX_PREFIX}.>",))
+    # replies (JetStream API answers, PubAcks), pulled tasks and KV watch deliveries all come
+    # to inboxes under the pool's own prefix (WorkerSettings.inbox_prefix)
+    subscribe = (f"{settings.inbox_prefix}.>",)
+    return NatsPermissions(publish=publish, subscribe=subscribe)

@@ -301,6 +301,9 @@ class Worker:
         options: dict[str, Any] = {
             "servers": [u.strip() for u in s.nats_url.split(",") if u.strip()],
             "name": self.worker_id,
+            # every inbox (replies, pulls, KV watch) under the pool's own prefix: a per-pool
+            # NATS user may subscribe there only (jetpool_protocol.permissions)
+            "inbox_prefix": s.inbox_prefix,
             "max_reconnect_attempts": -1,
             "reconnect_time_wait": 0.5,
             "connect_timeout": 2,
@@ -361,6 +364,16 @@ class Worker:
         log.info("reconnected to NATS")
 
     async def _on_error(self, exc: Exception) -> None:
+        if "permissions violation for subscription" in str(exc).lower():
+            # No reply ever reaches a worker refused its own inboxes; name the permission its
+            # user lacks (e.g. a per-pool user issued with the older "_INBOX.>" set).
+            log.error(
+                "%s: the worker's NATS user must be allowed to subscribe to %s.> "
+                '(docs/operator.md, "Per-pool NATS users")',
+                exc,
+                self.settings.inbox_prefix,
+            )
+            return
         log.debug("nats client error: %s", exc)
 
     async def _bind(self) -> InboxPuller | None:

@@ -55,7 +55,7 @@ def test_a_worker_may_pull_ack_dead_letter_report_and_read_its_control() -> None
         f"$JS.API.DIRECT.GET.KV_jetpool-control.$KV.jetpool-control.{settings.control_key}",
     ):
         assert _allowed(publish, subject), subject
-    assert worker_permissions(settings).subscribe == ("_INBOX.>",)
+    assert worker_permissions(settings).subscribe == ("_INBOX_media_resize.>",)
 
 
 def test_a_worker_gets_no_stream_admin_and_no_kv_write() -> None:
@@ -92,3 +92,37 @@ def test_one_pools_permissions_never_reach_another_pools_stats_control_or_queue(
     control = f"$KV.jetpool-control.{theirs.control_key}"
     assert not _allowed(publish, control)
     assert not _allowed(publish, f"$JS.API.DIRECT.GET.KV_jetpool-control.{control}")
+
+
+def test_a_worker_subscribes_only_under_its_pools_inbox_prefix() -> None:
+    settings = _settings("media", "resize")
+    subscribe = worker_permissions(settings).subscribe
+    # what nats-py makes with inbox_prefix: new_inbox(), the request mux, a KV watch's deliver
+    for subject in (
+        "_INBOX_media_resize.Rc2Zrub2Iyk9kJhN0wZXbV",
+        "_INBOX_media_resize.Rc2Zrub2Iyk9kJhN0wZXbV.*",
+        "_INBOX_media_resize.Rc2Zrub2Iyk9kJhN0wZXbV.Rc2Zrub2Iyk9kJhN0wZXdga3f",
+    ):
+        assert _allowed(subscribe, subject), subject
+    for subject in (
+        "_INBOX.Rc2Zrub2Iyk9kJhN0wZXbV",
+        "_INBOX_media_resize",
+        "_INBOX_media_resize-v2.x",
+        "_INBOX_media_resize_v2.x",
+        f"{settings.stats_subject}",
+        "tasks.media.resize.job",
+    ):
+        assert not _allowed(subscribe, subject), subject
+
+
+@given(label, subdomain, label, subdomain)
+def test_one_pools_user_cannot_subscribe_to_another_pools_inboxes(
+    ns_a: str, pool_a: str, ns_b: str, pool_b: str
+) -> None:
+    if (ns_a, pool_a) == (ns_b, pool_b):
+        return
+    mine, theirs = _settings(ns_a, pool_a), _settings(ns_b, pool_b)
+    subscribe = worker_permissions(mine).subscribe
+    assert _allowed(subscribe, f"{mine.inbox_prefix}.Rc2Zrub2Iyk9kJhN0wZXbV.1")
+    assert not _allowed(subscribe, f"{theirs.inbox_prefix}.Rc2Zrub2Iyk9kJhN0wZXbV.1")
+    assert not _allowed(subscribe, "_INBOX.Rc2Zrub2Iyk9kJhN0wZXbV")
