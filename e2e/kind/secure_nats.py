@@ -5,7 +5,8 @@ Called by ``e2e/kind/run.sh``. Makes the credentials and certificates with
 config, certificate and key in the Secret ``nats/nats-config``, prepares the JetStream store's
 hostPath directory on the node with the server's uid, applies ``e2e/kind/nats.yaml``, and
 writes ``<state>/env``: the variables the e2e suite reads (URLs, the ``.creds`` file and CA a
-client outside the cluster uses).
+client outside the cluster uses, and the account's seed file, 0600, with which a test issues
+users of its own, such as a per-pool user with exactly a pool's permissions).
 """
 
 from __future__ import annotations
@@ -20,7 +21,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from e2e.testbed.nats_auth import ServerTlsPaths, create_nats_auth, render_server_config  # noqa: E402
+from e2e.testbed.nats_auth import (  # noqa: E402
+    ServerTlsPaths,
+    create_nats_auth,
+    render_server_config,
+    write_account_seed,
+)
 
 NAMESPACE = "nats"
 CLUSTER_IP = "10.96.42.22"
@@ -110,11 +116,13 @@ def main() -> None:
     kubectl("apply", "-f", "-", stdin=manifest.replace("jetpool-e2e-nats:2.15.1", args.image))
 
     user = auth.user(ACCOUNT)
+    account_seed = write_account_seed(auth, ACCOUNT)
     env = {
         "JETPOOL_E2E_NATS_URL": f"tls://{CLUSTER_IP}:4222",
         "JETPOOL_E2E_NATS_TEST_URL": f"tls://127.0.0.1:{NODE_PORT}",
         "JETPOOL_E2E_NATS_CREDS": str(user.creds_file),
         "JETPOOL_E2E_NATS_CA": str(auth.tls.ca_file),
+        "JETPOOL_E2E_NATS_ACCOUNT_SEED": str(account_seed),
     }
     (args.state / "env").write_text(
         "".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items())

@@ -276,6 +276,28 @@ def issue_user(
     return NatsUser(account.name, name, key.public_key, jwt, key.seed, path)
 
 
+def write_account_seed(auth: NatsAuth, name: str) -> Path:
+    """The seed of account ``name`` at ``<directory>/accounts/<name>.nk`` (mode 0600), beside
+    its JWT: with :func:`load_account`, what a client needs to issue more users of the account
+    (a server with the account preloaded accepts any user JWT the account's key signs)."""
+    account = auth.account(name)
+    return _write(auth.directory / "accounts" / f"{name}.nk", account.seed + "\n", secret=True)
+
+
+def load_account(seed_file: Path) -> NatsAccount:
+    """The account whose seed :func:`write_account_seed` wrote, with its JWT from beside it
+    (``<name>.jwt``); fails if the two are not the same account."""
+    seed = seed_file.read_text().strip()
+    jwt = seed_file.with_suffix(".jwt").read_text().strip()
+    payload = jwt.split(".")[1]
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    if claims["sub"] != public_key(seed):
+        raise ValueError(f"{seed_file} is not the seed of the account in its JWT ({claims['sub']})")
+    limits = claims["nats"].get("limits", {})
+    jetstream = any(limits.get(k, 0) != 0 for k in ("mem_storage", "disk_storage"))
+    return NatsAccount(claims["name"], claims["sub"], jwt, seed, jetstream)
+
+
 def _make_tls(directory: Path, dns_names: Iterable[str], ip_addresses: Iterable[str]) -> TlsFiles:
     ca = trustme.CA(organization_name="jetpool test CA")
     identities = [*dns_names, *ip_addresses]
