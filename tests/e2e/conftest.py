@@ -9,7 +9,9 @@
   workers are real pods). ``JETPOOL_E2E_NATS_URL`` is the NATS URL pods use and
   ``JETPOOL_E2E_NATS_TEST_URL`` the one this process uses (a port-forward);
   ``JETPOOL_E2E_NATS_CREDS`` and ``JETPOOL_E2E_NATS_CA``, when set, are the ``.creds`` file and
-  CA of a secured NATS (every pool then gets them through Secrets, see :class:`NatsEndpoint`).
+  CA of a secured NATS (every pool then gets them through Secrets, see :class:`NatsEndpoint`);
+  ``JETPOOL_E2E_NATS_ACCOUNT_SEED`` is the seed file of that user's account (tests issue
+  users of their own with it, e.g. per-pool users).
 
 Locally the plain ``nats_server`` serves most tests (fast); ``secure_nats_endpoint`` is the
 secure one (TLS + JWT accounts, ``tests/conftest.py``).
@@ -21,7 +23,7 @@ import json
 import os
 import ssl
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +33,7 @@ from nats.aio.client import Client as NATS
 from nats.js.kv import KeyValue
 
 from e2e.testbed.cluster import REPO, Cluster, eventually
-from e2e.testbed.nats_auth import NatsAuth
+from e2e.testbed.nats_auth import NatsAccount, NatsAuth, load_account
 from e2e.testbed.nats_server import NatsServer
 from e2e.testbed.operator_process import OperatorProcess
 from e2e.testbed.pod_runner import PodRunner
@@ -59,6 +61,9 @@ class NatsEndpoint:
     """``.creds`` of the user this process and the pools use."""
     ca_file: Path | None = None
     """CA bundle (PEM) that signs the server's certificate."""
+    account: NatsAccount | None = field(default=None, repr=False)
+    """The account of ``creds_file``'s user, with its signing seed: users a test issues with
+    it (``nats_auth.issue_user``) are accepted by the server."""
 
     @property
     def secure(self) -> bool:
@@ -137,12 +142,14 @@ def operator(cluster: Cluster, crds: None) -> Iterator[OperatorProcess | None]:
 def nats_endpoint(nats_server: NatsServer) -> NatsEndpoint:
     if PROVIDER != "local":
         creds, ca = os.environ.get("JETPOOL_E2E_NATS_CREDS"), os.environ.get("JETPOOL_E2E_NATS_CA")
+        seed = os.environ.get("JETPOOL_E2E_NATS_ACCOUNT_SEED")
         return _secured(
             NatsEndpoint(
                 os.environ["JETPOOL_E2E_NATS_URL"],
                 os.environ["JETPOOL_E2E_NATS_TEST_URL"],
                 creds_file=Path(creds) if creds else None,
                 ca_file=Path(ca) if ca else None,
+                account=load_account(Path(seed)) if seed else None,
             )
         )
     return NatsEndpoint(nats_server.url, nats_server.url)
@@ -165,6 +172,7 @@ def secure_nats_endpoint(request: pytest.FixtureRequest) -> NatsEndpoint:
             server.url,
             creds_file=auth.user("tenant-a").creds_file,
             ca_file=auth.tls.ca_file,
+            account=auth.account("tenant-a"),
         )
     )
 

@@ -9,7 +9,6 @@ import base64
 import json
 import os
 import uuid
-import warnings
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,7 +19,7 @@ import pytest
 from nats.js.kv import KeyValue
 
 from e2e.testbed.cluster import REPO, Cluster, KubectlError, eventually
-from e2e.testbed.nats_auth import NatsAuth, issue_user
+from e2e.testbed.nats_auth import NatsAccount, issue_user
 from e2e.testbed.pod_runner import PodRunner
 from jetpool_protocol import headers as h
 from jetpool_protocol.control import BreakerState, ControlState
@@ -46,8 +45,6 @@ pytestmark = [pytest.mark.kube, pytest.mark.nats, pytest.mark.e2e]
 
 CHART_POLICY = PROVIDER == "kind"
 """On kind the chart is installed, with its admission policy on a pool's subjects."""
-ACCOUNT = "tenant-a"
-"""The secure test server's account both tenants share (``secure_nats_endpoint``)."""
 SIGNING_SECRET = "victim-signing"
 VICTIM_KEY_ID = "v1"
 
@@ -131,13 +128,18 @@ def _forged_stats(pool: WorkerSettings, worker: str, **counters: int) -> bytes:
 
 
 async def _forge_with_the_pools_own_user(
-    endpoint: NatsEndpoint, auth: NatsAuth, hostile: WorkerSettings, victim: WorkerSettings
+    endpoint: NatsEndpoint,
+    account: NatsAccount,
+    directory: Path,
+    hostile: WorkerSettings,
+    victim: WorkerSettings,
 ) -> list[str]:
-    """A NATS user holding exactly the hostile pool's permission set publishes the victim's
-    stats and writes the victim's breaker key: the server's refusals come back."""
+    """A NATS user of the tenants' account holding exactly the hostile pool's permission set
+    (issued here, signed with the account's key) publishes the victim's stats and writes the
+    victim's breaker key: the server's refusals come back."""
     user = issue_user(
-        auth.directory,
-        auth.account(ACCOUNT),
+        directory,
+        account,
         f"pool-{hostile.pool_namespace}-{hostile.pool_name}",
         permissions=worker_permissions(hostile).as_jwt_claims(),
     )
@@ -276,7 +278,6 @@ async def _control(endpoint: NatsEndpoint, victim: WorkerSettings) -> dict[str, 
 
 @pytest.mark.usefixtures("operator")
 async def test_a_hostile_tenant_on_the_same_nats_is_refused_every_attack_while_the_victim_runs_each_task_once(  # noqa: E501
-    request: pytest.FixtureRequest,
     cluster: Cluster,
     namespace: str,
     other_namespace: str,
@@ -446,19 +447,14 @@ async def test_a_hostile_tenant_on_the_same_nats_is_refused_every_attack_while_t
 
     await watcher.subscribe(victim.stats_subject, cb=collect)
     await watcher.flush()
-    skipped = None
-    if PROVIDER == "local":
-        auth: NatsAuth = request.getfixturevalue("nats_auth")
-        errors = await _forge_with_the_pools_own_user(endpoint, auth, mallory, victim)
-        assert len(errors) == 2, errors
-        assert all("permissions violation for publish" in e.lower() for e in errors), errors
-        assert any(victim.stats_subject in e for e in errors), errors
-        assert any(victim.control_key in e for e in errors), errors
-    else:
-        skipped = (
-            "the per-pool NATS user step needs the local secure nats-server: users of the kind"
-            " NATS's account cannot be issued from the test"
-        )
+    assert endpoint.account is not None, "no account key to issue a per-pool user with"
+    errors = await _forge_with_the_pools_own_user(
+        endpoint, endpoint.account, tmp_path, mallory, victim
+    )
+    assert len(errors) == 2, errors
+    assert all("permissions violation for publish" in e.lower() for e in errors), errors
+    assert any(victim.stats_subject in e for e in errors), errors
+    assert any(victim.control_key in e for e in errors), errors
     await _forge_stats_on_its_own_subject(endpoint, mallory, victim)
     await asyncio.sleep(1)
     await watcher.close()
@@ -514,5 +510,3 @@ async def test_a_hostile_tenant_on_the_same_nats_is_refused_every_attack_while_t
     )
     assert await _resources(endpoint, stream) == before
     wait_for_condition(cluster, namespace, "victim", "NatsReady", "True")
-    if skipped:
-        warnings.warn(f"step skipped: {skipped}", stacklevel=1)
