@@ -1,0 +1,1 @@
+"""jetpool's benchmarks (see README.md). ``bench.lib`` holds what they share."""
