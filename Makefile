@@ -59,8 +59,15 @@ e2e-kind: venv ## the e2e suite on kind: images, chart, real worker containers, 
 manifests: venv testbed ## regenerate manifests/base from the Helm chart
 	@$(BIN)/python manifests/generate.py
 
-bench: venv ## run the benchmarks (ratios against in-run baselines)
-	@$(BIN)/python bench/worker_throughput.py
-	@$(BIN)/python bench/scaling.py
+BENCH_STAMP := $(VENV)/.bench-$(shell sha1sum pyproject.toml | cut -c1-12)
+BENCH_ARGS ?=
+
+$(BENCH_STAMP): $(STAMP)
+	@$(BIN)/python -m pip install -q -e '.[dev,bench]'
+	@rm -f $(VENV)/.bench-* && touch $@
+
+# The suite's list is bench/run_all.py's BENCHMARKS; BENCH_ARGS e.g. "--skip scaling", "--quick".
+bench: $(BENCH_STAMP) ## run the benchmarks (ratios against in-run baselines) -> bench/out/report.md
+	@$(BIN)/python bench/run_all.py $(BENCH_ARGS)
 
 .PHONY: help venv testbed cluster-up cluster-down crds lint test test-local demo demo-down e2e-kind manifests bench
