@@ -9,7 +9,7 @@ server (the stream shrinks by one per ack) / time from the start signal. Baselin
 alternate cell by cell; the table gives medians over ``--rounds`` and the worker/baseline
 ratio, and for I/O the ratio to the ideal ``processes * concurrency / 50 ms``.
 
-    .venv/bin/python bench/load_throughput.py [--seconds 1.5] [--rounds 1]
+    .venv/bin/python bench/load_throughput.py [--seconds 1.5] [--rounds 2]
         [--concurrency 1,8,32,128] [--processes 1,2,4] [--process-concurrency 32]
 """
 
@@ -178,7 +178,7 @@ def int_list(text: str) -> list[int]:
 async def main() -> None:
     parser = common.parser(__doc__)
     parser.add_argument("--seconds", type=float, default=1.5, help="measuring window per run")
-    parser.add_argument("--rounds", type=int, default=1, help="interleaved rounds (median)")
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds (median)")
     parser.add_argument("--loads", default=",".join(LOADS))
     parser.add_argument("--concurrency", type=int_list, default=[1, 8, 32, 128])
     parser.add_argument("--processes", type=int_list, default=[1, 2, 4])
