@@ -559,7 +559,13 @@ class StrandedTaskTarget:
 
 
 async def dead_letter_stranded(
-    nc: NATS, target: StrandedTaskTarget, sequence: int, deliveries: int
+    nc: NATS,
+    target: StrandedTaskTarget,
+    sequence: int,
+    deliveries: int,
+    *,
+    error_type: str = STRANDED_ERROR_TYPE,
+    error_message: str | None = None,
 ) -> bool:
     """Move a task the consumer gave up on (``maxDeliver`` reached) to the dead-letter stream.
 
@@ -567,7 +573,9 @@ async def dead_letter_stranded(
     above that, so reaching it means workers died or hung on the task every time. Without this
     the message would stay in the WorkQueue stream, never delivered again: silently lost.
     Idempotent: the record's ``Nats-Msg-Id`` is ``<stream>:<seq>:<publish time>``, exactly as
-    a worker would build it. Returns False when the message is already gone.
+    a worker would build it. Returns False when the message is already gone. A sweep passes
+    its own ``error_type`` and ``error_message`` when it cannot tell that the task reached
+    ``maxDeliver`` (``core/stranded.py``).
     """
     js = nc.jetstream(timeout=REQUEST_TIMEOUT_SECONDS)
     try:
@@ -581,8 +589,9 @@ async def dead_letter_stranded(
         pool=target.pool,
         namespace=target.namespace,
         reason=DeadLetterReason.MAX_ATTEMPTS,
-        error_type=STRANDED_ERROR_TYPE,
-        error_message=(
+        error_type=error_type,
+        error_message=error_message
+        or (
             f"delivered {deliveries} times without an ack, retry or dead-letter: workers "
             "crashed or hung on it every time"
         ),
@@ -629,32 +638,72 @@ async def watch_stranded_tasks(
 
 
 async def sweep_stranded_tasks(
-    nc: NATS, target: StrandedTaskTarget, *, limit: int = stranded.SWEEP_LIMIT
+    nc: NATS,
+    target: StrandedTaskTarget,
+    *,
+    limit: int = stranded.SWEEP_LIMIT,
+    settle: float = stranded.SETTLE_SECONDS,
 ) -> list[int]:
-    """Dead-letter the tasks that reached ``maxDeliver`` while nobody watched the advisories
-    (``core/stranded.py`` says when that can be known); returns the moved sequences."""
+    """Dead-letter the tasks the consumer will never deliver again that no advisory announced
+    while an operator listened (``core/stranded.py`` says which can be known, also while other
+    tasks are in flight); returns the moved sequences, lowest first."""
+    view = await _stranded_consumer_view(nc, target)
+    plan = stranded.sweep_plan(view, limit)
+    if plan is None or not await _stranded_sequences(nc, target.stream, plan, 1):
+        return []
+    # an ack counted in the floor may not have removed its message yet: give it time, then
+    # make sure the consumer is still the one that was read before believing the stream
+    await asyncio.sleep(settle)
+    again = await _stranded_consumer_view(nc, target)
+    if not stranded.still_valid(plan, again):
+        return []
+    found = await _stranded_sequences(nc, target.stream, plan, plan.count_up_to)
+    verdict = stranded.attribute(len(found), again)
+    moved: list[int] = []
+    for sequence in found[:limit]:
+        if await dead_letter_stranded(
+            nc,
+            target,
+            sequence,
+            verdict.attempts,
+            error_type=verdict.finding.value,
+            error_message=verdict.message,
+        ):
+            moved.append(sequence)
+    return moved
+
+
+async def _stranded_consumer_view(nc: NATS, target: StrandedTaskTarget) -> stranded.ConsumerView:
     js = nc.jetstream(timeout=REQUEST_TIMEOUT_SECONDS)
     info = await js.consumer_info(target.stream, target.consumer)
     config = info.config
-    filters = list(
-        config.filter_subjects or ([config.filter_subject] if config.filter_subject else [])
+    filters = config.filter_subjects or ([config.filter_subject] if config.filter_subject else [])
+    return stranded.ConsumerView(
+        ack_pending=int(info.num_ack_pending or 0),
+        delivered_stream_sequence=int(info.delivered.stream_seq or 0),
+        ack_floor_stream_sequence=int(info.ack_floor.stream_seq or 0),
+        redelivered=int(info.num_redelivered or 0),
+        max_deliver=int(config.max_deliver or 0),
+        filter_subjects=tuple(filters),
+        created=str(info.created or ""),
     )
-    plan = stranded.sweep_plan(
-        int(info.num_ack_pending or 0), int(info.delivered.stream_seq or 0), filters
-    )
-    if plan is None:
-        return []
-    moved: list[int] = []
+
+
+async def _stranded_sequences(
+    nc: NATS, stream: str, plan: stranded.SweepPlan, at_most: int
+) -> list[int]:
+    """The lowest ``at_most`` sequences still in the stream that the plan covers."""
+    js = nc.jetstream(timeout=REQUEST_TIMEOUT_SECONDS)
+    found: list[int] = []
     for subject in plan.subjects:
-        sequence = 1
-        while len(moved) < limit:
+        sequence, counted = 1, 0
+        while counted < at_most:
             try:
-                raw = await js.get_msg(target.stream, sequence, subject=subject, next=True)
+                raw = await js.get_msg(stream, sequence, subject=subject, next=True)
             except NotFoundError:
                 break
             if raw.seq is None or raw.seq > plan.up_to_sequence:
                 break
-            if await dead_letter_stranded(nc, target, raw.seq, int(config.max_deliver or 0)):
-                moved.append(raw.seq)
-            sequence = raw.seq + 1
-    return moved
+            found.append(raw.seq)
+            sequence, counted = raw.seq + 1, counted + 1
+    return stranded.covered(found, plan)[:at_most]
