@@ -227,7 +227,8 @@ SUBJECT_WITH_LITERAL_ROOT = r"^[^.*>$\s][^.*>\s]*\.[^.*>\s]+\.\S+$"
 """Two literal tokens and more, no ``$`` first: what the CRD can judge without the namespace.
 Whether the prefix is the pool's namespace's (``tasks.<namespace>.`` or a prefix the operator
 grants it) is judged by the chart's admission policy and by the operator."""
-INBOX_ROOT = "_INBOX."
+INBOX_ROOT = "_INBOX"
+"""``_INBOX.`` is nats-py's default inbox prefix, ``_INBOX_<ns>_<pool>.`` the workers' own."""
 _SUBJECTS_WITH_LITERAL_ROOT = _rule(
     "!has(self.subjects) || self.subjects.all(s, s.matches("
     f"'{SUBJECT_WITH_LITERAL_ROOT.replace(chr(92), chr(92) * 2)}')"

@@ -155,6 +155,7 @@ BAD_SPECS = [
             "$SYS.>",
             "$KV.jetpool-control.a.b",
             "_INBOX.abc.>",
+            "_INBOX_team-a_orders.x.y",
             "tasks.>",
             "tasks.*.x",
             "orders.>",

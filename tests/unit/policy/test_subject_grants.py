@@ -90,6 +90,7 @@ class TestParsing:
             ('{"a": ["tasks.b."]}', "may not start with 'tasks'"),
             ('{"a": ["$JS.API."]}', "may not start with '$JS'"),
             ('{"a": ["_INBOX.a."]}', "may not start with '_INBOX'"),
+            ('{"a": ["_INBOX_b_pool.x."]}', "may not start with '_INBOX_b_pool'"),
             ('{"a": ["jetpool.dlq."]}', "may not start with 'jetpool'"),
             ('{"a": ["x.y."], "b": ["x.y.z."]}', "overlaps"),
             ('{"a": ["x.y.z."], "b": ["x.y."]}', "overlaps"),
