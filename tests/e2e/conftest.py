@@ -39,6 +39,9 @@ from e2e.testbed.operator_process import OperatorProcess
 from e2e.testbed.pod_runner import PodRunner
 
 PROVIDER = os.environ.get("JETPOOL_E2E_PROVIDER", "local")
+CHART_POLICY = PROVIDER == "kind"
+"""On kind the chart is installed, with its admission policies: what they refuse never reaches
+the operator (locally the operator's own refusals are what the tests see)."""
 CRDS = REPO / "crds"
 
 

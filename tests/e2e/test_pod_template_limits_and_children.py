@@ -10,7 +10,13 @@ from typing import Any
 import pytest
 
 from e2e.testbed.cluster import Cluster, KubectlError, eventually
-from tests.e2e.conftest import NatsEndpoint, condition, pool_manifest, wait_for_condition
+from tests.e2e.conftest import (
+    CHART_POLICY,
+    NatsEndpoint,
+    condition,
+    pool_manifest,
+    wait_for_condition,
+)
 
 pytestmark = [pytest.mark.kube, pytest.mark.nats, pytest.mark.e2e]
 
@@ -83,13 +89,17 @@ def _no_deployment(cluster: Cluster, namespace: str, pool: str) -> bool:
 
 
 @pytest.mark.parametrize(
-    ("template", "words"),
+    ("template", "words", "policy_words"),
     [
         (
             {"serviceAccountName": "default"},
             [
                 "template.serviceAccountName 'default'",
                 "JETPOOL_ALLOW_FOREIGN_SERVICE_ACCOUNTS=true",
+            ],
+            [
+                "spec.template.serviceAccountName 'default'",
+                "tenancy.allowForeignServiceAccounts=true",
             ],
         ),
         (
@@ -102,6 +112,10 @@ def _no_deployment(cluster: Cluster, namespace: str, pool: str) -> bool:
                 ]
             },
             ["template.volumes['api-token'] projects a serviceAccountToken"],
+            [
+                "spec.template.volumes['api-token'] projects a serviceAccountToken",
+                "tenancy.allowProjectedTokens=true",
+            ],
         ),
     ],
     ids=["foreign-service-account", "projected-token"],
@@ -113,10 +127,17 @@ def test_what_the_operator_does_not_allow_is_refused_and_no_deployment_is_made(
     nats_endpoint: NatsEndpoint,
     template: dict[str, Any],
     words: list[str],
+    policy_words: list[str],
 ) -> None:
-    cluster.apply(
-        pool_manifest("refused", nats_endpoint.pod_url, template=template), "-n", namespace
-    )
+    manifest = pool_manifest("refused", nats_endpoint.pod_url, template=template)
+    if CHART_POLICY:  # refused at apply time, naming the field and the Helm value
+        with pytest.raises(KubectlError) as refused:
+            cluster.apply(manifest, "-n", namespace)
+        for word in policy_words:
+            assert word in str(refused.value)
+        assert _no_deployment(cluster, namespace, "refused")
+        return
+    cluster.apply(manifest, "-n", namespace)
     pool = wait_for_condition(cluster, namespace, "refused", "Ready", "False")
     ready = condition(pool, "Ready")
     assert ready is not None

@@ -31,7 +31,13 @@ from jetpool_protocol.permissions import worker_permissions
 from jetpool_protocol.security import sign
 from jetpool_protocol.stats import WorkerStats
 from jetpool_protocol.worker_settings import WorkerSettings
-from tests.e2e.conftest import PROVIDER, NatsEndpoint, condition, secret, wait_for_condition
+from tests.e2e.conftest import (
+    CHART_POLICY,
+    NatsEndpoint,
+    condition,
+    secret,
+    wait_for_condition,
+)
 from tests.e2e.test_pod_template_limits_and_children import _no_deployment, _snapshot
 from tests.e2e.test_scaling_and_breaker import (
     done,
@@ -43,8 +49,6 @@ from tests.e2e.test_scaling_and_breaker import (
 
 pytestmark = [pytest.mark.kube, pytest.mark.nats, pytest.mark.e2e]
 
-CHART_POLICY = PROVIDER == "kind"
-"""On kind the chart is installed, with its admission policy on a pool's subjects."""
 SIGNING_SECRET = "victim-signing"
 VICTIM_KEY_ID = "v1"
 
