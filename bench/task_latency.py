@@ -125,11 +125,11 @@ async def main() -> None:
     shown = [*scenarios, backlog_new]
     figure = plots.save_panels(
         args.out / "task_latency.png",
-        "publish -> done latency (ms, log scale)",
+        f"publish -> done latency (ms, log scale); backlog: {backlog_new}",
         [
             plots.Panel(
                 p,
-                shown,
+                [*scenarios, "backlog"],
                 {SIDE_LABEL[s]: [summary[n][s][p] for n in shown] for s in SIDES},
                 "ms",
                 log_y=True,

@@ -91,6 +91,9 @@ def _draw_panel(ax: Any, panel: Panel, bars: bool) -> None:
             ax.set_xticks(list(panel.x), [str(x) for x in panel.x])
     if panel.log_y:
         ax.set_yscale("log")
+    if bars:  # headroom for the legend above the bars
+        bottom, top = ax.get_ylim()
+        ax.set_ylim(bottom, top * (4 if panel.log_y else 1.3))
     if panel.reference is not None:
         ax.axhline(
             panel.reference, color="black", linestyle="--", linewidth=1, label=panel.reference_label

@@ -69,6 +69,8 @@ def format_cell(value: Cell) -> str:
             return f"{value:.0f}"
         if size >= 10:
             return f"{value:.1f}"
+        if 0 < size < 0.01:
+            return f"{value:.1g}"
         return f"{value:.2f}"
     return str(value).replace("|", "\\|").replace("\n", " ")
 
