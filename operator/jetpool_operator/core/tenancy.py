@@ -119,7 +119,10 @@ def _prefix_error(prefix: str) -> str | None:
     if not all(_LITERAL_TOKEN.match(t) for t in tokens[:-1]):
         return "must be literal tokens (no wildcards, empty tokens or whitespace)"
     if tokens[0] in _RESERVED_ROOTS or tokens[0].startswith(("$", "_INBOX")):
-        return f"may not start with {tokens[0]!r} (tasks.<namespace>., $ system, _INBOX… inboxes, jetpool)"
+        return (
+            f"may not start with {tokens[0]!r} "
+            "(tasks.<namespace>., $ system, _INBOX… inboxes, jetpool)"
+        )
     return None
 
 
