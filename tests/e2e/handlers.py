@@ -22,6 +22,7 @@ from nats.js.errors import KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KeyValue
 
 from jetpool_protocol.envelope import Task
+from jetpool_protocol.naming import PoolNames
 
 _bucket: KeyValue | None = None
 _lock = asyncio.Lock()
@@ -38,10 +39,13 @@ async def bucket() -> KeyValue:
             # The worker's own NATS settings (credentials and CA mounted by the operator).
             creds = os.environ.get("JETPOOL_NATS_CREDENTIALS_FILE") or None
             ca = os.environ.get("JETPOOL_NATS_TLS_CA_FILE")
+            # A per-pool NATS user may subscribe only to the pool's own inbox prefix.
+            pool = PoolNames(os.environ["JETPOOL_POOL_NAMESPACE"], os.environ["JETPOOL_POOL_NAME"])
             nc = await nats.connect(
                 os.environ["JETPOOL_NATS_URL"],
                 user_credentials=creds,
                 tls=ssl.create_default_context(cafile=ca) if ca else None,
+                inbox_prefix=pool.inbox_prefix,
             )
             _bucket = await nc.jetstream().key_value(os.environ["JETPOOL_E2E_BUCKET"])
     return _bucket
