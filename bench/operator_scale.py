@@ -74,7 +74,7 @@ from nats.aio.msg import Msg  # noqa: E402
 
 from bench.lib.common import cli_logging, command_line, finish, log, parser, rss_bytes  # noqa: E402
 from bench.lib.report import Result, Table, render_result  # noqa: E402
-from bench.lib.stats import median, ratio  # noqa: E402
+from bench.lib.stats import median, percentile, ratio  # noqa: E402
 from e2e.testbed.cluster import Cluster, eventually, kubectl_binary  # noqa: E402
 from e2e.testbed.nats_server import NatsServer  # noqa: E402
 from e2e.testbed.operator_process import OperatorProcess  # noqa: E402
@@ -468,6 +468,8 @@ class ModeResult:
     converged: int = 0
     converged_at_apply_return: int = 0
     converge_p50_seconds: float = math.nan
+    converge_percentiles: dict[str, float] = field(default_factory=dict)
+    """Seconds after apply returned by which 10 %, 25 % ... of the pools had converged."""
     converge_operator_cpu_cores: float = math.nan
     """The operator's mean CPU from the start of the apply until the last pool converged."""
     """Median pool: from apply returning to Ready+NatsReady (0 if it was ready before)."""
@@ -711,7 +713,11 @@ class ModeRun:
         times = self.pools.converged_times()
         result.converged = len(times)
         result.converged_at_apply_return = sum(t <= applied for t in times)
-        result.converge_p50_seconds = median([max(0.0, t - applied) for t in times])
+        after_apply = [max(0.0, t - applied) for t in times]
+        result.converge_p50_seconds = median(after_apply)
+        result.converge_percentiles = {
+            f"p{q}": percentile(after_apply, q) for q in (10, 25, 50, 75, 90, 99, 100)
+        }
         if last is not None:
             result.converge_seconds = max(0.0, last - applied)
         result.converge_operator_cpu_cores = (cpu_seconds(self.pid) - cpu_apply) / (
