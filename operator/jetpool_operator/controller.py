@@ -50,6 +50,7 @@ from jetpool_operator.core import (
     circuit_breaker,
     health,
     nats_resources,
+    observation,
     stranded,
     tenancy,
 )
@@ -62,9 +63,11 @@ from jetpool_operator.core.children import (
 )
 from jetpool_operator.core.conditions import ConditionType, Reason, set_condition
 from jetpool_operator.core.network_errors import summarize_nats_failure
+from jetpool_operator.core.observation import ObservationMode
 from jetpool_operator.core.pod_template_policy import TemplateAllowances, template_refusal
 from jetpool_operator.core.status_patch import status_patch, without_nulls
 from jetpool_operator.core.worker_stats import PoolStats, StatsConfig, StatsMemory, aggregate
+from jetpool_operator.observer import StreamObserver
 from jetpool_protocol.control import BreakerState, ControlState
 from jetpool_protocol.credentials import CredentialsError as InvalidCredentials
 from jetpool_protocol.credentials import parse_credentials
@@ -126,6 +129,16 @@ class PoolRuntime:
     """(connection, subscription, target) of the max-deliveries advisory watch."""
     stranded_swept_at: float = -math.inf
     """Monotonic time of the last sweep for stranded tasks (the first tick sweeps)."""
+    streams_changed: bool = False
+    """The listing saw the pool's streams change since this tick read them: a tick that read
+    them before a first task arrived must not put the pool to sleep."""
+    quiescent: bool = False
+    """The last tick found nothing to do (:func:`~jetpool_operator.core.observation.quiescent`):
+    the loop sleeps long and periodic rechecks slow down, until something wakes it."""
+
+    def recheck_after(self, seconds: float) -> float:
+        """A periodic recheck's interval: ``seconds``, or the long one while quiescent."""
+        return observation.QUIESCENT_RECHECK_SECONDS if self.quiescent else seconds
 
     async def stop_stranded_watch(self) -> None:
         if self.stranded_watch is not None:
@@ -150,11 +163,15 @@ class OperatorRuntime:
         clock: Callable[[], datetime] | None = None,
         allowances: TemplateAllowances | None = None,
         subject_grants: tenancy.SubjectGrants = tenancy.NO_GRANTS,
+        observation_mode: ObservationMode = ObservationMode.BATCHED,
     ) -> None:
         self.kube = kube
         self.allowances = allowances or TemplateAllowances()
         self.subject_grants = subject_grants
         self.nats = NatsConnections(self._on_stats)
+        self.observer: StreamObserver | None = None
+        if observation_mode is ObservationMode.BATCHED:
+            self.observer = StreamObserver(self.nats, self._wake_quiescent)
         self.pools: dict[tuple[str, str], PoolRuntime] = {}
         self.clock = clock or (lambda: datetime.now(UTC))
         self._secrets: dict[tuple[str, str, str], tuple[float, bytes]] = {}
@@ -175,6 +192,8 @@ class OperatorRuntime:
         key = (runtime.namespace, runtime.name)
         if self.pools.get(key) is runtime:
             del self.pools[key]
+            if self.observer is not None:
+                self.observer.untrack(key)
             metrics.forget_pool(*key)
             await self.nats.release(key)
 
@@ -182,6 +201,14 @@ class OperatorRuntime:
         runtime = self.pools.get((namespace, name))
         if runtime is not None:
             runtime.wake.set()
+
+    def _wake_quiescent(self, key: tuple[str, str]) -> None:
+        """The observer saw a sleeping pool's streams change (a first task, a purge)."""
+        runtime = self.pools.get(key)
+        if runtime is not None:
+            runtime.streams_changed = True
+            if runtime.quiescent:
+                runtime.wake.set()
 
     def _on_stats(self, key: ConnectionKey, subject: str, stats: WorkerStats) -> None:
         runtime = self.pools.get((stats.namespace, stats.pool))
@@ -207,6 +234,8 @@ class OperatorRuntime:
         self._secrets.pop((namespace, name, key), None)
 
     async def close(self) -> None:
+        if self.observer is not None:
+            await self.observer.close()
         await self.nats.close()
         await self.kube.close()
 
@@ -552,9 +581,27 @@ async def reconcile(
         },
     }
     _export_metrics(pool, status, breaker.state)
-    return await _write_status(
-        rt, pool, old_status, status, float(spec.scaling.poll_interval_seconds)
+    pool.quiescent = rt.observer is not None and observation.quiescent(
+        observation.Activity(
+            backlog=None if backlog is None else backlog.backlog,
+            in_flight=stats.in_flight,
+            desired_replicas=decision.replicas,
+            current_replicas=current,
+            ready_replicas=ready_now,
+            floor_replicas=0 if spec.paused or observed.refused else spec.scaling.min_replicas,
+            breaker_closed=breaker.state is BreakerState.CLOSED,
+            healthy=assessed.healthy,
+            trouble=problem is not None or children_error is not None or held is not None,
+            listed=observed.listed,
+        )
     )
+    pool.quiescent = pool.quiescent and not pool.streams_changed
+    interval = (
+        observation.QUIESCENT_RECHECK_SECONDS
+        if pool.quiescent
+        else float(spec.scaling.poll_interval_seconds)
+    )
+    return await _write_status(rt, pool, old_status, status, interval)
 
 
 @dataclass(frozen=True)
@@ -565,6 +612,8 @@ class NatsObservation:
     problem: tuple[str, str] | None
     refused: bool = False
     """The isolation rules stopped the pool (:mod:`~jetpool_operator.core.tenancy`)."""
+    listed: bool = False
+    """A fresh batched listing covered the pool's streams this tick."""
 
 
 async def sync_nats(
@@ -595,9 +644,14 @@ async def sync_nats(
         return NatsObservation(None, None, None, (exc.reason, str(exc)))
     pool.connection_key, pool.stats_subject = key, plan.names.stats_subject
     await rt.nats.use((pool.namespace, pool.name), key)
+    streams = _listed_streams(rt, pool, key, plan)
+    if streams is not None and not observation.resources_listed(streams):
+        pool.nats_plan = None  # deleted by hand: recreate now, not at the next recheck
     try:
         async with asyncio.timeout(NATS_TICK_TIMEOUT_SECONDS):
-            if plan != pool.nats_plan or mono - pool.nats_checked_at > NATS_RECHECK_SECONDS:
+            if plan != pool.nats_plan or mono - pool.nats_checked_at > pool.recheck_after(
+                NATS_RECHECK_SECONDS
+            ):
                 for outcome in await ensure_plan(await rt.nats.get(key), plan):
                     if outcome.action in ("created", "updated"):
                         post_event(
@@ -607,9 +661,18 @@ async def sync_nats(
                         )
                 pool.nats_plan, pool.nats_checked_at = plan, mono
             await _watch_stranded_tasks(rt, pool, key, plan, post_event)
-            await _sweep_stranded_tasks(rt, pool, key, plan, post_event, mono)
-            backlog = await rt.nats.consumer_backlog(key, plan.names.stream, plan.names.consumer)
-            dead_letters = await rt.nats.stream_messages(key, plan.names.dead_letter_stream)
+            if observation.needs_consumer_info(streams):
+                # (an empty WorkQueue stream holds nothing that could be stranded)
+                await _sweep_stranded_tasks(rt, pool, key, plan, post_event, mono)
+                backlog = await rt.nats.consumer_backlog(
+                    key, plan.names.stream, plan.names.consumer
+                )
+            else:
+                backlog = ConsumerBacklog(pending=0, ack_pending=0, redelivered=0, waiting=0)
+            if streams is not None and streams.dead_letters is not None:
+                dead_letters = streams.dead_letters.messages
+            else:
+                dead_letters = await rt.nats.stream_messages(key, plan.names.dead_letter_stream)
     except NotOwner as exc:
         pool.nats_plan = None
         return NatsObservation(None, None, key, (exc.reason, str(exc)), True)
@@ -621,7 +684,21 @@ async def sync_nats(
         pool.nats_plan = None
         detail = summarize_nats_failure(spec.nats.url, exc)
         return NatsObservation(None, None, key, (Reason.NATS_UNREACHABLE, detail))
-    return NatsObservation(backlog, dead_letters, key, None)
+    return NatsObservation(backlog, dead_letters, key, None, listed=streams is not None)
+
+
+def _listed_streams(
+    rt: OperatorRuntime, pool: PoolRuntime, key: ConnectionKey, plan: nats_resources.NatsPlan
+) -> observation.PoolStreams | None:
+    """The pool's streams from the batched listing (None in per-pool mode or while no fresh
+    listing exists: then the pool asks NATS itself)."""
+    if rt.observer is None:
+        return None
+    pool_key = (pool.namespace, pool.name)
+    rt.observer.track(pool_key, key, plan.names.stream, plan.names.dead_letter_stream)
+    pool.streams_changed = False
+    # A listing older than the last ensure may predate the streams it just created.
+    return rt.observer.streams(pool_key, newer_than=pool.nats_checked_at)
 
 
 async def _disconnect(rt: OperatorRuntime, pool: PoolRuntime) -> None:
@@ -630,6 +707,8 @@ async def _disconnect(rt: OperatorRuntime, pool: PoolRuntime) -> None:
     pool.nats_plan = None
     await pool.stop_stranded_watch()
     pool.connection_key, pool.stats_subject = None, None
+    if rt.observer is not None:
+        rt.observer.untrack((pool.namespace, pool.name))
     await rt.nats.release((pool.namespace, pool.name))
 
 
@@ -689,8 +768,9 @@ async def _sweep_stranded_tasks(
         post_event(
             "Warning",
             "TaskStranded",
-            f"{len(moved)} task(s) of {plan.names.stream} reached the consumer's maxDeliver "
-            f"while no operator ran (sequences {', '.join(map(str, moved[:10]))}"
+            f"{len(moved)} task(s) of {plan.names.stream} will never be delivered again "
+            "(given up at maxDeliver while no operator ran, or passed over after a subjects "
+            f"change; sequences {', '.join(map(str, moved[:10]))}"
             f"{', …' if len(moved) > 10 else ''}); moved to the dead-letter stream",
         )
 
@@ -746,9 +826,8 @@ async def _publish_control(
     """Write the workers' control state when it changed (and now and then regardless)."""
     assert pool.breaker is not None
     control = circuit_breaker.control_state(pool.breaker, config)
-    if (
-        control == pool.published_control
-        and mono - pool.control_published_at <= CONTROL_REPUBLISH_SECONDS
+    if control == pool.published_control and mono - pool.control_published_at <= pool.recheck_after(
+        CONTROL_REPUBLISH_SECONDS
     ):
         return
     try:
@@ -893,7 +972,7 @@ async def _apply_children(
         if (
             previous is None
             or previous[0] != desired_hash
-            or mono - previous[1] > CHILDREN_RECHECK_SECONDS
+            or mono - previous[1] > pool.recheck_after(CHILDREN_RECHECK_SECONDS)
         ):
             conflict = await _held_by_conflict(rt, ref, obj)
             if conflict is not None:

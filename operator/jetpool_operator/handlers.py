@@ -31,6 +31,7 @@ from jetpool_operator.controller import (
 from jetpool_operator.core.children import LABEL_MANAGED_BY, MANAGER
 from jetpool_operator.core.nats_resources import resolve_names
 from jetpool_operator.core.network_errors import summarize_nats_failure
+from jetpool_operator.core.observation import ObservationMode
 from jetpool_operator.core.pod_template_policy import allowances_from_env
 from jetpool_operator.core.tenancy import Owner, SubjectGrants
 
@@ -66,8 +67,12 @@ async def configure(*, settings: kopf.OperatorSettings, memo: kopf.Memo, **_: An
     # Set by `jetpool-operator` from its flags; under a bare `kopf run`, from the environment.
     allowances = memo.get("allowances") or allowances_from_env(os.environ)
     grants = memo.get("subject_grants") or SubjectGrants.from_env(os.environ)
+    observation = memo.get("observation") or ObservationMode.from_env(os.environ)
     memo.runtime = OperatorRuntime(
-        await asyncio.to_thread(KubeAdapter), allowances=allowances, subject_grants=grants
+        await asyncio.to_thread(KubeAdapter),
+        allowances=allowances,
+        subject_grants=grants,
+        observation_mode=observation,
     )
 
 

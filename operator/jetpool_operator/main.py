@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 import kopf
 from prometheus_client import start_http_server
 
+from jetpool_operator.core.observation import OBSERVATION_ENV, ObservationMode
 from jetpool_operator.core.pod_template_policy import (
     ALLOW_FOREIGN_SERVICE_ACCOUNTS_ENV,
     ALLOW_PROJECTED_TOKENS_ENV,
@@ -82,6 +83,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     try:
         from_env = allowances_from_env(os.environ)
         grants = SubjectGrants.from_env(os.environ)
+        observation = ObservationMode.from_env(os.environ)
     except ValueError as exc:
         parser.error(str(exc))
     parser.add_argument(
@@ -105,6 +107,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=from_env.projected_tokens,
         help="Let pools project serviceAccountToken volumes. "
         f"Env: {ALLOW_PROJECTED_TOKENS_ENV}=true.",
+    )
+    parser.add_argument(
+        "--observation",
+        type=ObservationMode,
+        choices=list(ObservationMode),
+        default=observation,
+        help="batched (default): one stream listing per NATS connection per second, idle pools "
+        "sleep until their first task; per-pool: every pool asks its consumer every tick. "
+        f"Env: {OBSERVATION_ENV}.",
     )
     args = parser.parse_args(argv)
     args.allowances = TemplateAllowances(
@@ -146,6 +157,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             ALLOW_FOREIGN_SERVICE_ACCOUNTS_ENV: args.allowances.foreign_service_accounts,
             ALLOW_PROJECTED_TOKENS_ENV: args.allowances.projected_tokens,
             EXTRA_SUBJECT_SPACES_ENV: args.extra_subject_spaces.as_json(),
+            OBSERVATION_ENV: args.observation.value,
         },
     )
     try:
@@ -160,7 +172,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                 # kopf types it as its private NewType Identity (a str).
                 identity=peer_identity(),  # type: ignore[arg-type]
                 memo=kopf.Memo(
-                    allowances=args.allowances, subject_grants=args.extra_subject_spaces
+                    allowances=args.allowances,
+                    subject_grants=args.extra_subject_spaces,
+                    observation=args.observation,
                 ),
             )
         )

@@ -533,8 +533,8 @@ class ScalingSpec(ApiModel):
         ge=1,
         le=300,
         description=(
-            "How often the control loop reads the backlog and error rate (one consumer-info "
-            "request to NATS per tick)."
+            "How often the control loop reads the backlog and error rate while the pool has "
+            "work; a quiescent pool sleeps until its first task or a change wakes it."
         ),
     )
     max_error_rate_for_scale_up: float = Field(
