@@ -544,7 +544,8 @@ async def delete_streams(nc: NATS, streams: Iterable[str], owner: tenancy.Owner)
 # --- safety net: tasks the server stopped delivering ------------------------------------------
 
 MAX_DELIVERIES_ADVISORY = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{stream}.{consumer}"
-STRANDED_ERROR_TYPE = "MaxDeliveriesExceeded"
+STRANDED_ERROR_TYPE: str = stranded.Finding.MAX_DELIVERIES
+"""What the advisory path files a task under (the sweep says more, :class:`stranded.Finding`)."""
 
 
 @dataclass(frozen=True, slots=True)
