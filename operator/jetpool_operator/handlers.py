@@ -4,7 +4,10 @@
 * worker Deployments are indexed in memory, so a tick reads them without an API call, and
   their changes (an edit, a deletion) wake the owning pool's loop at once;
 * a spec change or a breaker-reset annotation wakes the loop too;
-* deletion: children go by owner references; streams only with ``deletionPolicy: Delete``.
+* deletion: children go by owner references; streams only with ``deletionPolicy: Delete``;
+* sharding: with a shard selector the API server filters the WorkerPool watch, so every
+  WorkerPool handler here (event, daemon, deletion) sees only the pools of this operator's
+  shard; a pool relabelled out of it reaches us as a DELETED event and its loop stops.
 """
 
 from __future__ import annotations
@@ -34,6 +37,13 @@ from jetpool_operator.core.network_errors import summarize_nats_failure
 from jetpool_operator.core.observation import ObservationMode
 from jetpool_operator.core.pod_template_policy import allowances_from_env
 from jetpool_operator.core.tenancy import Owner, SubjectGrants
+from jetpool_operator.main import (
+    DEFAULT_PEERING_LIFETIME,
+    PEERING_LIFETIME_ENV,
+    SHARD_SELECTOR_ENV,
+    label_selector,
+    peering_lifetime,
+)
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +78,24 @@ async def configure(*, settings: kopf.OperatorSettings, memo: kopf.Memo, **_: An
     allowances = memo.get("allowances") or allowances_from_env(os.environ)
     grants = memo.get("subject_grants") or SubjectGrants.from_env(os.environ)
     observation = memo.get("observation") or ObservationMode.from_env(os.environ)
+    selector = memo.get("shard_selector")
+    if selector is None:
+        selector = label_selector(os.environ.get(SHARD_SELECTOR_ENV, ""))
+    lifetime = memo.get("peering_lifetime") or peering_lifetime(
+        os.environ.get(PEERING_LIFETIME_ENV, str(DEFAULT_PEERING_LIFETIME))
+    )
+    # Sharding by labels: the API server filters the WorkerPool list and watch, so pools of
+    # other shards never reach this process (no event, no daemon, no finalizer, no status).
+    # kopf's handler filters (labels=, when=) would not do: every shard would still receive
+    # every pool, and the shard a pool left would remove the finalizer the new one adds.
+    if selector:
+        settings.watching.label_selectors[GROUP, VERSION, PLURAL] = selector
+    # Peering: a standby takes over once the active replica's keep-alive is `lifetime` old
+    # (kopf: 60 s). kopf renews it every max(1, lifetime - 5..10) s, so a SIGKILLed active is
+    # replaced within about `lifetime` s (bench/operator_failover.py); keep-alives go unlogged.
+    settings.peering.lifetime = lifetime
+    settings.peering.stealth = True
+    memo.loops = {}  # pool uid -> the Event that releases its running control loop
     memo.runtime = OperatorRuntime(
         await asyncio.to_thread(KubeAdapter),
         allowances=allowances,
@@ -122,9 +150,34 @@ async def worker_deployment_changed(
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
 async def pool_changed(
-    *, namespace: str | None, name: str, meta: kopf.Meta, memo: kopf.Memo, **_: Any
+    *,
+    type: str | None,
+    namespace: str | None,
+    name: str,
+    uid: str | None,
+    meta: kopf.Meta,
+    memo: kopf.Memo,
+    **_: Any,
 ) -> None:
-    """Wake the loop for what the user changed (spec, reset annotation), not for our status."""
+    """Wake the loop for what the user changed (spec, reset annotation), not for our status.
+
+    A DELETED event while the pool's loop still runs means the pool left this operator's view
+    without being deleted: relabelled out of its shard (the API server reports a watched object
+    that stops matching the label selector as DELETED, with its old labels) or its finalizer
+    removed by hand. kopf forgets the object but keeps its daemon running, so release it here;
+    the shard the pool moved to starts its own loop. (A deleted pool's loop stopped earlier.)
+    """
+    if type == "DELETED":
+        released = memo.loops.get(uid)
+        if released is not None:
+            log.info(
+                "%s/%s left this operator's view (no longer matches --shard-selector?): "
+                "its control loop stops",
+                namespace,
+                name,
+            )
+            released.set()
+        return
     runtime: OperatorRuntime = memo.runtime
     pool = runtime.pool(_namespaced(namespace), name)
     if pool is None or meta.get("deletionTimestamp"):
@@ -140,6 +193,7 @@ async def control_loop(
     *,
     namespace: str | None,
     name: str,
+    uid: str | None,
     body: kopf.Body,
     memo: kopf.Memo,
     stopped: kopf.DaemonStopped,
@@ -149,12 +203,13 @@ async def control_loop(
     runtime: OperatorRuntime = memo.runtime
     namespace = _namespaced(namespace)
     pool = runtime.start_pool(namespace, name)
+    released = memo.loops[uid] = asyncio.Event()  # set when the pool leaves this shard
 
     def post_event(type_: str, reason: str, message: str) -> None:
         kopf.event(body, type=type_, reason=reason, message=message[:1024])
 
     try:
-        while not stopped:
+        while not stopped and not released.is_set():
             interval = ERROR_RETRY_SECONDS
             pool.wake.clear()  # before the tick: a change arriving during it wakes the next one
             with metrics.RECONCILE_SECONDS.time():
@@ -167,13 +222,21 @@ async def control_loop(
                 except Exception:  # one pool's bug must not stop its loop or any other pool
                     log.exception("control loop tick failed for %s/%s", namespace, name)
                     metrics.count(metrics.RECONCILES, namespace, name, "error")
-            await _sleep_or_wake(pool.wake, stopped, interval)
+            await _sleep_or_wake(pool.wake, stopped, released, interval)
     finally:
+        if memo.loops.get(uid) is released:
+            del memo.loops[uid]
         await runtime.stop_pool(pool)
 
 
-async def _sleep_or_wake(wake: asyncio.Event, stopped: kopf.DaemonStopped, seconds: float) -> None:
-    waiters = [asyncio.ensure_future(wake.wait()), asyncio.ensure_future(stopped.wait())]
+async def _sleep_or_wake(
+    wake: asyncio.Event, stopped: kopf.DaemonStopped, released: asyncio.Event, seconds: float
+) -> None:
+    waiters = [
+        asyncio.ensure_future(wake.wait()),
+        asyncio.ensure_future(stopped.wait()),
+        asyncio.ensure_future(released.wait()),
+    ]
     try:
         await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
     finally:

@@ -7,10 +7,12 @@ import asyncio
 import logging
 import os
 import random
+import re
 import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 import kopf
 from prometheus_client import start_http_server
@@ -25,6 +27,109 @@ from jetpool_operator.core.pod_template_policy import (
 from jetpool_operator.core.tenancy import EXTRA_SUBJECT_SPACES_ENV, SubjectGrants
 
 log = logging.getLogger("jetpool.operator")
+
+SHARD_SELECTOR_ENV = "JETPOOL_SHARD_SELECTOR"
+PEERING_LIFETIME_ENV = "JETPOOL_PEERING_LIFETIME"
+DEFAULT_PEERING_LIFETIME = 10
+"""Seconds a peer's keep-alive counts (kopf's default is 60). A SIGKILLed active replica is
+taken over by its standby within this time after its last keep-alive, which kopf renews every
+``max(1, lifetime - 5..10)`` seconds: 10 keeps failover within about 10-12 s
+(bench/operator_failover.py) for a keep-alive PATCH every 1-5 s per replica."""
+PEERING_LIFETIME_RANGE = (5, 3600)
+
+# A Kubernetes label selector, as `kubectl get -l` takes it (k8s.io/apimachinery labels.Parse):
+# requirements joined by commas, each `key`, `!key`, `key=value` (`==`), `key!=value`,
+# `key in (v1,v2)` or `key notin (v1,v2)`. Checked here, so a typo stops the operator at start
+# instead of making every list of WorkerPools fail with 400 forever.
+_NAME = r"[A-Za-z0-9](?:[-A-Za-z0-9_.]*[A-Za-z0-9])?"
+_DNS_LABEL = r"[a-z0-9](?:[-a-z0-9]*[a-z0-9])?"
+_KEY = rf"(?:{_DNS_LABEL}(?:\.{_DNS_LABEL})*/)?{_NAME}"
+_VALUE = rf"(?:{_NAME})?"
+_EXISTS = re.compile(rf"(!?)\s*({_KEY})")
+_EQUALS = re.compile(rf"({_KEY})\s*(==|=|!=)\s*({_VALUE})")
+_SET = re.compile(rf"({_KEY})\s+(in|notin)\s*\(\s*({_VALUE}(?:\s*,\s*{_VALUE})*)\s*\)")
+
+
+def _check_key(key: str) -> None:
+    prefix, _, name = key.rpartition("/")
+    if len(name) > 63 or len(prefix) > 253:
+        raise ValueError(f"label key {key!r} is too long (name at most 63, prefix 253 characters)")
+
+
+def _check_value(value: str) -> None:
+    if len(value) > 63:
+        raise ValueError(f"label value {value!r} is longer than 63 characters")
+
+
+def _requirements(text: str) -> list[str]:
+    """Split on the commas outside parentheses."""
+    parts, depth, current = [], 0, ""
+    for char in text:
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            parts.append(current)
+            current = ""
+        else:
+            current += char
+    return [*parts, current]
+
+
+def label_selector(text: str) -> str:
+    """A label selector in its canonical form (``a=b,c in (d,e),!f``); ``""`` selects every
+    WorkerPool. Raises ValueError naming the requirement that is not a label selector."""
+    text = text.strip()
+    if not text:
+        return ""
+    canonical = []
+    for raw in _requirements(text):
+        requirement = raw.strip()
+        if match := _EXISTS.fullmatch(requirement):
+            bang, key = match.groups()
+            _check_key(key)
+            canonical.append(f"{bang}{key}")
+        elif match := _EQUALS.fullmatch(requirement):
+            key, operator, value = match.groups()
+            _check_key(key)
+            _check_value(value)
+            canonical.append(f"{key}{'!=' if operator == '!=' else '='}{value}")
+        elif match := _SET.fullmatch(requirement):
+            key, operator, values = match.groups()
+            _check_key(key)
+            items = sorted({v.strip() for v in values.split(",")})
+            if items == [""]:
+                raise ValueError(f"{requirement!r} in shard selector {text!r} lists no value")
+            for value in items:
+                _check_value(value)
+            canonical.append(f"{key} {operator} ({','.join(items)})")
+        else:
+            raise ValueError(
+                f"{requirement!r} in shard selector {text!r} is not a label selector requirement "
+                "(key, !key, key=value, key!=value, key in (a,b), key notin (a,b))"
+            )
+    return ",".join(canonical)
+
+
+def peering_lifetime(text: str) -> int:
+    low, high = PEERING_LIFETIME_RANGE
+    try:
+        seconds = int(text)
+    except ValueError:
+        raise ValueError(f"peering lifetime {text!r} is not a whole number of seconds") from None
+    if not low <= seconds <= high:
+        raise ValueError(f"peering lifetime {seconds} s is outside {low}..{high} s")
+    return seconds
+
+
+def _argument(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """An argparse ``type`` whose ValueError message argparse shows as is."""
+
+    def checked(text: str) -> Any:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from exc
+
+    return checked
 
 
 def _grants(raw: str) -> SubjectGrants:
@@ -84,8 +189,30 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         from_env = allowances_from_env(os.environ)
         grants = SubjectGrants.from_env(os.environ)
         observation = ObservationMode.from_env(os.environ)
+        selector = label_selector(env(SHARD_SELECTOR_ENV, ""))
+        lifetime = peering_lifetime(env(PEERING_LIFETIME_ENV, str(DEFAULT_PEERING_LIFETIME)))
     except ValueError as exc:
         parser.error(str(exc))
+    parser.add_argument(
+        "--peering-lifetime",
+        type=_argument(peering_lifetime),
+        default=lifetime,
+        metavar="SECONDS",
+        help="How long a replica's peering keep-alive counts: a killed active replica is "
+        "taken over by a standby within about this time (kopf renews it every "
+        f"max(1, lifetime - 5..10) s). {PEERING_LIFETIME_RANGE[0]}..{PEERING_LIFETIME_RANGE[1]}"
+        f", default {DEFAULT_PEERING_LIFETIME}. Env: {PEERING_LIFETIME_ENV}.",
+    )
+    parser.add_argument(
+        "--shard-selector",
+        type=_argument(label_selector),
+        default=selector,
+        metavar="SELECTOR",
+        help="Act only on WorkerPools whose labels match this label selector (kubectl -l "
+        "syntax, e.g. 'jetpool.dev/shard=blue' or '!jetpool.dev/shard'); the API server "
+        "filters the watch, so other pools never reach this operator. Default: every pool. "
+        f"Env: {SHARD_SELECTOR_ENV}.",
+    )
     parser.add_argument(
         "--extra-subject-spaces",
         type=_grants,
@@ -154,6 +281,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         extra={
             "namespaces": args.namespace or ["*"],
             "peering": peering or None,
+            "peering_lifetime": args.peering_lifetime if peering else None,
+            "shard_selector": args.shard_selector or None,
             ALLOW_FOREIGN_SERVICE_ACCOUNTS_ENV: args.allowances.foreign_service_accounts,
             ALLOW_PROJECTED_TOKENS_ENV: args.allowances.projected_tokens,
             EXTRA_SUBJECT_SPACES_ENV: args.extra_subject_spaces.as_json(),
@@ -175,6 +304,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                     allowances=args.allowances,
                     subject_grants=args.extra_subject_spaces,
                     observation=args.observation,
+                    shard_selector=args.shard_selector,
+                    peering_lifetime=args.peering_lifetime,
                 ),
             )
         )
