@@ -178,6 +178,35 @@ def test_the_crd_still_refuses_what_no_grant_can_allow(
             dry_run(cluster, pool(mine, [subject]))
 
 
+@pytest.fixture
+def blue_shard_namespaces(cluster: Cluster, render: Render) -> Iterator[tuple[str, str]]:
+    """Like policed_namespaces, with the policies of a release whose shard is the pools
+    labelled jetpool.dev/shard=blue."""
+    yield from _policed(
+        cluster, render, None, "--set-string", "shard.selector.matchLabels.jetpool\\.dev/shard=blue"
+    )
+
+
+def labelled(manifest: dict[str, Any], shard: str) -> dict[str, Any]:
+    manifest["metadata"]["labels"] = {"jetpool.dev/shard": shard}
+    return manifest
+
+
+def test_a_shard_s_policies_judge_only_the_pools_of_its_shard(
+    cluster: Cluster, blue_shard_namespaces: tuple[str, str]
+) -> None:
+    """Another release (another shard, with tenancy values of its own) judges the rest."""
+    mine, other = blue_shard_namespaces
+    foreign = [f"tasks.{other}.orders.>"]
+    eventually(
+        lambda: _refuses(cluster, labelled(pool(mine, foreign), "blue")),
+        timeout=30,
+        what="the blue shard's policy on",
+    )
+    assert "server dry run" in dry_run(cluster, labelled(pool(mine, foreign), "green"))
+    assert "server dry run" in dry_run(cluster, pool(mine, foreign))
+
+
 # --- the pod template: ServiceAccounts and projected tokens ------------------------------------
 
 TOKEN_VOLUME = {

@@ -16,7 +16,17 @@ from prometheus_client.metrics import MetricWrapperBase
 from jetpool_operator import metrics as operator_metrics
 from jetpool_operator.core.tenancy import SubjectGrants
 from jetpool_operator.main import parse_args
-from tests.packaging.conftest import CHART, CRDS, Render, container, env_of, kinds, only
+from tests.packaging.conftest import (
+    CHART,
+    CRDS,
+    GENERATOR,
+    Render,
+    container,
+    env_of,
+    kinds,
+    only,
+    parse,
+)
 
 POOL_METRICS = {
     "jetpool_pool_backlog",
@@ -487,3 +497,176 @@ def test_extra_subject_spaces_reach_the_operator_as_json_and_default_to_none(
     granted = render("--set-json", 'tenancy.extraSubjectSpaces={"billing": ["invoices.billing."]}')
     value = env_of(only(granted, "Deployment"))["JETPOOL_EXTRA_SUBJECT_SPACES"]
     assert SubjectGrants.parse(value).extra("billing") == ("invoices.billing.",)
+
+
+# -- shards and HA -----------------------------------------------------------------------------
+
+BLUE = ("--set-string", "shard.selector.matchLabels.jetpool\\.dev/shard=blue")
+GREEN = ("--set-string", "shard.selector.matchLabels.jetpool\\.dev/shard=green")
+
+
+def release(name: str, *args: str) -> list[dict[str, Any]]:
+    """The chart's objects for release ``name`` (in the same namespace as every other)."""
+    return parse(GENERATOR.helm_template(*args, release=name))
+
+
+def identities(objects: list[dict[str, Any]]) -> set[tuple[str, str | None, str]]:
+    """(kind, namespace, name): what two releases must not both own (Helm refuses, or worse,
+    they overwrite each other's)."""
+    return {(o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]) for o in objects}
+
+
+def test_shard_selector_and_peering_lifetime_reach_the_operator(
+    render: Render, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    deployment = only(
+        render(
+            *BLUE,
+            "--set-json",
+            'shard.selector.matchExpressions=[{"key": "tier", "operator": "In", '
+            '"values": ["gold", "bronze"]}, {"key": "legacy", "operator": "DoesNotExist"}, '
+            '{"key": "team", "operator": "Exists"}, '
+            '{"key": "env", "operator": "NotIn", "values": ["dev"]}]',
+            "--set",
+            "peering.lifetimeSeconds=20",
+        ),
+        "Deployment",
+    )
+    for name, value in env_of(deployment).items():
+        monkeypatch.setenv(name, value)
+    parsed = parse_args(container(deployment).get("args", []))
+    assert parsed.shard_selector == (
+        "jetpool.dev/shard=blue,tier in (bronze,gold),!legacy,team,env notin (dev)"
+    )
+    assert parsed.peering_lifetime == 20
+
+
+def test_by_default_the_operator_takes_every_pool_and_fails_over_within_10_s(
+    render: Render, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    deployment = only(render(), "Deployment")
+    assert env_of(deployment)["JETPOOL_SHARD_SELECTOR"] == ""
+    for name, value in env_of(deployment).items():
+        monkeypatch.setenv(name, value)
+    parsed = parse_args([])
+    assert parsed.shard_selector == ""
+    assert parsed.peering_lifetime == 10
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "complaint"),
+    [
+        ("JETPOOL_SHARD_SELECTOR", "shard in blue", "not a label selector requirement"),
+        ("JETPOOL_SHARD_SELECTOR", "a=b,", "not a label selector requirement"),
+        ("JETPOOL_SHARD_SELECTOR", "shard in ()", "lists no value"),
+        ("JETPOOL_PEERING_LIFETIME", "2", "outside 5..3600"),
+        ("JETPOOL_PEERING_LIFETIME", "ten", "not a whole number"),
+    ],
+)
+def test_a_bad_shard_selector_or_lifetime_stops_the_operator_at_start(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    variable: str,
+    value: str,
+    complaint: str,
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SystemExit):
+        parse_args([])
+    assert complaint in capsys.readouterr().err
+
+
+def test_the_peering_object_is_named_after_the_release_unless_named(render: Render) -> None:
+    """Release "jetpool" keeps the name it always had; another release gets its own."""
+    assert only(render(), "ClusterKopfPeering")["metadata"]["name"] == "jetpool"
+    green = release("jetpool-green")
+    assert only(green, "ClusterKopfPeering")["metadata"]["name"] == "jetpool-green"
+    assert env_of(only(green, "Deployment"))["JETPOOL_PEERING"] == "jetpool-green"
+    named = render("--set", "peering.name=ops")
+    assert only(named, "ClusterKopfPeering")["metadata"]["name"] == "ops"
+    assert env_of(only(named, "Deployment"))["JETPOOL_PEERING"] == "ops"
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        (BLUE, GREEN),
+        (("--set", "watch.namespaces={team-a,team-b}"), ("--set", "watch.namespaces={team-c}")),
+    ],
+    ids=["label-selector", "namespaces"],
+)
+def test_two_shard_releases_share_no_object_but_the_crd(
+    first: tuple[str, ...], second: tuple[str, ...]
+) -> None:
+    """Two releases of the chart, one per shard, in the same namespace: nothing but the
+    WorkerPool CRD is rendered by both (each has its own peering object, RBAC, policies,
+    Services, dashboard ConfigMap), and with crds.enabled=false in the second, nothing at all."""
+    one = release("jetpool", *first)
+    two = release("jetpool-green", *second)
+    assert identities(one) & identities(two) == {
+        ("CustomResourceDefinition", None, "workerpools.jetpool.dev")
+    }
+    two = release("jetpool-green", *second, "--set", "crds.enabled=false")
+    assert not identities(one) & identities(two)
+    peerings = {env_of(only(objects, "Deployment"))["JETPOOL_PEERING"] for objects in (one, two)}
+    assert peerings == {"jetpool", "jetpool-green"}
+
+
+def test_admission_policies_apply_to_the_release_s_shard_only(render: Render) -> None:
+    def match(objects: list[dict[str, Any]]) -> list[dict[str, Any] | None]:
+        return [
+            o["spec"].get("matchResources")
+            for o in objects
+            if o["kind"] == "ValidatingAdmissionPolicyBinding"
+        ]
+
+    assert match(render()) == [None, None]  # one release for every pool: everywhere
+    assert (
+        match(render(*BLUE))
+        == [{"objectSelector": {"matchLabels": {"jetpool.dev/shard": "blue"}}}] * 2
+    )
+    by_namespace = {
+        "namespaceSelector": {
+            "matchExpressions": [
+                {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["a", "b"]}
+            ]
+        }
+    }
+    assert match(render("--set", "watch.namespaces={a,b}")) == [by_namespace] * 2
+    chosen = {"matchLabels": {"tenant": "yes"}}
+    assert (
+        match(
+            render(
+                "--set",
+                "watch.namespaces={a,b}",
+                "--set",
+                "admissionPolicy.namespaceSelector.matchLabels.tenant=yes",
+            )
+        )
+        == [{"namespaceSelector": chosen}] * 2
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "complaint"),
+    [
+        ('shard.selector={"matchLabels": {"jetpool.dev/shard": "no spaces"}}', "shard"),
+        ('shard.selector={"matchExpressions": [{"key": "a", "operator": "Maybe"}]}', "shard"),
+        ('shard.selector={"matchExpressions": [{"key": "a", "operator": "In"}]}', "shard"),
+        (
+            'shard.selector={"matchExpressions": '
+            '[{"key": "a", "operator": "Exists", "values": ["x"]}]}',
+            "shard",
+        ),
+        ('shard.selector={"labels": {"a": "b"}}', "shard"),
+        ('peering={"lifetimeSeconds": 1}', "lifetimeSeconds"),
+    ],
+)
+def test_schema_rejects_a_bad_shard_selector_or_lifetime(
+    render: Render, value: str, complaint: str
+) -> None:
+    with pytest.raises(
+        RuntimeError, match=r"values don't meet the specifications of the schema"
+    ) as err:
+        render("--set-json", value)
+    assert complaint in str(err.value)

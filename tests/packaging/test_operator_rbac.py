@@ -218,7 +218,8 @@ def test_operator_reconciles_and_deletes_a_pool_with_only_the_charts_rbac(
     assert f'jetpool_pool_desired_replicas{{namespace="{namespace}",pool="{POOL}"}}' in http_get(
         metrics
     )
-    assert cluster.get_json("-n", namespace, "kopfpeering", "jetpool").get("status"), (
+    # The peering object is the release's own (jetpool.peeringName).
+    assert cluster.get_json("-n", namespace, "kopfpeering", f"rbac-{namespace}").get("status"), (
         "operator never peered"
     )
 

@@ -116,8 +116,17 @@ spec:
             "--set",
             "logging.verbose=true",
         ),
+        (
+            "--set-string",
+            "shard.selector.matchLabels.jetpool\\.dev/shard=blue",
+            "--set-json",
+            'shard.selector.matchExpressions=[{"key": "tier", "operator": "NotIn", '
+            '"values": ["dev"]}]',
+            "--set",
+            "peering.lifetimeSeconds=15",
+        ),
     ],
-    ids=["defaults", "monitoring-and-network-policy", "standalone"],
+    ids=["defaults", "monitoring-and-network-policy", "standalone", "label-shard"],
 )
 def test_chart_is_admitted_by_the_apiserver(
     cluster: Cluster, crds: None, restricted_namespace: str, helm: str, values: tuple[str, ...]

@@ -71,8 +71,51 @@ app.kubernetes.io/component: operator
 {{- if not .Values.watch.namespaces }}true{{ end }}
 {{- end }}
 
+{{/* The peering object's name: its own per release, so shards never pause each other. */}}
 {{- define "jetpool.peeringName" -}}
-{{- if .Values.peering.enabled }}{{ .Values.peering.name }}{{ end }}
+{{- if .Values.peering.enabled }}{{ default .Release.Name .Values.peering.name }}{{ end }}
+{{- end }}
+
+{{/* shard.selector (a LabelSelector) as the operator's label selector string, in kubectl -l
+     syntax: k=v for matchLabels, "k in (a,b)", "k notin (a,b)", "k", "!k" for expressions. */}}
+{{- define "jetpool.shardSelector" -}}
+{{- $selector := .Values.shard.selector | default dict }}
+{{- $parts := list }}
+{{- range $key, $value := ($selector.matchLabels | default dict) }}
+{{- $parts = append $parts (printf "%s=%s" $key $value) }}
+{{- end }}
+{{- range ($selector.matchExpressions | default list) }}
+{{- if eq .operator "In" }}
+{{- $parts = append $parts (printf "%s in (%s)" .key (join "," .values)) }}
+{{- else if eq .operator "NotIn" }}
+{{- $parts = append $parts (printf "%s notin (%s)" .key (join "," .values)) }}
+{{- else if eq .operator "Exists" }}
+{{- $parts = append $parts .key }}
+{{- else }}
+{{- $parts = append $parts (printf "!%s" .key) }}
+{{- end }}
+{{- end }}
+{{- join "," $parts }}
+{{- end }}
+
+{{/* Where the admission policies apply: the release's shard. admissionPolicy.namespaceSelector
+     if set, else the watched namespaces (if listed); and the pools shard.selector selects. */}}
+{{- define "jetpool.policyMatchResources" -}}
+{{- $namespaces := .Values.admissionPolicy.namespaceSelector }}
+{{- if and (not $namespaces) .Values.watch.namespaces }}
+{{- $namespaces = dict "matchExpressions" (list (dict "key" "kubernetes.io/metadata.name" "operator" "In" "values" .Values.watch.namespaces)) }}
+{{- end }}
+{{- if or $namespaces .Values.shard.selector }}
+matchResources:
+  {{- with $namespaces }}
+  namespaceSelector:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with .Values.shard.selector }}
+  objectSelector:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+{{- end }}
 {{- end }}
 
 {{/* RBAC rules -----------------------------------------------------------------------
