@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 import math
@@ -93,6 +94,16 @@ EventSink = Callable[[str, str, str], None]
 """(type, reason, message) -> posts a Kubernetes Event on the pool."""
 
 
+@dataclass(frozen=True, slots=True)
+class AppliedChild:
+    input_hash: str
+    resource_version: str
+    """As the apiserver answered our apply: a recheck that reads the same version knows nobody
+    changed the object since, and writes nothing."""
+    checked_at: float
+    """Monotonic time of the last apply or recheck."""
+
+
 @dataclass
 class PoolRuntime:
     """In-memory state of one pool's loop (rebuilt after a restart)."""
@@ -111,8 +122,8 @@ class PoolRuntime:
     nats_checked_at: float = 0.0
     nats_problem: tuple[str, str] | None = None
     """(reason, message) of the last NATS failure, None when NATS is fine."""
-    applied_children: dict[str, tuple[str, float]] = field(default_factory=dict)
-    """kind -> (input hash, monotonic time of the apply) for the non-Deployment children."""
+    applied_children: dict[str, AppliedChild] = field(default_factory=dict)
+    """kind -> what the last apply of each non-Deployment child left behind."""
     deployment_generation: int | None = None
     """metadata.generation right after our last Deployment apply: anything else is drift."""
     seen: tuple[Any, ...] | None = None
@@ -970,17 +981,29 @@ async def _apply_children(
             continue
         previous = pool.applied_children.get(obj["kind"])
         if (
-            previous is None
-            or previous[0] != desired_hash
-            or mono - previous[1] > pool.recheck_after(CHILDREN_RECHECK_SECONDS)
+            previous is not None
+            and previous.input_hash == desired_hash
+            and mono - previous.checked_at <= pool.recheck_after(CHILDREN_RECHECK_SECONDS)
         ):
-            conflict = await _held_by_conflict(rt, ref, obj)
-            if conflict is not None:
-                pool.applied_children.pop(obj["kind"], None)
-                held = held or conflict
-                continue
-            await rt.kube.apply(obj)
-            pool.applied_children[obj["kind"]] = (desired_hash, mono)
+            continue
+        existing = await rt.kube.read_metadata(obj)
+        conflict = child_conflict(ref.uid, obj["kind"], obj["metadata"]["name"], existing)
+        if conflict is not None:
+            pool.applied_children.pop(obj["kind"], None)
+            held = held or (Reason.CHILD_CONFLICT, conflict.message())
+            continue
+        if (
+            previous is not None
+            and previous.input_hash == desired_hash
+            and existing is not None
+            and existing.get("resourceVersion") == previous.resource_version
+        ):  # unchanged since our apply: a recheck that writes nothing
+            pool.applied_children[obj["kind"]] = dataclasses.replace(previous, checked_at=mono)
+            continue
+        applied = await rt.kube.apply(obj)
+        pool.applied_children[obj["kind"]] = AppliedChild(
+            desired_hash, applied.resource_version, mono
+        )
     return held
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any
 
 import nats
@@ -238,7 +239,9 @@ def test_a_restarted_operator_creates_no_duplicates_and_keeps_conditions_stable(
         first.stop()
     second = OperatorProcess(cluster).start()
     try:
-        eventually(lambda: second.reconciles() >= 3, what="the new operator reconciling")
+        # A quiescent pool ticks once or twice and then sleeps until something changes.
+        eventually(lambda: second.reconciles() >= 1, what="the new operator reconciling")
+        time.sleep(3)
         after = cluster.get_json("workerpool", "restart", "-n", namespace)
     finally:
         second.stop()
