@@ -52,6 +52,7 @@ import math
 import os
 import random
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -145,6 +146,17 @@ def delta(after: dict[str, float], before: dict[str, float]) -> dict[str, float]
     return {k: v - before.get(k, 0.0) for k, v in after.items() if v - before.get(k, 0.0)}
 
 
+def new_events(before: Snapshot, after: Snapshot) -> dict[str, float]:
+    """Events recorded between two snapshots, by kind (new ones, and repeats of old ones)."""
+    out: dict[str, float] = {}
+    for uid, count in after.events.items():
+        added = count - before.events.get(uid, 0.0)
+        if added > 0:
+            kind = after.event_kinds[uid]
+            out[kind] = out.get(kind, 0.0) + added
+    return out
+
+
 def per(counts: dict[str, float], seconds: float, scale: float = 1.0) -> dict[str, float]:
     """Counts over a window as rates (per second, or per minute with ``scale=60``), largest
     first."""
@@ -235,6 +247,8 @@ class PoolWatch:
 
     def __init__(self, cluster: Cluster, namespace: str) -> None:
         self.pools: dict[str, PoolState] = {}
+        self.drops = 0
+        """Times a converged pool's Ready or NatsReady went from True to something else."""
         self._lock = threading.Lock()
         self.watch = KubectlWatch(
             cluster, ["workerpools", "-n", namespace], self.TEMPLATE, self._on
@@ -245,7 +259,12 @@ class PoolWatch:
             return
         with self._lock:
             state = self.pools.setdefault(fields[0], PoolState())
-            state.ready, state.nats_ready = fields[1] == "True", fields[2] == "True"
+            ready, nats_ready = fields[1] == "True", fields[2] == "True"
+            if state.converged_at is not None and (
+                (state.ready and not ready) or (state.nats_ready and not nats_ready)
+            ):
+                self.drops += 1
+            state.ready, state.nats_ready = ready, nats_ready
             state.stream = fields[3] or state.stream
             if state.ready and state.nats_ready and state.converged_at is None:
                 state.converged_at = now
@@ -348,6 +367,11 @@ class Snapshot:
     writes: dict[str, float]
     api_kinds: dict[str, float]
     pool_events: int
+    condition_drops: int
+    events: dict[str, float]
+    """Event uid -> count (an Event repeated in place counts up instead of being new)."""
+    event_kinds: dict[str, str]
+    """Event uid -> "component reason"."""
 
 
 @dataclass
@@ -368,6 +392,10 @@ class Window:
     apiserver_writes_by_kind_per_min: dict[str, float]
     pool_status_events_per_min: float
     """WorkerPool changes the pool watch saw (status patches, mostly)."""
+    condition_drops: int
+    """Times a converged pool's Ready or NatsReady left True during the window."""
+    k8s_events_by_reason_per_min: dict[str, float]
+    """Kubernetes Events recorded in the window, by reporting component and reason."""
 
 
 class Sampler:
@@ -392,6 +420,19 @@ class Sampler:
         with urllib.request.urlopen(self.nats.monitor_url + path, timeout=10) as response:
             return json.load(response)
 
+    def _events(self) -> dict[str, Any]:
+        listed = json.loads(self.cluster.kubectl("get", "events", "-A", "-o", "json"))
+        counts: dict[str, float] = {}
+        kinds: dict[str, str] = {}
+        for event in listed.get("items") or []:
+            uid = event["metadata"]["uid"]
+            component = event.get("reportingComponent") or (event.get("source") or {}).get(
+                "component", "?"
+            )
+            counts[uid] = float(event.get("count") or 1)
+            kinds[uid] = f"{component} {event.get('reason', '?')}"
+        return {"events": counts, "event_kinds": kinds}
+
     def snapshot(self, api_kinds: dict[str, float]) -> Snapshot:
         """Every counter now; ``api_kinds`` is copied by the caller in the event loop that
         counts them (this runs in a thread)."""
@@ -409,6 +450,8 @@ class Sampler:
             writes=apiserver_writes(metrics),
             api_kinds=api_kinds,
             pool_events=self.pool_watch.watch.events,
+            condition_drops=self.pool_watch.drops,
+            **self._events(),
         )
 
     async def window(self, seconds: float, label: str) -> Window:
@@ -451,6 +494,8 @@ class Sampler:
             apiserver_writes_no_heartbeats_per_min=sum(quiet.values()) * 60 / wall,
             apiserver_writes_by_kind_per_min=per(writes, wall, 60),
             pool_status_events_per_min=(after.pool_events - before.pool_events) * 60 / wall,
+            condition_drops=after.condition_drops - before.condition_drops,
+            k8s_events_by_reason_per_min=per(new_events(before, after), wall, 60),
         )
 
 
@@ -486,6 +531,8 @@ class ModeResult:
     """First few distinct ERROR lines and tracebacks of the operator's log."""
     operator_log_warning_samples: list[str] = field(default_factory=list)
     operator_log: str = ""
+    revision: str = ""
+    """The operator code this mode ran (``-dirty``: the working tree had changes)."""
     error: str = ""
     """Why the scenario stopped early in this mode ('' when it ran to the end)."""
 
@@ -676,6 +723,7 @@ class ModeRun:
     """One mode's scenario on its own bed; each phase fills part of ``result``."""
 
     args: Any
+    source: OperatorSource
     result: ModeResult
     parts: Bed
     namespace: str
@@ -774,7 +822,10 @@ class ModeRun:
         streams = [self.pools.stream(p) for p in busy_pools]
         runner = self.parts.runner = PodRunner(
             kubeconfig=str(self.cluster.kubeconfig),
-            extra_env={"PYTHONPATH": str(REPO), "JETPOOL_LOG_FORMAT": "text"},
+            extra_env={
+                "PYTHONPATH": os.pathsep.join([*self.source.pythonpath, str(REPO)]),
+                "JETPOOL_LOG_FORMAT": "text",
+            },
             workdir=Path(tempfile.mkdtemp(prefix=f"jetpool-opscale-{self.result.mode}-pods-")),
         ).start()
         publisher = asyncio.create_task(
@@ -816,7 +867,7 @@ class ModeRun:
                 await publisher
 
 
-async def run_mode(args: Any, result: ModeResult, logs: Path) -> None:
+async def run_mode(args: Any, result: ModeResult, logs: Path, source: OperatorSource) -> None:
     """The whole scenario in one mode, on a bed of its own (removed afterwards)."""
     mode = result.mode
     namespace = f"opscale-{mode}"
@@ -849,9 +900,11 @@ async def run_mode(args: Any, result: ModeResult, logs: Path) -> None:
         result.operator_log = str(
             log_path.relative_to(REPO) if log_path.is_relative_to(REPO) else log_path
         )
-        operator = parts.operator = OperatorProcess(
-            cluster, log_path=log_path, env={OBSERVATION_ENV: mode}
-        ).start()
+        result.revision = source.revision if source.pythonpath else git("describe", "--dirty")
+        env = {OBSERVATION_ENV: mode}
+        if source.pythonpath:
+            env["PYTHONPATH"] = os.pathsep.join(source.pythonpath)
+        operator = parts.operator = OperatorProcess(cluster, log_path=log_path, env=env).start()
         assert operator.process is not None
         pid = operator.process.pid
         log.info("[%s] operator pid %d, nats %s", mode, pid, server.url)
@@ -861,6 +914,7 @@ async def run_mode(args: Any, result: ModeResult, logs: Path) -> None:
         nc = await nats.connect(server.url, name="jetpool-bench")
         run = ModeRun(
             args,
+            source,
             result,
             parts,
             namespace,
@@ -935,6 +989,8 @@ def figures(result: ModeResult) -> dict[str, float]:
         "writes_idle_quiet_per_min": idle.apiserver_writes_no_heartbeats_per_min if idle else nan,
         "writes_busy_per_min": busy.apiserver_writes_per_min if busy else nan,
         "writes_busy_quiet_per_min": busy.apiserver_writes_no_heartbeats_per_min if busy else nan,
+        "drops_idle": float(idle.condition_drops) if idle else nan,
+        "drops_busy": float(busy.condition_drops) if busy else nan,
         "burst_median_s": median(bursts),
         "burst_max_s": max(bursts) if bursts else nan,
     }
@@ -959,6 +1015,8 @@ ROWS: list[tuple[str, str, str]] = [
     ("writes_idle_quiet_per_min", "  without node/lease heartbeats", ""),
     ("writes_busy_per_min", "apiserver writes/min, k busy", ""),
     ("writes_busy_quiet_per_min", "  without node/lease heartbeats", ""),
+    ("drops_idle", "Ready/NatsReady True -> not True, idle window", "0"),
+    ("drops_busy", "Ready/NatsReady True -> not True, busy window", "0"),
     ("burst_median_s", "burst -> spec.replicas > 0, median (s)", "<= 2"),
     ("burst_max_s", "burst -> spec.replicas > 0, max (s)", "<= 2"),
 ]
@@ -1001,10 +1059,18 @@ def api_table(results: list[ModeResult]) -> Table:
             top = ", ".join(f"{k} {v:.1f}" for k, v in list(kinds.items())[:4]) or "-"
             writes = window.apiserver_writes_by_kind_per_min
             top_writes = ", ".join(f"{k} {v:.1f}" for k, v in list(writes.items())[:5]) or "-"
-            rows.append([r.mode, phase, top, top_writes])
+            events = window.k8s_events_by_reason_per_min
+            top_events = ", ".join(f"{k} {v:.1f}" for k, v in list(events.items())[:4]) or "-"
+            rows.append([r.mode, phase, top, top_writes, top_events])
     return Table(
         title="What the requests were",
-        columns=["mode", "window", "$JS.API requests/s by kind", "apiserver writes/min by kind"],
+        columns=[
+            "mode",
+            "window",
+            "$JS.API requests/s by kind",
+            "apiserver writes/min by kind",
+            "Events/min by component and reason",
+        ],
         rows=rows,
         note="MSG.NEXT are the busy workers' pull requests, not the operator's.",
     )
@@ -1036,23 +1102,64 @@ def log_table(results: list[ModeResult]) -> Table:
     )
 
 
-def operator_reads_observation() -> bool:
-    """Whether the operator's code mentions the mode setting at all (if not, both modes ran
-    the same code)."""
-    return any(
-        OBSERVATION_ENV in path.read_text(errors="replace")
-        for path in (REPO / "operator" / "jetpool_operator").rglob("*.py")
-    )
-
-
-def git_revision() -> str:
+def git(*args: str) -> str:
     out = subprocess.run(
-        ["git", "-C", str(REPO), "describe", "--always", "--dirty"],
-        capture_output=True,
-        text=True,
-        check=False,
+        ["git", "-C", str(REPO), *args], capture_output=True, text=True, check=False
     )
-    return out.stdout.strip() or "unknown"
+    return out.stdout.strip()
+
+
+@dataclass(frozen=True)
+class OperatorSource:
+    """The operator (and worker) code every mode runs."""
+
+    revision: str
+    pythonpath: list[str]
+    """Put before everything else on the operator's and the workers' PYTHONPATH ([] for the
+    working tree, which the venv's editable install serves)."""
+    reads_observation: bool
+    """Whether that code mentions JETPOOL_OBSERVATION at all (if not, every mode ran the same
+    code)."""
+    note: str
+
+
+def operator_source(kind: str, scratch: Path) -> OperatorSource:
+    """``head``: a copy of the committed operator/ and worker/ (``git archive HEAD``), the
+    same for every mode however the shared working tree changes meanwhile; ``worktree``: the
+    working tree as each mode's processes find it."""
+    if kind == "worktree":
+        root = REPO
+        revision = git("describe", "--always", "--dirty") or "unknown"
+        pythonpath: list[str] = []
+        note = "the working tree, as each mode found it"
+    else:
+        revision = git("rev-parse", "--short", "HEAD")
+        archive = subprocess.run(
+            ["git", "-C", str(REPO), "archive", "HEAD", "operator", "worker"],
+            capture_output=True,
+            check=True,
+        )
+        subprocess.run(["tar", "-x", "-C", str(scratch)], input=archive.stdout, check=True)
+        root = scratch
+        pythonpath = [str(scratch / "operator"), str(scratch / "worker")]
+        probe = subprocess.run(
+            [sys.executable, "-c", "import jetpool_operator; print(jetpool_operator.__file__)"],
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(pythonpath)},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        if not probe.stdout.strip().startswith(str(scratch)):
+            raise RuntimeError(f"the copy of HEAD is not what imports: {probe.stdout!r}")
+        dirty = git("status", "--porcelain", "--", "operator", "worker")
+        note = f"HEAD ({revision})" + (
+            ", without the uncommitted changes of operator/ and worker/" if dirty else ""
+        )
+    reads = any(
+        OBSERVATION_ENV in path.read_text(errors="replace")
+        for path in (root / "operator" / "jetpool_operator").rglob("*.py")
+    )
+    return OperatorSource(revision, pythonpath, reads, note)
 
 
 def main() -> None:
@@ -1072,6 +1179,13 @@ def main() -> None:
     )
     p.add_argument("--cluster-name", default="jetpool-opscale", help="kwok cluster to start")
     p.add_argument(
+        "--operator-source",
+        choices=["head", "worktree"],
+        default="head",
+        help="run the committed operator (a copy of HEAD, the same for every mode) or the "
+        "working tree",
+    )
+    p.add_argument(
         "--reuse-cluster",
         action="store_true",
         help="use the cluster JETPOOL_KUBECONFIG names instead of starting one per mode",
@@ -1088,18 +1202,24 @@ def main() -> None:
     out: Path = args.out
     logs = out / "operator_scale"
     logs.mkdir(parents=True, exist_ok=True)
-    reads = operator_reads_observation()
-    if not reads:
-        log.warning(
-            "the operator does not read %s yet: every mode runs the same code", OBSERVATION_ENV
-        )
+    scratch = Path(tempfile.mkdtemp(prefix="jetpool-opscale-src-"))
     results = [ModeResult(mode=mode, pools=args.pools) for mode in modes]
-    for mode_result in results:
-        try:
-            asyncio.run(run_mode(args, mode_result, logs))
-        except Exception as exc:  # the other mode still runs; the report says what failed
-            log.exception("[%s] failed", mode_result.mode)
-            mode_result.error = f"{type(exc).__name__}: {exc}"[:500]
+    try:
+        source = operator_source(args.operator_source, scratch)
+        log.info("operator code: %s", source.note)
+        if not source.reads_observation:
+            log.warning(
+                "the operator does not read %s: every mode runs the same code", OBSERVATION_ENV
+            )
+        for mode_result in results:
+            try:
+                asyncio.run(run_mode(args, mode_result, logs, source))
+            except Exception as exc:  # the other mode still runs; the report says what failed
+                log.exception("[%s] failed", mode_result.mode)
+                mode_result.error = f"{type(exc).__name__}: {exc}"[:500]
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    reads = source.reads_observation
 
     tables = [summary_table(results, args), api_table(results), log_table(results)]
     about = (
@@ -1114,7 +1234,7 @@ def main() -> None:
             else f"**The operator measured did not read `{OBSERVATION_ENV}`: both modes ran "
             "the same code.** "
         )
-        + f"Revision {git_revision()}."
+        + f"Operator code: {source.note}."
     )
     result = Result(
         name="operator_scale",
@@ -1126,7 +1246,8 @@ def main() -> None:
     finish(result, out, started)
     (out / "operator_scale.md").write_text(render_result(result) + "\n")
     raw = {
-        "revision": git_revision(),
+        "revision": source.revision,
+        "operator_source": source.note,
         "operator_reads_observation_env": reads,
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "modes": [asdict(r) for r in results],
