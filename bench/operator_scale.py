@@ -18,8 +18,10 @@ nats-server and a fresh operator process:
    requests; no other client makes API calls in the window), split by API kind by a
    subscription on ``$JS.API.>``; messages/s the operator's connections (``name:
    jetpool-operator`` in ``/connz``) sent; kube-apiserver writes/min (``apiserver_request_total``
-   from ``/metrics``, verbs POST/PUT/PATCH/DELETE, delta over the window), all and without the
-   node and lease heartbeats of kwok and the control plane.
+   from ``/metrics``, verbs POST/PUT/PATCH/APPLY/DELETE, delta over the window; server-side
+   apply counts as APPLY there), all and without the node and lease heartbeats of kwok and
+   the control plane; the Kubernetes Events recorded; how often a converged pool's ``Ready``
+   or ``NatsReady`` left True.
 3. **bursts** (``--bursts``): each to a different idle pool at zero replicas
    (``activationBacklog: 0``), ``--burst-size`` tasks published at once; time from the first
    publish until a watch on the pool's Deployment sees ``spec.replicas > 0``. The pool's
@@ -86,7 +88,9 @@ MODES = ("batched", "per-pool")
 OBSERVATION_ENV = "JETPOOL_OBSERVATION"
 PROCESS_BACKED = "jetpool.dev/process-backed"
 HANDLER = "e2e.demo_handlers:work"
-WRITE_VERBS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+WRITE_VERBS = frozenset({"POST", "PUT", "PATCH", "APPLY", "DELETE", "DELETECOLLECTION"})
+"""The apiserver counts a server-side apply (a PATCH on the wire, how the operator writes its
+children) under its own verb, APPLY."""
 HEARTBEATS = frozenset({"leases", "nodes"})
 """Written by kwok and the control plane on their own clock, whatever the operator does."""
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -134,6 +138,11 @@ def apiserver_writes(metrics: str) -> dict[str, float]:
         key = f"{labels['verb']} {resource}"
         out[key] = out.get(key, 0.0) + float(value)
     return out
+
+
+def heartbeat(kind: str) -> bool:
+    """Whether a ``"VERB resource[/sub]"`` write is a node or lease heartbeat."""
+    return kind.split(" ", 1)[1].split("/", maxsplit=1)[0] in HEARTBEATS
 
 
 def api_kind(subject: str) -> str:
@@ -473,9 +482,7 @@ class Sampler:
             await spy.unsubscribe()
         wall = after.at - before.at
         writes = delta(after.writes, before.writes)
-        quiet = {
-            k: v for k, v in writes.items() if k.split(" ", 1)[1].split("/")[0] not in HEARTBEATS
-        }
+        quiet = {k: v for k, v in writes.items() if not heartbeat(k)}
         return Window(
             seconds=wall,
             operator_cpu_cores=(after.operator_cpu - before.operator_cpu) / wall,
@@ -516,6 +523,10 @@ class ModeResult:
     converge_percentiles: dict[str, float] = field(default_factory=dict)
     """Seconds after apply returned by which 10 %, 25 % ... of the pools had converged."""
     converge_operator_cpu_cores: float = math.nan
+    converge_writes_by_kind: dict[str, float] = field(default_factory=dict)
+    """apiserver writes from the start of the apply until the last pool converged (the
+    apply's own, the operator's and the controller-manager's)."""
+    converge_events_by_kind: dict[str, float] = field(default_factory=dict)
     """The operator's mean CPU from the start of the apply until the last pool converged."""
     """Median pool: from apply returning to Ready+NatsReady (0 if it was ready before)."""
     operator_peak_rss_mb: float = math.nan
@@ -748,6 +759,7 @@ class ModeRun:
         log.info("%s applying %d pools in one List", self.label, args.pools)
         argv = [kubectl_binary(), "--kubeconfig", str(self.cluster.kubeconfig), "apply"]
         argv += ["--server-side", "--field-manager=jetpool-bench", "-n", self.namespace, "-f", "-"]
+        before = await asyncio.to_thread(self.sampler.snapshot, {})
         t_apply, cpu_apply = time.monotonic(), cpu_seconds(self.pid)
         proc = await asyncio.to_thread(
             subprocess.run, argv, input=manifest, capture_output=True, text=True, timeout=1200
@@ -771,6 +783,10 @@ class ModeRun:
         result.converge_operator_cpu_cores = (cpu_seconds(self.pid) - cpu_apply) / (
             time.monotonic() - t_apply
         )
+        after = await asyncio.to_thread(self.sampler.snapshot, {})
+        writes = delta(after.writes, before.writes)
+        result.converge_writes_by_kind = dict(sorted(writes.items(), key=lambda kv: -kv[1]))
+        result.converge_events_by_kind = new_events(before, after)
 
     async def idle(self) -> None:
         self.result.idle_settle_seconds = await wait_settled(
@@ -976,6 +992,12 @@ def figures(result: ModeResult) -> dict[str, float]:
         "apply_s": result.apply_seconds,
         "cpu_converge_cores": result.converge_operator_cpu_cores,
         "kcm_settle_s": result.idle_settle_seconds,
+        "converge_writes_per_pool": sum(
+            v for k, v in result.converge_writes_by_kind.items() if not heartbeat(k)
+        )
+        / result.pools
+        if result.converge_writes_by_kind
+        else nan,
         "rss_idle_mb": idle.operator_rss_mb if idle else nan,
         "rss_peak_mb": result.operator_peak_rss_mb,
         "cpu_idle_cores": idle.operator_cpu_cores if idle else nan,
@@ -1002,6 +1024,7 @@ ROWS: list[tuple[str, str, str]] = [
     ("apply_s", "kubectl apply of the List (s)", ""),
     ("cpu_converge_cores", "operator CPU, apply -> converged (cores)", ""),
     ("kcm_settle_s", "then controller-manager catching up (s)", ""),
+    ("converge_writes_per_pool", "apiserver writes per pool, apply -> converged (all clients)", ""),
     ("rss_idle_mb", "operator RSS, idle (MB)", "<= 250"),
     ("rss_peak_mb", "operator peak RSS, whole run (MB)", "<= 250"),
     ("cpu_idle_cores", "operator CPU, idle (cores)", "<= 0.1"),
