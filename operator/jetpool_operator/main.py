@@ -25,6 +25,7 @@ from jetpool_operator.core.pod_template_policy import (
     allowances_from_env,
 )
 from jetpool_operator.core.tenancy import EXTRA_SUBJECT_SPACES_ENV, SubjectGrants
+from jetpool_operator.memory import limit_malloc_arenas
 
 log = logging.getLogger("jetpool.operator")
 
@@ -264,6 +265,7 @@ def peer_identity() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    limit_malloc_arenas()  # before any thread exists
     args = parse_args(argv)
     kopf.configure(
         verbose=args.verbose,
