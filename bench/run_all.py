@@ -90,6 +90,14 @@ BENCHMARKS: list[Benchmark] = [
         writes_result=False,
         needs="the local Kubernetes test bed (JETPOOL_KUBECONFIG or its own cluster)",
     ),
+    Benchmark(
+        "operator_failover",
+        "operator_failover.py",
+        "SIGKILL of the active operator replica -> the standby reconciles and scales, "
+        "/ peering lifetime",
+        ("--rounds", "1", "--term-rounds", "1", "--idle-pools", "10"),
+        needs="the local Kubernetes test bed (JETPOOL_KUBECONFIG or its own cluster)",
+    ),
     # Next: bench/operator_scale.py. Append its Benchmark(...) here; with writes_result=False
     # its printed output goes into the report until it saves a bench.lib.report.Result.
 ]
