@@ -10,7 +10,6 @@ seeded conservatively after a restart (no scale-down until the stabilization win
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import functools
 import logging
@@ -22,7 +21,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
-from nats.aio.subscription import Subscription
 from nats.errors import Error as NatsError
 from pydantic import ValidationError
 
@@ -38,7 +36,6 @@ from jetpool_operator.adapters.nats import (
     StrandedTaskTarget,
     ensure_plan,
     sweep_stranded_tasks,
-    watch_stranded_tasks,
 )
 from jetpool_operator.api.v1alpha1 import (
     Condition,
@@ -97,9 +94,9 @@ EventSink = Callable[[str, str, str], None]
 @dataclass(frozen=True, slots=True)
 class AppliedChild:
     input_hash: str
-    resource_version: str
-    """As the apiserver answered our apply: a recheck that reads the same version knows nobody
-    changed the object since, and writes nothing."""
+    version: str
+    """:func:`_version` as the apiserver answered our apply: a recheck that reads the same
+    knows nobody changed the object since, and writes nothing."""
     checked_at: float
     """Monotonic time of the last apply or recheck."""
 
@@ -136,8 +133,8 @@ class PoolRuntime:
     last_status: dict[str, Any] | None = None
     """The status this loop last wrote: fresher than the live body right after a patch."""
     last_patch_at: float = 0.0
-    stranded_watch: tuple[object, Subscription, StrandedTaskTarget] | None = None
-    """(connection, subscription, target) of the max-deliveries advisory watch."""
+    stranded_watch: tuple[ConnectionKey, StrandedTaskTarget] | None = None
+    """(connection, target) of the max-deliveries advisory watch."""
     stranded_swept_at: float = -math.inf
     """Monotonic time of the last sweep for stranded tasks (the first tick sweeps)."""
     streams_changed: bool = False
@@ -151,10 +148,9 @@ class PoolRuntime:
         """A periodic recheck's interval: ``seconds``, or the long one while quiescent."""
         return observation.QUIESCENT_RECHECK_SECONDS if self.quiescent else seconds
 
-    async def stop_stranded_watch(self) -> None:
+    def stop_stranded_watch(self, connections: NatsConnections) -> None:
         if self.stranded_watch is not None:
-            with contextlib.suppress(Exception):
-                await self.stranded_watch[1].unsubscribe()
+            connections.unwatch_stranded(*self.stranded_watch)
             self.stranded_watch = None
 
 
@@ -199,7 +195,7 @@ class OperatorRuntime:
 
     async def stop_pool(self, runtime: PoolRuntime) -> None:
         """The loop ended (pool deleted, peering pause, shutdown): drop what it held."""
-        await runtime.stop_stranded_watch()
+        runtime.stop_stranded_watch(self.nats)
         key = (runtime.namespace, runtime.name)
         if self.pools.get(key) is runtime:
             del self.pools[key]
@@ -671,7 +667,7 @@ async def sync_nats(
                             f"{outcome.kind} {outcome.name} {outcome.action} {outcome.message}",
                         )
                 pool.nats_plan, pool.nats_checked_at = plan, mono
-            await _watch_stranded_tasks(rt, pool, key, plan, post_event)
+            _watch_stranded_tasks(rt, pool, key, plan, post_event)
             if observation.needs_consumer_info(streams):
                 # (an empty WorkQueue stream holds nothing that could be stranded)
                 await _sweep_stranded_tasks(rt, pool, key, plan, post_event, mono)
@@ -716,7 +712,7 @@ async def _disconnect(rt: OperatorRuntime, pool: PoolRuntime) -> None:
     """A pool that may not (or cannot) use NATS holds no connection: credentials that became
     invalid must not keep working through the connection opened with the old ones."""
     pool.nats_plan = None
-    await pool.stop_stranded_watch()
+    pool.stop_stranded_watch(rt.nats)
     pool.connection_key, pool.stats_subject = None, None
     if rt.observer is not None:
         rt.observer.untrack((pool.namespace, pool.name))
@@ -734,20 +730,18 @@ def _stranded_target(pool: PoolRuntime, plan: nats_resources.NatsPlan) -> Strand
     )
 
 
-async def _watch_stranded_tasks(
+def _watch_stranded_tasks(
     rt: OperatorRuntime,
     pool: PoolRuntime,
     key: ConnectionKey,
     plan: nats_resources.NatsPlan,
     post_event: EventSink,
 ) -> None:
-    """Keep one max-deliveries advisory subscription per pool, on its current connection."""
+    """Route the pool's max-deliveries advisories on its current connection to it."""
     target = _stranded_target(pool, plan)
-    nc = await rt.nats.get(key)
-    watch = pool.stranded_watch
-    if watch is not None and watch[0] is nc and watch[2] == target:
+    if pool.stranded_watch == (key, target):
         return
-    await pool.stop_stranded_watch()
+    pool.stop_stranded_watch(rt.nats)
 
     def moved(sequence: int) -> None:
         post_event(
@@ -757,7 +751,8 @@ async def _watch_stranded_tasks(
             "outcome; moved to the dead-letter stream",
         )
 
-    pool.stranded_watch = (nc, await watch_stranded_tasks(nc, target, moved), target)
+    rt.nats.watch_stranded(key, target, moved)
+    pool.stranded_watch = (key, target)
 
 
 async def _sweep_stranded_tasks(
@@ -996,15 +991,23 @@ async def _apply_children(
             previous is not None
             and previous.input_hash == desired_hash
             and existing is not None
-            and existing.get("resourceVersion") == previous.resource_version
+            and _version(existing) == previous.version
         ):  # unchanged since our apply: a recheck that writes nothing
             pool.applied_children[obj["kind"]] = dataclasses.replace(previous, checked_at=mono)
             continue
         applied = await rt.kube.apply(obj)
-        pool.applied_children[obj["kind"]] = AppliedChild(
-            desired_hash, applied.resource_version, mono
+        version = _version(
+            {"generation": applied.generation, "resourceVersion": applied.resource_version}
         )
+        pool.applied_children[obj["kind"]] = AppliedChild(desired_hash, version, mono)
     return held
+
+
+def _version(meta: Mapping[str, Any]) -> str:
+    """What changes when someone edits the object: its generation where it has one (a PDB's
+    status updates leave it alone), else its resourceVersion (ServiceAccount, Service)."""
+    generation = meta.get("generation")
+    return f"g{generation}" if generation else f"r{meta.get('resourceVersion')}"
 
 
 async def _held_by_conflict(

@@ -25,7 +25,6 @@ import nats.errors
 from nats.aio.client import Client as NATS
 from nats.aio.client import RawCredentials
 from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
 from nats.js import api
 from nats.js.api import KeyValueConfig, StorageType
 from nats.js.errors import BucketNotFoundError, NotFoundError
@@ -144,6 +143,8 @@ class NatsConnections:
         self._locks: dict[ConnectionKey, asyncio.Lock] = {}
         self._users: dict[tuple[str, str], ConnectionKey] = {}
         """(namespace, pool) -> the connection it uses now; a key nobody uses is closed."""
+        self._stranded: dict[ConnectionKey, dict[tuple[str, str], StrandedWatch]] = {}
+        """Per connection, (stream, consumer) -> whose max-deliveries advisories go where."""
 
     async def get(self, key: ConnectionKey) -> NATS:
         """The shared connection for ``key``; one unreachable server never blocks the others."""
@@ -179,6 +180,7 @@ class NatsConnections:
                     raise NatsRefused(_refusal_text(refusals[-1])) from exc
                 raise
             await nc.subscribe(f"{STATS_SUBJECT_PREFIX}.>", cb=self._stats_handler(key))
+            await nc.subscribe(MAX_DELIVERIES_WILDCARD, cb=self._advisory_handler(key, nc))
             self._connections[key] = nc
             return nc
 
@@ -223,6 +225,30 @@ class NatsConnections:
             self._stats_sink(key, msg.subject, stats)
 
         return on_stats
+
+    def watch_stranded(
+        self, key: ConnectionKey, target: StrandedTaskTarget, on_moved: Callable[[int], None]
+    ) -> None:
+        """Dead-letter ``target``'s tasks the server gives up on (max-deliveries advisories).
+        One subscription per connection serves every pool on it, not one per pool."""
+        self._stranded.setdefault(key, {})[(target.stream, target.consumer)] = StrandedWatch(
+            target, on_moved
+        )
+
+    def unwatch_stranded(self, key: ConnectionKey, target: StrandedTaskTarget) -> None:
+        watches = self._stranded.get(key, {})
+        watches.pop((target.stream, target.consumer), None)
+        if not watches:
+            self._stranded.pop(key, None)
+
+    def _advisory_handler(self, key: ConnectionKey, nc: NATS) -> Callable[[Msg], Awaitable[None]]:
+        async def on_advisory(msg: Msg) -> None:
+            stream, consumer = msg.subject.split(".")[-2:]
+            watch = self._stranded.get(key, {}).get((stream, consumer))
+            if watch is not None:
+                await handle_max_deliveries(nc, watch.target, watch.on_moved, msg)
+
+        return on_advisory
 
     async def consumer_backlog(
         self, key: ConnectionKey, stream: str, consumer: str
@@ -544,6 +570,7 @@ async def delete_streams(nc: NATS, streams: Iterable[str], owner: tenancy.Owner)
 # --- safety net: tasks the server stopped delivering ------------------------------------------
 
 MAX_DELIVERIES_ADVISORY = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{stream}.{consumer}"
+MAX_DELIVERIES_WILDCARD = MAX_DELIVERIES_ADVISORY.format(stream="*", consumer="*")
 STRANDED_ERROR_TYPE: str = stranded.Finding.MAX_DELIVERIES
 """What the advisory path files a task under (the sweep says more, :class:`stranded.Finding`)."""
 
@@ -616,26 +643,27 @@ async def dead_letter_stranded(
     return True
 
 
-async def watch_stranded_tasks(
-    nc: NATS, target: StrandedTaskTarget, on_moved: Callable[[int], None]
-) -> Subscription:
-    """Subscribe to the consumer's max-deliveries advisories and dead-letter each task."""
-    subject = MAX_DELIVERIES_ADVISORY.format(stream=target.stream, consumer=target.consumer)
+@dataclass(frozen=True, slots=True)
+class StrandedWatch:
+    target: StrandedTaskTarget
+    on_moved: Callable[[int], None]
 
-    async def on_advisory(msg: Msg) -> None:
-        try:
-            advisory = json.loads(msg.data)
-            sequence, deliveries = int(advisory["stream_seq"]), int(advisory["deliveries"])
-        except (ValueError, KeyError, TypeError):
-            log.warning("ignoring malformed advisory on %s", msg.subject)
-            return
-        try:
-            if await dead_letter_stranded(nc, target, sequence, deliveries):
-                on_moved(sequence)
-        except (nats.errors.Error, OSError, TimeoutError) as exc:
-            log.error("could not dead-letter stranded task %s:%s: %s", target.stream, sequence, exc)
 
-    return await nc.subscribe(subject, cb=on_advisory)
+async def handle_max_deliveries(
+    nc: NATS, target: StrandedTaskTarget, on_moved: Callable[[int], None], msg: Msg
+) -> None:
+    """Dead-letter the task a max-deliveries advisory names."""
+    try:
+        advisory = json.loads(msg.data)
+        sequence, deliveries = int(advisory["stream_seq"]), int(advisory["deliveries"])
+    except (ValueError, KeyError, TypeError):
+        log.warning("ignoring malformed advisory on %s", msg.subject)
+        return
+    try:
+        if await dead_letter_stranded(nc, target, sequence, deliveries):
+            on_moved(sequence)
+    except (nats.errors.Error, OSError, TimeoutError) as exc:
+        log.error("could not dead-letter stranded task %s:%s: %s", target.stream, sequence, exc)
 
 
 async def sweep_stranded_tasks(
