@@ -204,9 +204,12 @@ class Bed:
         return ready >= self.pools
 
     def teardown(self) -> None:
+        # While a replica still runs: it removes the pools' finalizers, so the namespace goes.
+        self.cluster.kubectl(
+            "delete", "namespace", self.namespace, "--wait=true", "--timeout=300s", check=False
+        )
         for replica in self.spawned:
             replica.process.stop()
-        self.cluster.kubectl("delete", "namespace", self.namespace, "--wait=false", check=False)
         self.cluster.kubectl("delete", "clusterkopfpeering", self.peering, check=False)
 
     def replica(self) -> Replica:

@@ -152,6 +152,16 @@ def untouched(pool: dict[str, Any]) -> bool:
     )
 
 
+def delete_pools(cluster: Cluster, *namespaces: str) -> None:
+    """Delete the test's pools while their operators still run: each carries the operator's
+    finalizer, which only a running operator of its shard removes (or the namespace would stay
+    Terminating)."""
+    for ns in namespaces:
+        cluster.kubectl(
+            "delete", "workerpools", "--all", "-n", ns, "--wait=true", "--timeout=60s", check=False
+        )
+
+
 @pytest.fixture
 def second_namespace(cluster: Cluster, nats_endpoint: NatsEndpoint) -> Iterator[str]:
     name = "t-" + uuid.uuid4().hex[:8]
@@ -280,6 +290,7 @@ def test_label_shards_act_only_on_their_own_pools_and_hand_over_a_relabelled_one
                 what="the moved pool deleted by its new owner",
             )
     finally:
+        delete_pools(cluster, namespace)
         for operator in operators.values():
             operator.stop()
 
@@ -314,6 +325,7 @@ def test_namespace_shards_act_only_on_their_own_namespace(
             assert not mentions(operators[first], second, "p")
             assert not mentions(operators[second], first, "p")
     finally:
+        delete_pools(cluster, first, second)
         for operator in operators.values():
             operator.stop()
 
@@ -372,7 +384,7 @@ async def test_the_standby_takes_over_when_the_active_operator_is_sigkilled(
             ),
             what="the burst pool idle at zero replicas",
         )
-        eventually(lambda: active.reconciles() >= 5, what="the active replica reconciling")
+        eventually(lambda: active.reconciles() >= 2, what="the active replica reconciling")
         assert standby.reconciles() == 0, standby.logs()[-2000:]
 
         active.stop(signal.SIGKILL)
@@ -414,6 +426,7 @@ async def test_the_standby_takes_over_when_the_active_operator_is_sigkilled(
         assert len(peers) == 1, peers
         print(f"failover: standby reconciling {took_over:.1f} s, scaled {scaled:.1f} s after kill")
     finally:
+        delete_pools(cluster, namespace)
         standby.stop()
         active.stop()
         cluster.kubectl("delete", "clusterkopfpeering", peering, "--wait=false", check=False)
