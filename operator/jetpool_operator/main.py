@@ -33,9 +33,9 @@ SHARD_SELECTOR_ENV = "JETPOOL_SHARD_SELECTOR"
 PEERING_LIFETIME_ENV = "JETPOOL_PEERING_LIFETIME"
 DEFAULT_PEERING_LIFETIME = 10
 """Seconds a peer's keep-alive counts (kopf's default is 60). A SIGKILLed active replica is
-taken over by its standby within this time after its last keep-alive, which kopf renews every
-``max(1, lifetime - 5..10)`` seconds: 10 keeps failover within about 10-12 s
-(bench/operator_failover.py) for a keep-alive PATCH every 1-5 s per replica."""
+taken over by its standby this long after its last keep-alive, which kopf renews every
+``max(1, lifetime - 5..10)`` seconds, plus the standby's restart of every pool's loop: with 10,
+8-11 s for 52 pools (bench/operator_failover.py), for a keep-alive PATCH every 1-5 s."""
 PEERING_LIFETIME_RANGE = (5, 3600)
 
 # A Kubernetes label selector, as `kubectl get -l` takes it (k8s.io/apimachinery labels.Parse):
