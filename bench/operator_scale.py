@@ -62,7 +62,7 @@ import threading
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from itertools import takewhile
@@ -170,6 +170,32 @@ def per(counts: dict[str, float], seconds: float, scale: float = 1.0) -> dict[st
     """Counts over a window as rates (per second, or per minute with ``scale=60``), largest
     first."""
     return {k: v * scale / seconds for k, v in sorted(counts.items(), key=lambda kv: -kv[1])}
+
+
+class OperatorGone(Exception):
+    """The operator process ended while the bench still measured it."""
+
+
+def check_alive(process: subprocess.Popen[bytes]) -> None:
+    """Fail at once if the operator exited (a crash, or a signal from outside the bench):
+    whatever is measured after that is not the operator's."""
+    code = process.poll()
+    if code is not None:
+        how = f"signal {-code}" if code < 0 else f"exit code {code}"
+        raise OperatorGone(f"the operator process ended ({how}) before the bench stopped it")
+
+
+async def guarded(process: subprocess.Popen[bytes], phase: Awaitable[None]) -> None:
+    """Run a phase, stopping it with :class:`OperatorGone` as soon as the operator exits."""
+    task = asyncio.ensure_future(phase)
+    while not task.done():
+        await asyncio.wait({task}, timeout=0.5)
+        if not task.done() and process.poll() is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            check_alive(process)
+    task.result()
 
 
 # ---------------------------------------------------------------------------- watches
@@ -413,12 +439,13 @@ class Sampler:
     def __init__(
         self,
         cluster: Cluster,
-        operator_pid: int,
+        operator: subprocess.Popen[bytes],
         nats: NatsServer,
         nc: Any,
         pool_watch: PoolWatch,
     ) -> None:
-        self.cluster, self.pid, self.nats, self.nc = cluster, operator_pid, nats, nc
+        self.cluster, self.operator, self.nats, self.nc = cluster, operator, nats, nc
+        self.pid = operator.pid
         self.pool_watch = pool_watch
         self.api_kinds: Counter[str] = Counter()
 
@@ -473,11 +500,13 @@ class Sampler:
             rss: list[int] = []
             deadline = before.at + seconds
             while (left := deadline - time.monotonic()) > 0:
+                check_alive(self.operator)
                 rss.append(rss_bytes(self.pid))
                 log.info("%s: %.0f s left, operator RSS %.0f MB", label, left, rss[-1] / 2**20)
                 await asyncio.sleep(min(left, 10.0))
             rss.append(rss_bytes(self.pid))
             after = await asyncio.to_thread(self.snapshot, dict(self.api_kinds))
+            check_alive(self.operator)
         finally:
             await spy.unsubscribe()
         wall = after.at - before.at
@@ -938,16 +967,17 @@ async def run_mode(args: Any, result: ModeResult, logs: Path, source: OperatorSo
             nc.jetstream(),
             pools,
             deployments,
-            Sampler(cluster, pid, server, nc, pools),
+            Sampler(cluster, operator.process, server, nc, pools),
         )
         try:
-            await run.converge(server.url)
-            await run.idle()
-            await run.bursts()
+            await guarded(operator.process, run.converge(server.url))
+            await guarded(operator.process, run.idle())
+            await guarded(operator.process, run.bursts())
             if args.busy:
-                await run.busy()
+                await guarded(operator.process, run.busy())
         finally:
-            result.operator_peak_rss_mb = peak_rss_bytes(pid) / 2**20
+            with contextlib.suppress(ValueError, OSError):  # gone already: no memory figures
+                result.operator_peak_rss_mb = peak_rss_bytes(pid) / 2**20
             # What the operator logged under test, not while it is stopped (its NATS
             # connection going away, say).
             scan_log(log_path.read_text(errors="replace"), result)
