@@ -10,7 +10,6 @@ seeded conservatively after a restart (no scale-down until the stabilization win
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import functools
 import logging
 import math
@@ -987,13 +986,22 @@ async def _apply_children(
             pool.applied_children.pop(obj["kind"], None)
             held = held or (Reason.CHILD_CONFLICT, conflict.message())
             continue
-        if (
-            previous is not None
-            and previous.input_hash == desired_hash
-            and existing is not None
-            and _version(existing) == previous.version
-        ):  # unchanged since our apply: a recheck that writes nothing
-            pool.applied_children[obj["kind"]] = dataclasses.replace(previous, checked_at=mono)
+        if existing is not None and (
+            # unchanged since our apply: a recheck that writes nothing
+            (
+                previous is not None
+                and previous.input_hash == desired_hash
+                and _version(existing) == previous.version
+            )
+            # first look after a (re)start or an HA takeover: ours and already as desired
+            or (
+                previous is None
+                and (existing.get("annotations") or {}).get(INPUT_HASH_ANNOTATION) == desired_hash
+            )
+        ):
+            pool.applied_children[obj["kind"]] = AppliedChild(
+                desired_hash, _version(existing), mono
+            )
             continue
         applied = await rt.kube.apply(obj)
         version = _version(
