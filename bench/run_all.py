@@ -98,8 +98,14 @@ BENCHMARKS: list[Benchmark] = [
         ("--rounds", "1", "--term-rounds", "1", "--idle-pools", "10"),
         needs="the local Kubernetes test bed (JETPOOL_KUBECONFIG or its own cluster)",
     ),
-    # Next: bench/operator_scale.py. Append its Benchmark(...) here; with writes_result=False
-    # its printed output goes into the report until it saves a bench.lib.report.Result.
+    Benchmark(
+        "operator_scale",
+        "operator_scale.py",
+        "N pools on one operator, batched vs per-pool observation: convergence, idle and "
+        "busy cost, burst -> scale-up",
+        ("--pools", "50", "--busy", "2", "--idle-seconds", "10", "--bursts", "2"),
+        needs="the local Kubernetes test bed (starts its own cluster per mode)",
+    ),
 ]
 
 
