@@ -44,6 +44,7 @@ from jetpool_operator.main import (
     label_selector,
     peering_lifetime,
 )
+from jetpool_operator.memory import return_freed_memory
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +97,7 @@ async def configure(*, settings: kopf.OperatorSettings, memo: kopf.Memo, **_: An
     settings.peering.lifetime = lifetime
     settings.peering.stealth = True
     memo.loops = {}  # pool uid -> the Event that releases its running control loop
+    memo.memory_trimmer = asyncio.create_task(return_freed_memory(), name="malloc_trim")
     memo.runtime = OperatorRuntime(
         await asyncio.to_thread(KubeAdapter),
         allowances=allowances,
@@ -106,6 +108,7 @@ async def configure(*, settings: kopf.OperatorSettings, memo: kopf.Memo, **_: An
 
 @kopf.on.cleanup()
 async def close(*, memo: kopf.Memo, **_: Any) -> None:
+    memo.memory_trimmer.cancel()
     await memo.runtime.close()
 
 
