@@ -11,7 +11,9 @@ nats-server and a fresh operator process:
    --server-side`` of a ``List``; time from the moment kubectl returned (every pool stored)
    until every pool has ``Ready=True`` and ``NatsReady=True`` (a ``kubectl get -w`` sees each
    status change; progress is logged as ``412/1000 ready``).
-2. **idle window** (``--idle-seconds``), once the controller-manager has caught up with
+2. **idle window** (``--idle-seconds``, default 330 s: longer than the 300 s after which a
+   quiescent pool re-verifies its streams and children in the batched mode, so every pool's
+   periodic work falls into the window once), once the controller-manager has caught up with
    every Deployment (ReplicaSets made) and ``--settle-seconds`` more: the operator's CPU
    (utime+stime from ``/proc/<pid>/stat``, cores = CPU seconds / wall seconds) and RSS;
    JetStream API requests/s (nats-server ``/jsz`` ``api.total``, which excludes pull
@@ -38,7 +40,7 @@ Output: a table on stdout, ``<out>/operator_scale.json`` (a ``bench.lib.report.R
 (``raw.json``) and the operator logs. Figures and their discussion: bench/operator_scale.md.
 
     .venv/bin/python bench/operator_scale.py [--pools 1000] [--busy 10] \\
-        [--modes batched,per-pool] [--idle-seconds 60] [--bursts 5]
+        [--modes batched,per-pool] [--idle-seconds 330] [--busy-seconds 60] [--bursts 5]
 
 Starts its own cluster (``--cluster-name``, default ``jetpool-opscale``) and removes it
 after each mode; ``--reuse-cluster`` uses ``JETPOOL_KUBECONFIG`` instead (writes of other
@@ -65,7 +67,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from itertools import takewhile
+from itertools import pairwise, takewhile
 from pathlib import Path
 from typing import Any
 
@@ -417,6 +419,8 @@ class Window:
     operator_cpu_cores: float
     operator_rss_mb: float
     operator_rss_max_mb: float
+    operator_cpu_cores_by_10s: list[float]
+    """The operator's CPU in each ~10 s of the window: periodic work shows as peaks."""
     nats_server_cpu_cores: float
     js_api_per_s: float
     js_api_by_kind_per_s: dict[str, float]
@@ -498,12 +502,21 @@ class Sampler:
         try:
             before = await asyncio.to_thread(self.snapshot, dict(self.api_kinds))
             rss: list[int] = []
+            cpu = [(before.at, before.operator_cpu)]
             deadline = before.at + seconds
             while (left := deadline - time.monotonic()) > 0:
                 check_alive(self.operator)
                 rss.append(rss_bytes(self.pid))
-                log.info("%s: %.0f s left, operator RSS %.0f MB", label, left, rss[-1] / 2**20)
+                if len(cpu) > 1:
+                    log.info(
+                        "%s: %.0f s left, operator RSS %.0f MB, CPU %.2f cores",
+                        label,
+                        left,
+                        rss[-1] / 2**20,
+                        (cpu[-1][1] - cpu[-2][1]) / (cpu[-1][0] - cpu[-2][0]),
+                    )
                 await asyncio.sleep(min(left, 10.0))
+                cpu.append((time.monotonic(), cpu_seconds(self.pid)))
             rss.append(rss_bytes(self.pid))
             after = await asyncio.to_thread(self.snapshot, dict(self.api_kinds))
             check_alive(self.operator)
@@ -517,6 +530,9 @@ class Sampler:
             operator_cpu_cores=(after.operator_cpu - before.operator_cpu) / wall,
             operator_rss_mb=rss[-1] / 2**20,
             operator_rss_max_mb=max(rss) / 2**20,
+            operator_cpu_cores_by_10s=[
+                (c1 - c0) / (t1 - t0) for (t0, c0), (t1, c1) in pairwise(cpu)
+            ],
             nats_server_cpu_cores=(after.nats_cpu - before.nats_cpu) / wall,
             js_api_per_s=(after.js_api - before.js_api) / wall,
             js_api_by_kind_per_s=per(delta(after.api_kinds, before.api_kinds), wall),
@@ -903,7 +919,7 @@ class ModeRun:
             await wait_settled(self.deployments, args.pools, f"{self.label} settling")
             await asyncio.sleep(args.settle_seconds)
             self.result.busy = await self.sampler.window(
-                args.idle_seconds, f"{self.label} busy window"
+                args.busy_seconds, f"{self.label} busy window"
             )
             log.info("%s busy: %s", self.label, short(self.result.busy))
         finally:
@@ -1018,6 +1034,7 @@ def figures(result: ModeResult) -> dict[str, float]:
     bursts = result.bursts_seconds
     return {
         "converge_s": result.converge_seconds,
+        "converge_from_start_s": result.apply_seconds + result.converge_seconds,
         "converge_p50_s": result.converge_p50_seconds,
         "apply_s": result.apply_seconds,
         "cpu_converge_cores": result.converge_operator_cpu_cores,
@@ -1031,6 +1048,7 @@ def figures(result: ModeResult) -> dict[str, float]:
         "rss_idle_mb": idle.operator_rss_mb if idle else nan,
         "rss_peak_mb": result.operator_peak_rss_mb,
         "cpu_idle_cores": idle.operator_cpu_cores if idle else nan,
+        "cpu_idle_peak_cores": max(idle.operator_cpu_cores_by_10s, default=nan) if idle else nan,
         "cpu_busy_cores": busy.operator_cpu_cores if busy else nan,
         "js_api_idle_per_s": idle.js_api_per_s if idle else nan,
         "js_api_busy_per_s": busy.js_api_per_s if busy else nan,
@@ -1050,7 +1068,8 @@ def figures(result: ModeResult) -> dict[str, float]:
 
 ROWS: list[tuple[str, str, str]] = [
     ("converge_s", "converge: apply returned -> all Ready+NatsReady (s)", "<= 30"),
-    ("converge_p50_s", "converge: median pool (s)", ""),
+    ("converge_from_start_s", "converge: apply started -> all Ready+NatsReady (s)", ""),
+    ("converge_p50_s", "converge: median pool, after apply returned (s)", ""),
     ("apply_s", "kubectl apply of the List (s)", ""),
     ("cpu_converge_cores", "operator CPU, apply -> converged (cores)", ""),
     ("kcm_settle_s", "then controller-manager catching up (s)", ""),
@@ -1058,6 +1077,7 @@ ROWS: list[tuple[str, str, str]] = [
     ("rss_idle_mb", "operator RSS, idle (MB)", "<= 250"),
     ("rss_peak_mb", "operator peak RSS, whole run (MB)", "<= 250"),
     ("cpu_idle_cores", "operator CPU, idle (cores)", "<= 0.1"),
+    ("cpu_idle_peak_cores", "  busiest 10 s of the idle window (cores)", ""),
     ("cpu_busy_cores", "operator CPU, k busy (cores)", ""),
     ("js_api_idle_per_s", "JetStream API requests/s, idle", ""),
     ("js_api_busy_per_s", "JetStream API requests/s, k busy", ""),
@@ -1095,7 +1115,8 @@ def summary_table(results: list[ModeResult], args: Any) -> Table:
         columns=columns,
         rows=rows,
         note=(
-            f"Windows of {args.idle_seconds:g} s; {args.bursts} bursts of {args.burst_size} "
+            f"Idle window {args.idle_seconds:g} s, busy window {args.busy_seconds:g} s; "
+            f"{args.bursts} bursts of {args.burst_size} "
             f"tasks; busy pools get {args.busy_rate:g} tasks/s of {args.task_ms} ms each. "
             "Each mode on a fresh cluster, nats-server and operator."
         ),
@@ -1220,7 +1241,13 @@ def main() -> None:
     p.add_argument("--pools", type=int, default=1000, help="WorkerPools (N)")
     p.add_argument("--busy", type=int, default=10, help="pools kept busy in the busy window (k)")
     p.add_argument("--modes", default="batched,per-pool", help="JETPOOL_OBSERVATION values")
-    p.add_argument("--idle-seconds", type=float, default=60.0, help="length of each window")
+    p.add_argument(
+        "--idle-seconds",
+        type=float,
+        default=330.0,
+        help="idle window; longer than the operator's slowest periodic work (300 s)",
+    )
+    p.add_argument("--busy-seconds", type=float, default=60.0, help="busy window")
     p.add_argument("--settle-seconds", type=float, default=15.0, help="wait before a window")
     p.add_argument("--bursts", type=int, default=5, help="burst -> scale-up measurements")
     p.add_argument("--burst-size", type=int, default=20, help="tasks per burst")
