@@ -39,6 +39,7 @@ from e2e.testbed.operator_process import OperatorProcess
 from e2e.testbed.pod_runner import PodRunner
 
 PROVIDER = os.environ.get("JETPOOL_E2E_PROVIDER", "local")
+SHARD_LABEL = "jetpool.dev/shard"
 CHART_POLICY = PROVIDER == "kind"
 """On kind the chart is installed, with its admission policies: what they refuse never reaches
 the operator (locally the operator's own refusals are what the tests see)."""
@@ -134,8 +135,17 @@ def operator(cluster: Cluster, crds: None) -> Iterator[OperatorProcess | None]:
         yield None
         return
     grants = json.dumps({GRANTED_NAMESPACE: [GRANTED_PREFIX]})
+    # Pools labelled jetpool.dev/shard belong to the operators the sharding tests start
+    # themselves: this session-wide one must never act on them.
     process = OperatorProcess(
-        cluster, args=("--standalone", "--extra-subject-spaces", grants)
+        cluster,
+        args=(
+            "--standalone",
+            "--extra-subject-spaces",
+            grants,
+            "--shard-selector",
+            f"!{SHARD_LABEL}",
+        ),
     ).start()
     yield process
     process.stop()
