@@ -37,7 +37,8 @@ nats-server and a fresh operator process:
 
 Output: a table on stdout, ``<out>/operator_scale.json`` (a ``bench.lib.report.Result``),
 ``<out>/operator_scale.md``, and in ``<out>/operator_scale/`` the raw figures
-(``raw.json``) and the operator logs. Figures and their discussion: bench/operator_scale.md.
+(``raw.json``), the operator logs and the busy workers' directories. Figures and their
+discussion: bench/operator_scale.md.
 
     .venv/bin/python bench/operator_scale.py [--pools 1000] [--busy 10] \\
         [--modes batched,per-pool] [--idle-seconds 330] [--busy-seconds 60] [--bursts 5]
@@ -172,6 +173,12 @@ def per(counts: dict[str, float], seconds: float, scale: float = 1.0) -> dict[st
     """Counts over a window as rates (per second, or per minute with ``scale=60``), largest
     first."""
     return {k: v * scale / seconds for k, v in sorted(counts.items(), key=lambda kv: -kv[1])}
+
+
+def fresh_dir(path: Path) -> Path:
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
 
 
 class OperatorGone(Exception):
@@ -788,6 +795,8 @@ class ModeRun:
     pools: PoolWatch
     deployments: DeploymentWatch
     sampler: Sampler
+    pods_dir: Path
+    """Where the busy pools' worker processes run and log (replaced by each run)."""
 
     @property
     def label(self) -> str:
@@ -887,7 +896,7 @@ class ModeRun:
                 "PYTHONPATH": os.pathsep.join([*self.source.pythonpath, str(REPO)]),
                 "JETPOOL_LOG_FORMAT": "text",
             },
-            workdir=Path(tempfile.mkdtemp(prefix=f"jetpool-opscale-{self.result.mode}-pods-")),
+            workdir=self.pods_dir,
         ).start()
         publisher = asyncio.create_task(
             trickle(self.js, self.namespace, busy_pools, args.busy_rate, args.task_ms)
@@ -984,6 +993,7 @@ async def run_mode(args: Any, result: ModeResult, logs: Path, source: OperatorSo
             pools,
             deployments,
             Sampler(cluster, operator.process, server, nc, pools),
+            fresh_dir(logs / f"{mode}-pods"),
         )
         try:
             await guarded(operator.process, run.converge(server.url))
