@@ -19,9 +19,11 @@ secure one (TLS + JWT accounts, ``tests/conftest.py``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import ssl
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -116,6 +118,22 @@ def _secured(endpoint: NatsEndpoint) -> NatsEndpoint:
     if endpoint.secure:
         _SECURED[endpoint.pod_url] = endpoint
     return endpoint
+
+
+@contextlib.contextmanager
+def extra_namespace(cluster: Cluster, endpoint: NatsEndpoint) -> Iterator[str]:
+    """A second namespace for a test, with ``endpoint``'s NATS Secrets; deleted afterwards."""
+    name = "t-" + uuid.uuid4().hex[:8]
+    cluster.kubectl("create", "namespace", name)
+    eventually(
+        lambda: cluster.kubectl("-n", name, "get", "serviceaccount", "default", check=False),
+        what="default ServiceAccount",
+    )
+    endpoint.install_secrets(cluster, name)
+    try:
+        yield name
+    finally:
+        cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,6 @@ import re
 import signal
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -29,6 +28,7 @@ from tests.e2e.conftest import (
     PROVIDER,
     SHARD_LABEL,
     NatsEndpoint,
+    extra_namespace,
     pool_manifest,
     wait_for_condition,
 )
@@ -170,15 +170,8 @@ def delete_pools(cluster: Cluster, *namespaces: str) -> None:
 
 @pytest.fixture
 def second_namespace(cluster: Cluster, nats_endpoint: NatsEndpoint) -> Iterator[str]:
-    name = "t-" + uuid.uuid4().hex[:8]
-    cluster.kubectl("create", "namespace", name)
-    eventually(
-        lambda: cluster.kubectl("-n", name, "get", "serviceaccount", "default", check=False),
-        what="default ServiceAccount",
-    )
-    nats_endpoint.install_secrets(cluster, name)
-    yield name
-    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+    with extra_namespace(cluster, nats_endpoint) as name:
+        yield name
 
 
 # -- label-selector shards --------------------------------------------------------------------

@@ -35,6 +35,7 @@ from tests.e2e.conftest import (
     CHART_POLICY,
     NatsEndpoint,
     condition,
+    extra_namespace,
     secret,
     wait_for_condition,
 )
@@ -56,15 +57,8 @@ VICTIM_KEY_ID = "v1"
 @pytest.fixture
 def other_namespace(cluster: Cluster, secure_nats_endpoint: NatsEndpoint) -> Iterator[str]:
     """The hostile tenant's namespace, with the same NATS Secrets as the victim's."""
-    name = "t-" + uuid.uuid4().hex[:8]
-    cluster.kubectl("create", "namespace", name)
-    eventually(
-        lambda: cluster.kubectl("-n", name, "get", "serviceaccount", "default", check=False),
-        what="default ServiceAccount",
-    )
-    secure_nats_endpoint.install_secrets(cluster, name)
-    yield name
-    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+    with extra_namespace(cluster, secure_nats_endpoint) as name:
+        yield name
 
 
 async def _resources(endpoint: NatsEndpoint, stream: str) -> tuple[Any, ...]:
