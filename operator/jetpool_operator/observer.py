@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from nats.errors import Error as NatsError
@@ -30,6 +30,7 @@ from jetpool_operator.core.observation import (
 log = logging.getLogger(__name__)
 
 PoolKey = tuple[str, str]
+Lister = Callable[[ConnectionKey], Awaitable[dict[str, StreamState]]]
 LISTING_TIMEOUT_SECONDS = 5.0
 
 
@@ -49,20 +50,27 @@ class Listing:
 
 class StreamObserver:
     """One listing loop per NATS connection: a slow or unreachable server delays only the
-    pools that use it."""
+    pools that use it.
+
+    A pool is woken when a listing differs from the one its loop last *read* (not from the
+    previous listing): a pool may go to sleep on any listing it read, and whatever happened
+    since, even across failed listings, is a difference from that."""
 
     def __init__(
         self,
         connections: NatsConnections,
         wake: Callable[[PoolKey], None],
         period: float = LISTING_PERIOD_SECONDS,
+        lister: Lister | None = None,
     ) -> None:
         self._connections = connections
         self._wake = wake
         self._period = period
+        self._list = lister or self._list_streams
         self._tracked: dict[PoolKey, Tracked] = {}
         self._listings: dict[ConnectionKey, Listing] = {}
-        self._seen: dict[PoolKey, PoolStreams] = {}
+        self._read: dict[PoolKey, PoolStreams] = {}
+        """What each pool's loop last read: the view a quiescent pool sleeps on."""
         self._by_key: dict[ConnectionKey, set[PoolKey]] = {}
         self._loops: dict[ConnectionKey, asyncio.Task[None]] = {}
 
@@ -81,7 +89,7 @@ class StreamObserver:
 
     def untrack(self, pool: PoolKey) -> None:
         tracked = self._tracked.pop(pool, None)
-        self._seen.pop(pool, None)
+        self._read.pop(pool, None)
         if tracked is not None:
             pools = self._by_key.get(tracked.key, set())
             pools.discard(pool)
@@ -90,39 +98,45 @@ class StreamObserver:
 
     def streams(self, pool: PoolKey, *, newer_than: float = 0.0) -> PoolStreams | None:
         """The pool's streams from a fresh listing made after ``newer_than`` (monotonic), or
-        None (not tracked, no such listing)."""
+        None (not tracked, no such listing). What is returned counts as read: later listings
+        that differ from it wake the pool."""
         tracked = self._tracked.get(pool)
         listing = None if tracked is None else self._listings.get(tracked.key)
         if tracked is None or listing is None or listing.at <= newer_than:
             return None
         if time.monotonic() - listing.at > LISTING_MAX_AGE_SECONDS:
             return None
-        return pool_streams(listing.streams, tracked.stream, tracked.dead_letters)
+        read = self._read[pool] = pool_streams(
+            listing.streams, tracked.stream, tracked.dead_letters
+        )
+        return read
 
     def _pools_on(self, key: ConnectionKey) -> list[tuple[PoolKey, Tracked]]:
         return [(pool, self._tracked[pool]) for pool in self._by_key.get(key, ())]
 
-    async def observe_once(self, key: ConnectionKey) -> None:
-        """List the streams on ``key``, then wake the quiescent pools whose streams changed."""
+    async def _list_streams(self, key: ConnectionKey) -> dict[str, StreamState]:
         nc = await self._connections.get(key)
-        streams = await list_streams(nc, request_timeout=LISTING_TIMEOUT_SECONDS)
-        listing = self._listings[key] = Listing(time.monotonic(), streams)
+        return await list_streams(nc, request_timeout=LISTING_TIMEOUT_SECONDS)
+
+    async def observe_once(self, key: ConnectionKey) -> None:
+        """List the streams on ``key``, then wake the pools whose streams differ from what
+        they last read."""
+        listing = self._listings[key] = Listing(time.monotonic(), await self._list(key))
         for pool, tracked in self._pools_on(key):
             after = pool_streams(listing.streams, tracked.stream, tracked.dead_letters)
-            before = self._seen.get(pool)
-            self._seen[pool] = after
-            if should_wake(before, after):
+            if should_wake(self._read.get(pool), after):
                 self._wake(pool)
 
     def _listing_failed(self, key: ConnectionKey, why: str) -> None:
-        """NATS stopped answering: wake the sleeping pools once, so each asks NATS itself and
-        reports why (NatsUnreachable) instead of sleeping through the outage; they stay awake
-        (polling their consumers) until listings succeed again."""
+        """NATS stopped answering: forget the last listing and wake the pools once, so each
+        asks NATS itself and reports why (NatsUnreachable) instead of sleeping through the
+        outage; they stay awake (polling their consumers) until a listing succeeds again."""
+        if self._listings.pop(key, None) is None:
+            return  # woken at the first failure already
         woken = 0
         for pool, _ in self._pools_on(key):
-            if self._seen.pop(pool, None) is not None:
-                self._wake(pool)
-                woken += 1
+            self._wake(pool)
+            woken += 1
         if woken:
             log.warning(
                 "listing streams on %s failed (%s): %d pool(s) poll their consumers until it "

@@ -85,10 +85,11 @@ def resources_listed(streams: PoolStreams) -> bool:
     )
 
 
-def should_wake(before: PoolStreams | None, after: PoolStreams) -> bool:
-    """A quiescent pool wakes on any change of its streams: a first task (messages, last
-    sequence), a purge, a dead letter, a stream or consumer deleted by hand."""
-    return before is not None and before != after
+def should_wake(read: PoolStreams | None, listed: PoolStreams) -> bool:
+    """A quiescent pool wakes when a listing differs from what its loop last read: a first
+    task (messages, last sequence), a purge, a dead letter, a stream or consumer deleted by
+    hand. A pool that read no listing is not asleep on one (it asks its consumer itself)."""
+    return read is not None and read != listed
 
 
 @dataclass(frozen=True, slots=True)

@@ -67,7 +67,7 @@ class TestWaking:
         gone = dataclasses.replace(EMPTY, last_sequence=42)
         assert should_wake(PoolStreams(EMPTY, EMPTY), PoolStreams(gone, EMPTY))
 
-    def test_the_first_listing_of_a_pool_wakes_nobody(self) -> None:
+    def test_a_pool_that_read_no_listing_is_not_asleep_on_one(self) -> None:
         assert not should_wake(None, PoolStreams(BUSY, EMPTY))
 
     @given(STREAMS, STREAMS)
