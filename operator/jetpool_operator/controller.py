@@ -584,6 +584,8 @@ async def reconcile(
             "subjects": list(plan.names.subjects),
             "consumer": plan.names.consumer,
             "deadLetterStream": plan.names.dead_letter_stream,
+            "taskStateBucket": plan.names.task_state_bucket,
+            "scheduleSubjectPrefix": plan.names.schedule_subject_prefix,
         },
     }
     _export_metrics(pool, status, breaker.state)

@@ -45,6 +45,7 @@ from jetpool_operator.main import (
     peering_lifetime,
 )
 from jetpool_operator.memory import return_freed_memory
+from jetpool_protocol.naming import KV_STREAM_PREFIX, PoolNames
 
 log = logging.getLogger(__name__)
 
@@ -284,7 +285,11 @@ async def delete_pool_streams(
         async with runtime.nats.in_use((namespace, name), key):
             result = await delete_streams(
                 await runtime.nats.get(key),
-                [names.stream, names.dead_letter_stream],
+                [
+                    names.stream,
+                    names.dead_letter_stream,
+                    KV_STREAM_PREFIX + PoolNames(namespace, name).task_state_bucket,
+                ],
                 Owner(namespace, name, uid or ""),
             )
     except (nats.errors.Error, OSError, TimeoutError) as exc:

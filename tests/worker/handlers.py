@@ -14,7 +14,7 @@ import os
 import time
 from collections import defaultdict
 
-from jetpool_worker import Reject, Retry, Task, batch_handler
+from jetpool_worker import Reject, Retry, Task, TaskCancelled, batch_handler
 
 DONE: dict[str, int] = defaultdict(int)
 ATTEMPT_TIMES: dict[str, list[float]] = defaultdict(list)
@@ -87,3 +87,39 @@ async def handle_batch(tasks: list[Task]) -> list[BaseException | None]:
 
 async def noop(task: Task) -> None:
     """For benchmarks: do nothing at all."""
+
+
+LEDGER: dict[str, list[str]] = defaultdict(list)
+"""The lifecycle handlers' own record: per task id, one entry per run ("ran", then how it
+ended: "returned", "raised", "cancelled")."""
+
+
+async def lifecycle(task: Task) -> object:
+    """``{"return": X}`` returns X, ``{"raise": msg}`` raises, ``{"sleep": s}`` sleeps first
+    (cancellable), ``{"fail_once": true}`` fails its first run only."""
+    spec = task.json() if task.payload else {}
+    LEDGER[task.id].append("ran")
+    try:
+        await asyncio.sleep(float(spec.get("sleep", 0)))
+    except asyncio.CancelledError:
+        LEDGER[task.id].append("cancelled")
+        raise
+    if "raise" in spec or (spec.get("fail_once") and task.attempt == 1):
+        LEDGER[task.id].append("raised")
+        raise RuntimeError(spec.get("raise", "first run fails"))
+    LEDGER[task.id].append("returned")
+    return spec.get("return")
+
+
+def lifecycle_sync(task: Task) -> object:
+    """The sync twin: a long run checks ``task.cancel_requested`` between steps."""
+    spec = task.json() if task.payload else {}
+    LEDGER[task.id].append("ran")
+    deadline = time.monotonic() + float(spec.get("sleep", 0))
+    while time.monotonic() < deadline:
+        if task.cancel_requested:
+            LEDGER[task.id].append("cancelled")
+            raise TaskCancelled(task.id)
+        time.sleep(0.02)
+    LEDGER[task.id].append("returned")
+    return spec.get("return")

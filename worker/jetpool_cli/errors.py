@@ -23,6 +23,11 @@ class CliError(Exception):
         self.exit_code = exit_code
 
 
+class ClientError(CliError):
+    """A request the pool cannot serve (tracking or schedules off, a bad schedule, no such
+    schedule): what :class:`jetpool.Client` raises besides NATS's own errors."""
+
+
 class StreamNotFoundError(CliError):
     def __init__(self, stream: str, hint: str = "") -> None:
         super().__init__(f"stream {stream!r} not found" + (f" ({hint})" if hint else ""))

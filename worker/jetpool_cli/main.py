@@ -1,4 +1,5 @@
-"""`jetpool`: publish tasks and administer a pool's dead-letter stream.
+"""`jetpool`: publish tasks, follow and cancel them by id, keep periodic schedules, and
+administer a pool's dead-letter stream.
 
 A thin argparse layer: parse, resolve names, call :mod:`jetpool_cli.publishing` or
 :mod:`jetpool_cli.dead_letters`, render. Expected failures are one line on stderr and a non-zero
@@ -21,7 +22,9 @@ from typing import Any, TextIO
 
 import nats.errors
 
-from jetpool_cli.connection import DEFAULT_NATS_URL, ConnectOptions, connect
+from jetpool_cli import task_commands
+from jetpool_cli.client import Client
+from jetpool_cli.connection import DEFAULT_NATS_URL, connect
 from jetpool_cli.dead_letters import (
     DeadLetterAdmin,
     DlqEntry,
@@ -45,6 +48,7 @@ from jetpool_cli.publishing import (
     publish_tasks,
     task_ids,
 )
+from jetpool_cli.task_commands import connect_options
 from jetpool_protocol import headers as h
 from jetpool_protocol.dead_letter import DeadLetterReason
 from jetpool_protocol.keyring import Keyring, KeyringError, load_keyring
@@ -110,6 +114,14 @@ def _duration(text: str) -> timedelta:
         return parse_duration(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def _time(text: str) -> datetime:
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not an RFC 3339 time: {text!r}") from exc
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def _header(text: str) -> tuple[str, str]:
@@ -219,6 +231,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--id-prefix", metavar="P", help="ids P-1, P-2, ...: re-running is deduplicated"
     )
     pub.add_argument("--ttl", type=_positive_float, metavar="SECONDS", help="task time to live")
+    later = pub.add_mutually_exclusive_group()
+    later.add_argument(
+        "--delay", type=_duration, metavar="DURATION", help="release the tasks after, e.g. 30s"
+    )
+    later.add_argument(
+        "--at", type=_time, metavar="TIME", help="release the tasks at an RFC 3339 time"
+    )
+    pub.add_argument(
+        "--no-track",
+        action="store_true",
+        help="do not record the tasks as queued (with -p they are, so their status reads back)",
+    )
     pub.add_argument(
         "--header",
         type=_header,
@@ -300,22 +324,11 @@ def build_parser() -> argparse.ArgumentParser:
     purge.add_argument("--dry-run", action="store_true", help="count, delete nothing")
     purge.add_argument("--yes", action="store_true", help="really delete")
     _common(purge)
+    task_commands.add_parsers(commands, _common, _positive_float)
     return parser
 
 
 # -------------------------------------------------------------------------------- resolving
-
-
-def _connect_options(args: argparse.Namespace) -> ConnectOptions:
-    return ConnectOptions(
-        url=args.nats_url,
-        credentials_file=args.creds,
-        tls_ca_file=args.tls_ca,
-        tls_cert_file=args.tls_cert,
-        tls_key_file=args.tls_key,
-        connect_timeout=args.timeout,
-        request_timeout=args.timeout,
-    )
 
 
 def _dlq_names(args: argparse.Namespace) -> tuple[str, str | None]:
@@ -427,23 +440,40 @@ async def cmd_publish(args: argparse.Namespace, io: Io) -> int:
     )
     payloads, total = await _payloads(args, io)
     ids = task_ids(total, task_id=args.id, id_prefix=args.id_prefix)
+    run_at = datetime.now(UTC) + args.delay if args.delay is not None else args.at
+    if run_at is not None and not args.pool:
+        raise CliError("--delay and --at need the pool (-p POOL): the schedule is the pool's", 2)
 
     async def tasks() -> AsyncIterator[OutgoingTask]:
         async for payload in payloads:
             task_id = next(ids)
-            yield build_task(
-                args.subject, payload, task_id, created_at=datetime.now(UTC), options=options
-            )
+            created = run_at or datetime.now(UTC)  # a delayed task's TTL starts at release
+            yield build_task(args.subject, payload, task_id, created_at=created, options=options)
 
     progress = io.progress(args, "published", total)
-    async with connect(_connect_options(args)) as nc:
+    expected = _expected_stream(args) if run_at is None else None
+    async with connect(connect_options(args)) as nc:
+        client = (
+            Client(nc, namespace=args.namespace, pool=args.pool, request_timeout=args.timeout)
+            if args.pool
+            else None
+        )
+
+        async def send(task: OutgoingTask) -> bool:
+            assert client is not None
+            handle = await client.publish_built(
+                task, at=run_at, track=not args.no_track, stream=expected
+            )
+            return handle.duplicate
+
         report = await publish_tasks(
             nc.jetstream(timeout=args.timeout),
             tasks(),
             concurrency=args.concurrency,
-            expected_stream=_expected_stream(args),
+            expected_stream=expected,
             request_timeout=args.timeout,
             on_progress=progress.update,
+            send=send if client is not None and (run_at or not args.no_track) else None,
         )
     progress.finish(report.attempted)
     _render_publish(args, io, report)
@@ -470,7 +500,7 @@ def _render_publish(args: argparse.Namespace, io: Io, report: PublishReport) -> 
 
 async def _with_admin(args: argparse.Namespace, action: Callable[[DeadLetterAdmin], Any]) -> Any:
     stream, prefix = _dlq_names(args)
-    async with connect(_connect_options(args)) as nc:
+    async with connect(connect_options(args)) as nc:
         admin = await DeadLetterAdmin.open(nc, stream, prefix, request_timeout=args.timeout)
         return await action(admin)
 
@@ -668,6 +698,7 @@ COMMANDS: dict[tuple[str, str | None], Callable[[argparse.Namespace, Io], Any]] 
     ("dlq", "stats"): cmd_dlq_stats,
     ("dlq", "replay"): cmd_dlq_replay,
     ("dlq", "purge"): cmd_dlq_purge,
+    **task_commands.COMMANDS,
 }
 
 
@@ -692,7 +723,11 @@ async def main_async(
         stream=io.stderr,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    command = COMMANDS[(args.command, getattr(args, "dlq_command", None))]
+    sub = next(
+        (v for k in ("dlq", "task", "schedule") if (v := getattr(args, f"{k}_command", None))),
+        None,
+    )
+    command = COMMANDS[(args.command, sub)]
     try:
         return int(await command(args, io))
     except CliError as exc:

@@ -12,7 +12,15 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, Mapping
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+)
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -20,7 +28,7 @@ import nats.errors
 import nats.js.errors
 from nats.js.client import JetStreamContext
 
-from jetpool_cli.errors import CliError, describe
+from jetpool_cli.errors import ClientError, CliError, describe
 from jetpool_protocol.envelope import task_headers
 from jetpool_protocol.keyring import Keyring
 from jetpool_protocol.security import seal
@@ -158,8 +166,12 @@ async def publish_tasks(
     expected_stream: str | None = None,
     request_timeout: float = 5.0,
     on_progress: Callable[[int], None] | None = None,
+    send: Callable[[OutgoingTask], Awaitable[bool]] | None = None,
 ) -> PublishReport:
     """Publish with at most ``concurrency`` PubAcks outstanding; never raises for one task.
+
+    ``send`` publishes one task and says whether it was a duplicate (the client's, which
+    also records the task's first state or schedules it); default: a plain JetStream publish.
 
     A missing stream or a stream mismatch stops the run (``report.aborted``): every further task
     would fail the same way. Other failures (timeouts) are counted and the run goes on.
@@ -178,16 +190,23 @@ async def publish_tasks(
             except CliError as exc:  # e.g. a stdin line that is not JSON
                 raise _AbortError(exc.message) from exc
 
+    async def plain(task: OutgoingTask) -> bool:
+        ack = await js.publish(
+            task.subject,
+            task.payload,
+            timeout=request_timeout,
+            stream=expected_stream,
+            headers=dict(task.headers),
+        )
+        return bool(ack.duplicate)
+
+    publish = send or plain
+
     async def one(task: OutgoingTask) -> None:
-        headers = dict(task.headers)
         try:
-            ack = await js.publish(
-                task.subject,
-                task.payload,
-                timeout=request_timeout,
-                stream=expected_stream,
-                headers=headers,
-            )
+            duplicate = await publish(task)
+        except ClientError as exc:
+            raise _AbortError(exc.message) from exc
         except nats.js.errors.NoStreamResponseError as exc:
             raise _AbortError(f"no JetStream stream captures subject {task.subject!r}") from exc
         except nats.js.errors.APIError as exc:
@@ -200,7 +219,7 @@ async def publish_tasks(
         except (TimeoutError, nats.errors.Error) as exc:
             _failed(task, exc)
             return
-        if ack.duplicate:
+        if duplicate:
             report.duplicates += 1
         else:
             report.published += 1

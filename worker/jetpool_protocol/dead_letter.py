@@ -42,6 +42,9 @@ class DeadLetterRecord(BaseModel):
     error_message: str
     traceback: str | None = None
     attempts: int
+    """Times the handler ran (a delivery handed back without running is not an attempt)."""
+    deliveries: int | None = None
+    """JetStream deliveries, hand-backs included (None in records of older workers)."""
     original_subject: str
     original_stream: str
     original_sequence: int

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -39,7 +40,15 @@ class Task:
     created_at: datetime | None = None
     deadline: datetime | None = None
     stream_sequence: int = 0
+    cancellation: threading.Event | None = field(default=None, repr=False, compare=False)
+    """Set when the task is cancelled while it runs (pools that track task state)."""
     _json: Any = field(default=None, repr=False, compare=False)
+
+    @property
+    def cancel_requested(self) -> bool:
+        """True once ``jetpool task cancel`` reached this run: a sync handler checks it
+        between steps and stops (raising ``TaskCancelled``); an async one is cancelled."""
+        return self.cancellation is not None and self.cancellation.is_set()
 
     def json(self) -> Any:
         """The payload decoded as JSON (cached); raises :class:`InvalidTask` if it is not."""

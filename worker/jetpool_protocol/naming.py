@@ -29,6 +29,13 @@ STATS_SUBJECT_PREFIX = "jetpool.stats"
 DLQ_SUBJECT_PREFIX = "jetpool.dlq"
 """Dead letters go to ``<prefix>.<ns>.<pool>.<reason>.<error_type>``."""
 
+SCHEDULE_SUBJECT_PREFIX = "jetpool.schedules"
+"""Delayed and periodic tasks wait as server-side message schedules on
+``<prefix>.<ns>.<pool>.<name>``, a subject of the pool's task stream that no consumer reads."""
+
+KV_STREAM_PREFIX = "KV_"
+TASK_STATE_SUFFIX = "-state"
+
 INBOX_ROOT = "_INBOX"
 """nats-py's default inbox prefix; a pool's workers use ``<root>_<ns>_<pool>`` instead."""
 
@@ -81,6 +88,20 @@ class PoolNames:
     @property
     def dead_letter_stream(self) -> str:
         return f"{self.stream}{DLQ_SUFFIX}"
+
+    @property
+    def task_state_bucket(self) -> str:
+        """KV bucket of the pool's task states and results: ``<stream>-state``, hashed like
+        the stream when ``KV_<bucket>`` would pass JetStream's 255 characters."""
+        bucket = f"{self.stream}{TASK_STATE_SUFFIX}"
+        if len(KV_STREAM_PREFIX) + len(bucket) <= MAX_STREAM_NAME:
+            return bucket
+        digest = hashlib.sha256(f"{self.namespace}/{self.pool}".encode()).hexdigest()
+        return f"{STREAM_PREFIX}_{digest[:_HASH_CHARS]}{STREAM_SUFFIX}{TASK_STATE_SUFFIX}"
+
+    @property
+    def schedule_subject_prefix(self) -> str:
+        return f"{SCHEDULE_SUBJECT_PREFIX}.{nats_token(self.namespace)}.{nats_token(self.pool)}"
 
     @property
     def subject_space(self) -> str:

@@ -4,8 +4,9 @@ A platform team that gives each pool its own NATS user puts these allow lists in
 JWT (``nats.pub.allow`` / ``nats.sub.allow``) or in a server ``authorization`` block. With
 them a pool's workers can pull and ack only their own consumer, dead-letter only under their
 own prefix, publish only their own stats subject and only read their breaker key; they cannot
-publish another pool's stats, write any control key, or create, change or delete streams and
-consumers (no ``$JS.API.STREAM.*`` admin subject and no ``$KV.`` publish is ever listed).
+publish another pool's stats, write any control key or cancellation, or create, change or
+delete streams and consumers (no ``$JS.API.STREAM.*`` admin subject is ever listed, and the only
+``$KV.`` publishes are the task states and results in the pool's own task-state bucket).
 They subscribe only to their pool's own inboxes (``_INBOX_<ns>_<pool>.>``, the prefix the
 worker connects with), never to another connection's replies or pulled tasks.
 """
@@ -40,7 +41,7 @@ def worker_permissions(settings: WorkerSettings) -> NatsPermissions:
     stream, consumer = settings.stream, settings.consumer
     kv_stream = f"KV_{settings.control_bucket}"
     control_subject = f"$KV.{settings.control_bucket}.{settings.control_key}"
-    publish = (
+    publish: tuple[str, ...] = (
         # bind, pull and acknowledge (ack, nak, term, in-progress go to the reply subject)
         f"$JS.API.CONSUMER.INFO.{stream}.{consumer}",
         f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}",
@@ -59,7 +60,27 @@ def worker_permissions(settings: WorkerSettings) -> NatsPermissions:
         f"$JS.API.STREAM.MSG.GET.{kv_stream}",
         f"$JS.FC.{kv_stream}.>",
     )
+    if settings.task_state_bucket is not None:
+        publish += task_state_permissions(settings.task_state_bucket)
     # replies (JetStream API answers, PubAcks), pulled tasks and KV watch deliveries all come
     # to inboxes under the pool's own prefix (WorkerSettings.inbox_prefix)
     subscribe = (f"{settings.inbox_prefix}.>",)
     return NatsPermissions(publish=publish, subscribe=subscribe)
+
+
+def task_state_permissions(bucket: str) -> tuple[str, ...]:
+    """The pool's own task-state bucket: write states and results, read a state (run
+    counting), watch the cancellations. Writing a ``cancel.`` key is not granted: a worker
+    user cannot cancel tasks."""
+    kv_stream = f"KV_{bucket}"
+    return (
+        f"$KV.{bucket}.state.>",
+        f"$KV.{bucket}.result.>",
+        f"$JS.API.DIRECT.GET.{kv_stream}.$KV.{bucket}.state.>",
+        f"$JS.API.STREAM.INFO.{kv_stream}",
+        f"$JS.API.CONSUMER.CREATE.{kv_stream}",
+        f"$JS.API.CONSUMER.CREATE.{kv_stream}.*.$KV.{bucket}.cancel.>",
+        f"$JS.API.CONSUMER.INFO.{kv_stream}.*",
+        f"$JS.API.CONSUMER.DELETE.{kv_stream}.*",
+        f"$JS.FC.{kv_stream}.>",
+    )

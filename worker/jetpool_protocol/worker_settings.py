@@ -54,6 +54,11 @@ class WorkerSettings(BaseModel):
     control_key: str
     stats_subject: str
     stats_interval_seconds: float = Field(1.0, gt=0)
+    task_state_bucket: str | None = None
+    """KV bucket of the pool's task states (``spec.tracking``); None: tasks are not tracked
+    and an attempt is a delivery."""
+    task_results_max_bytes: int | None = Field(None, ge=1)
+    """Keep handlers' return values up to this size (``spec.tracking.results``); None: off."""
 
     # execution
     concurrency: int = Field(4, ge=1)

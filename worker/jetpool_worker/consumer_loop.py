@@ -10,11 +10,13 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import dataclasses
 import logging
 import os
 import random
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,10 +32,12 @@ from jetpool_protocol.envelope import ExpiredTask, InvalidTask, Task, parse_task
 from jetpool_protocol.keyring import Keyring, load_keyring
 from jetpool_protocol.security import unseal
 from jetpool_protocol.stats import WorkerStats
+from jetpool_protocol.task_state import TaskError, TaskPhase
 from jetpool_protocol.worker_settings import WorkerSettings
 from jetpool_worker import retry
 from jetpool_worker.breaker import BreakerGate, watch_control
 from jetpool_worker.dead_letter import FirstFailures, RawTask, build_record, publish_record
+from jetpool_worker.errors import TaskCancelled
 from jetpool_worker.execution import (
     Heartbeats,
     Outcome,
@@ -44,6 +48,7 @@ from jetpool_worker.execution import (
 from jetpool_worker.handlers import Handler, load_handler
 from jetpool_worker.metrics import HealthServer, Metrics
 from jetpool_worker.pull import InboxPuller
+from jetpool_worker.task_tracking import Run, TaskTracker
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +122,7 @@ class _Counters:
     failed: int = 0
     retried: int = 0
     dead_lettered: int = 0
+    cancelled: int = 0
     started_at: datetime = field(default_factory=utcnow)
 
 
@@ -174,6 +180,7 @@ class Worker:
         self.heartbeats = Heartbeats(settings.effective_heartbeat_seconds)
         self.first_failures = FirstFailures()
         self.counters = _Counters()
+        self.tracker = TaskTracker(settings, self.worker_id, clock)
         self._rss_reader = rss_reader
         self._rand = rand
         self._clock = clock
@@ -222,6 +229,7 @@ class Worker:
             if nc is None:
                 return
             self._nc, self._js = nc, nc.jetstream()
+            self.tracker.bind(nc, self._js)
             puller = await self._bind()
             if puller is None:
                 return
@@ -238,7 +246,11 @@ class Worker:
                 ),
                 asyncio.create_task(self._publish_stats()),
                 asyncio.create_task(self._guard_memory()),
+                asyncio.create_task(
+                    self.tracker.watch_cancellations(running=lambda: not self._stop.is_set())
+                ),
             ]
+            await self.tracker.wait_caught_up()
             self.consuming = True
             log.info(
                 "consuming %s/%s with concurrency %d",
@@ -570,9 +582,12 @@ class Worker:
         return self._puller.quiet_in() if self._puller is not None else 0.0
 
     async def _hand_back(self, msgs: list[Any], why: str) -> None:
-        """Nak, delayed only past our own pull requests: another worker may run them."""
+        """Nak, delayed only past our own pull requests: another worker may run them. The
+        task's state says so first, so the delivery uses up no attempt."""
         delay = self._hand_back_delay()
         for m in msgs:
+            with contextlib.suppress(Exception):
+                await self.tracker.handed_back(self._raw(m), why)
             with contextlib.suppress(Exception):
                 await m.nak(delay=delay or None)
         log.info("handed %d fetched tasks back: %s", len(msgs), why)
@@ -612,19 +627,30 @@ class Worker:
         lingering: list[Any] = []
         try:
             raw = self._raw(msg)
-            task = await self._admit(msg, raw)
-            if task is None:
+            admitted = await self._admit(msg, raw)
+            if admitted is None:
                 self.gate.returned(entry.trial_epoch)
                 return
-            outcome = await run_task(
-                self.handler,
-                task,
-                timeout_seconds=self.settings.task_timeout_seconds,
-                executor=self._executor,
-            )
+            task, run = admitted
+            self.tracker.started(run)
+            self.tracker.running(run, lambda: self._cancel_running(entry, task))
+            try:
+                outcome = await run_task(
+                    self.handler,
+                    task,
+                    timeout_seconds=self.settings.task_timeout_seconds,
+                    executor=self._executor,
+                )
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if entry.released or not run.cancel_requested or current is None:
+                    raise
+                current.uncancel()  # our own cancel of the handler, not a stop of the worker
+                outcome = Outcome(error=TaskCancelled(f"task {task.id} was cancelled"))
+            run.cancel = None
             lingering.append(outcome.lingering)
             if not entry.released:
-                await self._settle(msg, raw, outcome, entry.trial_epoch)
+                await self._settle(msg, raw, outcome, entry.trial_epoch, run)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -635,32 +661,33 @@ class Worker:
     async def _process_batch(self, entry: _InFlight, msgs: list[Any]) -> None:
         lingering: list[Any] = []
         try:
-            admitted: list[tuple[Any, RawTask, Task]] = []
+            admitted: list[tuple[Any, RawTask, Task, Run]] = []
             for msg in msgs:
                 try:
                     raw = self._raw(msg)
-                    task = await self._admit(msg, raw)
+                    one = await self._admit(msg, raw)
                 except Exception:
                     log.exception("could not admit a task of a batch")
                     continue
-                if task is None:
+                if one is None:
                     self.gate.returned(entry.trial_epoch)
                 else:
-                    admitted.append((msg, raw, task))
+                    admitted.append((msg, raw, *one))
+                    self.tracker.started(one[1])  # (a batch is not cancelled mid-run)
             if not admitted:
                 return
             outcomes = await run_batch(
                 self.handler,
-                [t for _, _, t in admitted],
+                [t for _, _, t, _ in admitted],
                 timeout_seconds=self.settings.task_timeout_seconds,
                 executor=self._executor,
             )
             lingering.append(outcomes[0].lingering)
             if entry.released:
                 return
-            for (msg, raw, _), outcome in zip(admitted, outcomes, strict=True):
+            for (msg, raw, _, run), outcome in zip(admitted, outcomes, strict=True):
                 try:
-                    await self._settle(msg, raw, outcome, entry.trial_epoch)
+                    await self._settle(msg, raw, outcome, entry.trial_epoch, run)
                 except Exception:
                     log.exception("could not settle a task of a batch")
         except asyncio.CancelledError:
@@ -670,9 +697,15 @@ class Worker:
         finally:
             self._finish(entry, msgs, lingering)
 
-    async def _admit(self, msg: Any, raw: RawTask) -> Task | None:
-        """Validate a delivery; dead-letter it (and return None) when it must not run."""
+    async def _admit(self, msg: Any, raw: RawTask) -> tuple[Task, Run] | None:
+        """Validate a delivery and count its runs; settle it (and return None) when it must
+        not run: cancelled, invalid, expired, or out of attempts."""
         s = self.settings
+        run = await self.tracker.admit(raw)
+        cancelled = self.tracker.is_cancelled(raw.task_id)
+        if cancelled is not None:
+            await self._cancel_queued(msg, run, cancelled.by)
+            return None
         now = self._clock()
         try:
             if len(raw.payload) > s.max_payload_bytes:
@@ -692,44 +725,78 @@ class Worker:
                 payload=payload,
                 headers=raw.headers,
                 stream_sequence=raw.sequence,
-                attempt=raw.attempt,
+                attempt=run.attempt,
                 published_at=raw.published_at,
                 now=now,
                 max_payload_bytes=s.max_payload_bytes,
                 default_ttl_seconds=s.task_ttl_seconds,
             )
         except InvalidTask as exc:
-            await self._dead_letter(msg, raw, DeadLetterReason.INVALID, "InvalidTask", str(exc))
+            await self._dead_letter(
+                msg, run, DeadLetterReason.INVALID, "InvalidTask", str(exc), ran=False
+            )
             return None
         except ExpiredTask as exc:
-            await self._dead_letter(msg, raw, DeadLetterReason.EXPIRED, "ExpiredTask", str(exc))
+            await self._dead_letter(
+                msg, run, DeadLetterReason.EXPIRED, "ExpiredTask", str(exc), ran=False
+            )
             return None
         except Exception as exc:
             # Whatever hostile input makes validation itself fail (a header value no parser
             # expected): the message can never run, so it is invalid, never left unsettled.
             await self._dead_letter(
                 msg,
-                raw,
+                run,
                 DeadLetterReason.INVALID,
                 "InvalidTask",
                 f"validation failed with {type(exc).__name__}: {exc}",
                 traceback=format_traceback(exc),
+                ran=False,
             )
             return None
-        if raw.attempt > self.policy.max_attempts:
+        if run.runs_before >= self.policy.max_attempts:
             await self._dead_letter(
                 msg,
-                raw,
+                run,
                 DeadLetterReason.MAX_ATTEMPTS,
                 "AttemptsExhausted",
-                f"delivered {raw.attempt} times, limit is {self.policy.max_attempts}; earlier "
-                "attempts reported no outcome (worker crash or ack wait expired)",
+                f"ran {run.runs_before} times in {raw.attempt - 1} deliveries, limit is "
+                f"{self.policy.max_attempts}; the last runs reported no outcome (worker "
+                "crash or ack wait expired)",
+                ran=False,
             )
             return None
-        return task
+        if self.tracker.enabled:
+            task = dataclasses.replace(task, cancellation=threading.Event())
+        return task, run
+
+    def _cancel_running(self, entry: _InFlight, task: Task) -> None:
+        """Tell a running handler its task was cancelled: the flag for any handler, and a
+        cancellation of its asyncio task for an async one."""
+        if task.cancellation is not None:
+            task.cancellation.set()
+        if self.handler.is_async and entry.task is not None and not entry.released:
+            entry.task.cancel()
+
+    async def _cancel_queued(self, msg: Any, run: Run, by: str) -> None:
+        await msg.ack()
+        self.counters.cancelled += 1
+        await self.tracker.finished(
+            run, TaskPhase.CANCELLED, reason=f"cancelled by {by} before it ran", ran=False
+        )
+        log.info(
+            "task %s was cancelled before it ran",
+            run.task_id,
+            extra={"task_id": run.task_id},
+        )
 
     async def _settle(
-        self, msg: Any, raw: RawTask, outcome: Outcome, trial_epoch: int | None = None
+        self,
+        msg: Any,
+        raw: RawTask,
+        outcome: Outcome,
+        trial_epoch: int | None,
+        run: Run,
     ) -> None:
         ok = outcome.error is None
         self._tally.observe(outcome.duration_seconds, ok)
@@ -739,21 +806,37 @@ class Worker:
             self.counters.succeeded += 1
             if raw.attempt > 1:  # only a redelivery can have a remembered failure
                 self.first_failures.forget(raw.sequence)
+            await self.tracker.finished(run, TaskPhase.SUCCEEDED, value=outcome.result)
             return
         error = outcome.error
         error_type = retry.error_type_name(error)
+        if run.cancel_requested:
+            await msg.ack()
+            self.counters.cancelled += 1
+            self.first_failures.forget(raw.sequence)
+            await self.tracker.finished(
+                run,
+                TaskPhase.CANCELLED,
+                error=TaskError.of(error_type, str(error) or error_type),
+                reason="cancelled while running",
+            )
+            log.info("task %s cancelled while running", raw.task_id, extra={"task_id": raw.task_id})
+            return
         self.counters.failed += 1
         self.metrics.failed(error_type)
-        decision = retry.decide(error, raw.attempt, self.policy, self._rand)
+        decision = retry.decide(error, run.attempt, self.policy, self._rand)
         if decision.action is retry.Action.RETRY:
             self.first_failures.record(raw.sequence, self._clock())
+            await self.tracker.retrying(
+                run, decision.delay_seconds, TaskError.of(error_type, str(error) or error_type)
+            )
             await msg.nak(delay=decision.delay_seconds)
             self.counters.retried += 1
             self.metrics.retried(error_type)
             log.info(
                 "task %s attempt %d failed with %s: %s; retry in %.2fs",
                 raw.task_id,
-                raw.attempt,
+                run.attempt,
                 error_type,
                 str(error)[:200],
                 decision.delay_seconds,
@@ -763,7 +846,7 @@ class Worker:
         assert decision.reason is not None
         await self._dead_letter(
             msg,
-            raw,
+            run,
             decision.reason,
             error_type,
             str(error) or error_type,
@@ -773,13 +856,15 @@ class Worker:
     async def _dead_letter(
         self,
         msg: Any,
-        raw: RawTask,
+        run: Run,
         reason: DeadLetterReason,
         error_type: str,
         message: str,
         *,
         traceback: str | None = None,
+        ran: bool = True,
     ) -> None:
+        raw = run.raw
         now = self._clock()
         first = (
             now if raw.attempt == 1 else self.first_failures.first(raw.sequence, raw.published_at)
@@ -794,6 +879,7 @@ class Worker:
             traceback=traceback,
             first_failure_at=first,
             last_failure_at=now,
+            runs=run.attempt if ran else run.runs_before,
         )
         if not await self._publish_dead_letter(msg, raw, record):
             return
@@ -801,6 +887,13 @@ class Worker:
         self.first_failures.forget(raw.sequence)
         self.counters.dead_lettered += 1
         self.metrics.dead_lettered(reason, error_type)
+        await self.tracker.finished(
+            run,
+            TaskPhase.EXPIRED if reason is DeadLetterReason.EXPIRED else TaskPhase.DEAD_LETTERED,
+            error=TaskError.of(error_type, message),
+            reason=str(reason),
+            ran=ran,
+        )
         log.warning(
             "task %s dead-lettered (%s, %s): %s",
             raw.task_id,

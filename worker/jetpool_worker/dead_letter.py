@@ -85,7 +85,9 @@ def build_record(
     traceback: str | None,
     first_failure_at: datetime,
     last_failure_at: datetime,
+    runs: int | None = None,
 ) -> DeadLetterRecord:
+    """``runs``: the handler's runs, when known (else every delivery counts as one)."""
     return DeadLetterRecord(
         task_id=raw.task_id,
         pool=settings.pool_name,
@@ -94,7 +96,8 @@ def build_record(
         error_type=error_type,
         error_message=error_message,
         traceback=traceback,
-        attempts=raw.attempt,
+        attempts=raw.attempt if runs is None else runs,
+        deliveries=raw.attempt,
         original_subject=raw.subject,
         original_stream=raw.stream,
         original_sequence=raw.sequence,

@@ -21,5 +21,11 @@ class Reject(Exception):
         self.reason = reason
 
 
+class TaskCancelled(Exception):
+    """The task was cancelled (``jetpool task cancel``) while its handler ran. A sync handler
+    that sees ``task.cancel_requested`` raises this (any exception does) to settle the task
+    as cancelled; an async handler is cancelled for it."""
+
+
 class HandlerLoadError(Exception):
     """The configured handler could not be imported; the worker exits with code 2."""

@@ -27,16 +27,18 @@ from nats.aio.client import RawCredentials
 from nats.aio.msg import Msg
 from nats.js import api
 from nats.js.api import KeyValueConfig, StorageType
-from nats.js.errors import BucketNotFoundError, NotFoundError
+from nats.js.client import JetStreamContext
+from nats.js.errors import APIError, BucketNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
 from jetpool_operator.core import nats_resources as nr
-from jetpool_operator.core import stranded, tenancy
+from jetpool_operator.core import periodic_schedules, stranded, tenancy
 from jetpool_operator.core.network_errors import ServerRefusal
 from jetpool_protocol import headers as h
 from jetpool_protocol.control import ControlState
 from jetpool_protocol.dead_letter import DeadLetterReason, DeadLetterRecord
 from jetpool_protocol.naming import CONTROL_BUCKET, STATS_SUBJECT_PREFIX
+from jetpool_protocol.schedules import PERIODIC_TOKEN
 from jetpool_protocol.stats import WorkerStats
 
 log = logging.getLogger(__name__)
@@ -359,6 +361,11 @@ def _to_nats_stream(config: nr.StreamConfig) -> api.StreamConfig:
         num_replicas=config.replicas,
         description=config.description or None,
         metadata=dict(config.metadata) or None,
+        max_msgs_per_subject=config.max_msgs_per_subject,
+        allow_rollup_hdrs=config.allow_rollup,
+        deny_delete=config.deny_delete,
+        allow_direct=config.allow_direct,
+        allow_msg_schedules=config.allow_msg_schedules or None,
     )
 
 
@@ -380,6 +387,13 @@ def _from_nats_stream(config: api.StreamConfig) -> nr.StreamConfig:
         replicas=int(config.num_replicas or 1),
         description=config.description or "",
         metadata=tenancy.owner_metadata(config.metadata),
+        max_msgs_per_subject=int(
+            config.max_msgs_per_subject if config.max_msgs_per_subject is not None else -1
+        ),
+        allow_rollup=bool(config.allow_rollup_hdrs),
+        deny_delete=bool(config.deny_delete),
+        allow_direct=bool(config.allow_direct),
+        allow_msg_schedules=bool(config.allow_msg_schedules),
     )
 
 
@@ -462,7 +476,9 @@ async def ensure_plan(nc: NATS, plan: nr.NatsPlan) -> list[EnsureOutcome]:
     """
     js = nc.jetstream(timeout=REQUEST_TIMEOUT_SECONDS)
     outcomes: list[EnsureOutcome] = []
-    streams = (plan.task_stream, plan.dead_letter_stream)
+    streams = tuple(
+        s for s in (plan.task_stream, plan.dead_letter_stream, plan.task_state) if s is not None
+    )
     observed: dict[str, api.StreamInfo | None] = {}
     for desired in streams:
         try:
@@ -522,9 +538,58 @@ async def ensure_plan(nc: NATS, plan: nr.NatsPlan) -> list[EnsureOutcome]:
                 lambda: js.add_consumer(consumer.stream, _to_nats_consumer(consumer)),
             )
         )
+    if plan.names.schedule_subject_prefix is not None:
+        outcomes += await _ensure_periodic_schedules(js, plan, plan.names.schedule_subject_prefix)
     conflicts = [o.message for o in outcomes if o.action == "conflict"]
     if conflicts:
         raise ResourceConflict("; ".join(conflicts))
+    return outcomes
+
+
+SCHEDULE_REFUSALS = {10189: "pattern", 10190: "target subject", 10223: "time zone"}
+
+
+async def _ensure_periodic_schedules(
+    js: JetStreamContext, plan: nr.NatsPlan, prefix: str
+) -> list[EnsureOutcome]:
+    """Publish the spec's periodic schedules that are missing or differ; purge the ones the
+    operator made that the spec no longer declares."""
+    stream = plan.task_stream.name
+    info = await js.stream_info(stream, subjects_filter=f"{prefix}.{PERIODIC_TOKEN}.>")
+    stored: dict[str, periodic_schedules.StoredSchedule] = {}
+    for subject in info.state.subjects or {}:
+        try:
+            msg = await js.get_last_msg(stream, subject)
+        except NotFoundError:
+            continue
+        stored[subject] = periodic_schedules.StoredSchedule(
+            msg.data or b"", dict(msg.headers or {})
+        )
+    changes = periodic_schedules.changes(plan.periodic, stored)
+    outcomes: list[EnsureOutcome] = []
+    for message in changes.publish:
+        name = message.subject.rsplit(".", 1)[-1]
+        try:
+            await js.publish(message.subject, message.payload, headers=dict(message.headers))
+        except APIError as exc:
+            what = SCHEDULE_REFUSALS.get(exc.err_code or 0)
+            if what is None:
+                raise
+            outcomes.append(
+                EnsureOutcome(
+                    "schedule",
+                    name,
+                    "conflict",
+                    f"nats-server refuses periodic schedule {name!r}: its {what} is invalid "
+                    f"({exc.description})",
+                )
+            )
+            continue
+        action = "updated" if message.subject in stored else "created"
+        outcomes.append(EnsureOutcome("schedule", name, action))
+    for subject in changes.delete:
+        await js.purge_stream(stream, subject=subject)
+        outcomes.append(EnsureOutcome("schedule", subject.rsplit(".", 1)[-1], "deleted"))
     return outcomes
 
 

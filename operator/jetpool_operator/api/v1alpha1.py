@@ -53,6 +53,7 @@ QUANTITY = (
     r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
 )
 ENV_NAME = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
+EVERY = r"([0-9]+h)?([0-9]+m)?([0-9]+s)?"
 
 RawObject = Annotated[
     dict[str, Any],
@@ -379,6 +380,131 @@ class TaskSpec(ApiModel):
             "of run. Unset: tasks never expire."
         ),
     )
+
+
+class ResultsSpec(ApiModel):
+    """Keeping handlers' return values, readable by task id."""
+
+    enabled: bool = Field(
+        False,
+        description=(
+            "true: a handler's JSON-serializable return value (and a failed task's final "
+            "error) is kept for tracking.ttlSeconds, read with `jetpool task result <id>`."
+        ),
+    )
+    max_bytes: int = Field(
+        65_536,
+        ge=1,
+        le=1_048_576,
+        description="Larger return values are not kept (the result says so).",
+    )
+
+
+class TrackingSpec(ApiModel):
+    """Task state by id: every task's steps in a KV bucket of the pool (docs/tasks.md)."""
+
+    enabled: bool = Field(
+        True,
+        description=(
+            "true: workers record each task's lifecycle by id (`jetpool task status <id>`), "
+            "count attempts as handler runs (a delivery handed back without running is not "
+            "an attempt), and honour `jetpool task cancel`. false: none of these; an attempt "
+            "is a delivery."
+        ),
+    )
+    ttl_seconds: int = Field(
+        86_400,
+        ge=60,
+        le=31_536_000,
+        description="How long a task's state and result stay readable after its last step.",
+    )
+    results: ResultsSpec = _obj(ResultsSpec, "Keeping handlers' return values.")
+
+
+_ONE_TIMING = _rule(
+    "has(self.every) != has(self.cron)",
+    "schedules.periodic: each schedule needs exactly one of every or cron",
+)
+_ZONE_WITH_CRON = _rule(
+    "!has(self.timeZone) || has(self.cron)",
+    "schedules.periodic: timeZone applies to cron schedules only",
+)
+
+
+class PeriodicSchedule(ApiModel):
+    """A task the pool receives periodically, released by nats-server's own scheduler."""
+
+    model_config = _cel(_ONE_TIMING, _ZONE_WITH_CRON)
+
+    name: str = Field(
+        min_length=1,
+        max_length=63,
+        pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$",
+        description="Unique within the pool; the schedule's subject token.",
+    )
+    every: str | None = Field(
+        None,
+        max_length=32,
+        pattern=f"^{EVERY}$",
+        description="An interval of whole seconds, at least 1s: 30s, 5m, 1h30m.",
+    )
+    cron: str | None = Field(
+        None,
+        min_length=1,
+        max_length=128,
+        description=(
+            "Six fields, seconds first ('0 */5 * * * *'), or @hourly, @daily, @weekly, "
+            "@monthly, @yearly."
+        ),
+    )
+    time_zone: str | None = Field(
+        None, max_length=64, description="IANA time zone of a cron schedule (default UTC)."
+    )
+    subject: str | None = Field(
+        None,
+        max_length=512,
+        pattern=r"^[^\s*>]+$",
+        description="A task subject of the pool. Default: tasks.<namespace>.<pool>.<name>.",
+    )
+    payload: RawObject = Field(default_factory=dict, description="The task's JSON payload.")
+    headers: dict[str, str] = Field(
+        default_factory=dict, description="Extra task headers (e.g. Jetpool-Ttl)."
+    )
+
+    @model_validator(mode="after")
+    def _one_timing(self) -> PeriodicSchedule:
+        if (self.every is None) == (self.cron is None):
+            raise ValueError(_ONE_TIMING["message"])
+        interval = None if self.every is None else re.fullmatch(EVERY, self.every)
+        if self.every is not None and (interval is None or not any(interval.groups())):
+            raise ValueError("every must be an interval such as 30s or 5m")
+        if self.time_zone is not None and self.cron is None:
+            raise ValueError(_ZONE_WITH_CRON["message"])
+        return self
+
+
+class SchedulesSpec(ApiModel):
+    """Delayed and periodic tasks (nats-server message schedules in the task stream)."""
+
+    enabled: bool | None = Field(
+        None,
+        description=(
+            "Unset: on unless nats.maxMsgs or nats.maxBytes limit the task stream (schedules "
+            "need the stream to discard old messages, which limits would turn into dropped "
+            "tasks). Once on, the stream cannot go back."
+        ),
+    )
+    periodic: list[PeriodicSchedule] = Field(
+        default_factory=list,
+        max_length=100,
+        description="Periodic tasks; the operator keeps the pool's schedules in step with it.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+
+    def active(self, max_msgs: int, max_bytes: int) -> bool:
+        if self.enabled is None:
+            return max_msgs <= 0 and max_bytes <= 0
+        return self.enabled
 
 
 _BACKOFF_BOUNDS = _rule(
@@ -857,10 +983,19 @@ _DLQ_IMMUTABLE = _rule(
 )
 
 
+_SCHEDULES_WITHOUT_LIMITS = _rule(
+    "(has(self.schedules.enabled) ? !self.schedules.enabled"
+    " : (!has(self.schedules.periodic) || size(self.schedules.periodic) == 0))"
+    " || (self.nats.maxMsgs == 0 && self.nats.maxBytes == 0)",
+    "schedules need a task stream without nats.maxMsgs/maxBytes limits: with them, "
+    "nats-server would drop the oldest tasks when the stream is full",
+)
+
+
 class WorkerPoolSpec(ApiModel):
     """Desired state of a pool of task workers fed by one NATS JetStream stream."""
 
-    model_config = _cel(_DLQ_NOT_TASK_STREAM, _DLQ_IMMUTABLE)
+    model_config = _cel(_DLQ_NOT_TASK_STREAM, _DLQ_IMMUTABLE, _SCHEDULES_WITHOUT_LIMITS)
 
     image: str = Field(
         min_length=1,
@@ -881,6 +1016,8 @@ class WorkerPoolSpec(ApiModel):
     task: TaskSpec = _obj(TaskSpec, "Per-task limits: timeout, payload size, time to live.")
     retry: RetrySpec = _obj(RetrySpec, "Retries with exponential backoff and jitter.")
     dead_letter: DeadLetterSpec = _obj(DeadLetterSpec, "Where failed tasks are kept.")
+    tracking: TrackingSpec = _obj(TrackingSpec, "Task state and results by id; cancellation.")
+    schedules: SchedulesSpec = _obj(SchedulesSpec, "Delayed and periodic tasks.")
     scaling: ScalingSpec = _obj(ScalingSpec, "Backlog-driven autoscaling.")
     circuit_breaker: CircuitBreakerSpec = _obj(
         CircuitBreakerSpec, "Pool-wide circuit breaker on the task error rate."
@@ -912,9 +1049,24 @@ class WorkerPoolSpec(ApiModel):
         DeletionPolicy.RETAIN,
         description=(
             "What deleting the pool does to its NATS streams. Retain (default) keeps the task "
-            "and dead-letter streams and their messages; Delete removes both."
+            "and dead-letter streams, the task-state bucket and their messages; Delete "
+            "removes them."
         ),
     )
+
+    @property
+    def schedules_active(self) -> bool:
+        return self.schedules.active(self.nats.max_msgs, self.nats.max_bytes)
+
+    @model_validator(mode="after")
+    def _schedules_without_limits(self) -> WorkerPoolSpec:
+        limited = self.nats.max_msgs > 0 or self.nats.max_bytes > 0
+        wanted = self.schedules.enabled or (
+            self.schedules.enabled is None and bool(self.schedules.periodic)
+        )
+        if limited and wanted:
+            raise ValueError(_SCHEDULES_WITHOUT_LIMITS["message"])
+        return self
 
     @model_validator(mode="after")
     def _dead_letter_stream_differs(self) -> WorkerPoolSpec:
@@ -1007,6 +1159,13 @@ class NatsStatus(ApiModel):
     subjects: list[str] = Field(default_factory=list, description="Task subjects.")
     consumer: str = Field("", description="Durable pull consumer.")
     dead_letter_stream: str = Field("", description="Dead-letter stream.")
+    task_state_bucket: str | None = Field(
+        None, description="KV bucket of task states and results (spec.tracking)."
+    )
+    schedule_subject_prefix: str | None = Field(
+        None,
+        description="Delayed and periodic tasks wait as message schedules under <prefix>.>.",
+    )
 
 
 _CONDITIONS_EXTRA: dict[str, Any] = {

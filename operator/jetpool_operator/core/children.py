@@ -254,6 +254,12 @@ def worker_settings(pool: PoolRef, spec: WorkerPoolSpec) -> WorkerSettings:
         dead_letter_subject_prefix=names.dead_letter_subject_prefix,
         control_key=names.control_key,
         stats_subject=names.stats_subject,
+        task_state_bucket=names.task_state_bucket,
+        task_results_max_bytes=(
+            spec.tracking.results.max_bytes
+            if spec.tracking.enabled and spec.tracking.results.enabled
+            else None
+        ),
         concurrency=spec.concurrency,
         task_timeout_seconds=float(spec.task.timeout_seconds),
         max_payload_bytes=spec.task.max_payload_bytes,

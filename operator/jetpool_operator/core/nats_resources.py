@@ -16,8 +16,10 @@ from dataclasses import dataclass, fields
 from enum import StrEnum
 
 from jetpool_operator.api.v1alpha1 import WorkerPoolSpec
+from jetpool_operator.core import periodic_schedules
+from jetpool_operator.core.periodic_schedules import ScheduleMessage
 from jetpool_operator.core.tenancy import Owner
-from jetpool_protocol.naming import PoolNames
+from jetpool_protocol.naming import KV_STREAM_PREFIX, PoolNames
 
 ACK_WAIT_MARGIN_SECONDS = 30.0
 """Slack between the task timeout and the consumer's ack wait (cancel, dead-letter, ack)."""
@@ -79,6 +81,12 @@ class StreamConfig:
     description: str = ""
     metadata: tuple[tuple[str, str], ...] = ()
     """Owner keys only (:mod:`~jetpool_operator.core.tenancy`); JetStream updates it in place."""
+    max_msgs_per_subject: int = UNLIMITED
+    allow_rollup: bool = False
+    deny_delete: bool = False
+    allow_direct: bool = False
+    allow_msg_schedules: bool = False
+    """nats-server refuses to turn it off again once on."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +115,10 @@ class ResolvedNames:
     dead_letter_subject_prefix: str
     control_key: str
     stats_subject: str
+    task_state_bucket: str | None = None
+    """None: the pool tracks no task state (``spec.tracking.enabled: false``)."""
+    schedule_subject_prefix: str | None = None
+    """None: the task stream holds no schedules (``spec.schedules``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +128,10 @@ class NatsPlan:
     consumer: ConsumerConfig
     dead_letter_stream: StreamConfig
     owner: Owner
+    task_state: StreamConfig | None = None
+    """The stream behind the task-state KV bucket (``KV_<bucket>``)."""
+    periodic: tuple[ScheduleMessage, ...] = ()
+    """The spec's periodic schedules, kept in the task stream (when it holds schedules)."""
     adopt_existing: bool = False
     extra_spaces: tuple[str, ...] = ()
     """Subject prefixes the operator grants the pool's namespace (they count as its own
@@ -143,6 +159,8 @@ def resolve_names(
         dead_letter_subject_prefix=defaults.dead_letter_subject_prefix,
         control_key=defaults.control_key,
         stats_subject=defaults.stats_subject,
+        task_state_bucket=defaults.task_state_bucket if spec.tracking.enabled else None,
+        schedule_subject_prefix=defaults.schedule_subject_prefix if spec.schedules_active else None,
     )
 
 
@@ -178,11 +196,14 @@ def plan(
     stamp = Owner(namespace, pool, uid)
     metadata = stamp.metadata()
     owner = f"jetpool WorkerPool {namespace}/{pool}"
+    schedules = names.schedule_subject_prefix
     task_stream = StreamConfig(
         name=names.stream,
-        subjects=names.subjects,
+        # The schedules wait on their own subjects, which the consumer does not read.
+        subjects=names.subjects + ((f"{schedules}.>",) if schedules else ()),
         retention=Retention.WORK_QUEUE,
-        discard=Discard.NEW,
+        # nats-server requires discard old for schedules; without limits it drops nothing.
+        discard=Discard.OLD if schedules else Discard.NEW,
         max_age_seconds=float(spec.nats.max_age_seconds),
         max_bytes=_limit(spec.nats.max_bytes),
         max_msgs=_limit(spec.nats.max_msgs),
@@ -191,6 +212,8 @@ def plan(
         replicas=spec.nats.replicas,
         description=f"tasks of {owner}",
         metadata=metadata,
+        allow_rollup=schedules is not None,
+        allow_msg_schedules=schedules is not None,
     )
     consumer = ConsumerConfig(
         stream=names.stream,
@@ -221,8 +244,43 @@ def plan(
         consumer,
         dead_letters,
         stamp,
+        task_state_stream(names, spec, owner, metadata),
+        periodic_schedules.desired(
+            schedules, PoolNames(namespace, pool).default_subjects[0].removesuffix(">"), spec
+        )
+        if schedules
+        else (),
         spec.nats.adopt_existing,
         extra_spaces,
+    )
+
+
+def task_state_stream(
+    names: ResolvedNames,
+    spec: WorkerPoolSpec,
+    owner: str,
+    metadata: tuple[tuple[str, str], ...],
+) -> StreamConfig | None:
+    """The KV bucket of task states, as the stream nats-py's ``create_key_value`` makes
+    (one value per key, rollups, direct gets), with entries expiring after the TTL."""
+    bucket = names.task_state_bucket
+    if bucket is None:
+        return None
+    return StreamConfig(
+        name=f"{KV_STREAM_PREFIX}{bucket}",
+        subjects=(f"$KV.{bucket}.>",),
+        retention=Retention.LIMITS,
+        discard=Discard.NEW,
+        max_age_seconds=float(spec.tracking.ttl_seconds),
+        max_msg_size=UNLIMITED,
+        duplicate_window_seconds=min(120.0, float(spec.tracking.ttl_seconds)),
+        replicas=spec.nats.replicas,
+        description=f"task states of {owner}",
+        metadata=metadata,
+        max_msgs_per_subject=1,
+        allow_rollup=True,
+        deny_delete=True,
+        allow_direct=True,
     )
 
 

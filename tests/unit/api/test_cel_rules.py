@@ -31,11 +31,12 @@ def _minimal(**spec: Any) -> dict[str, Any]:
 
 def test_rules_sit_on_the_objects_whose_fields_they_compare() -> None:
     assert {path: len(rules) for path, rules in _rules().items()} == {
-        ".spec": 2,
+        ".spec": 3,
         ".spec.nats": 3,
         ".spec.nats.tls": 2,
         ".spec.retry.backoff": 1,
         ".spec.scaling": 1,
+        ".spec.schedules.periodic[]": 2,
         ".spec.security": 1,
         ".spec.template.annotations": 1,
         ".spec.template.volumes[]": 1,
@@ -108,6 +109,26 @@ def test_immutability_rules_are_transition_rules() -> None:
 
 
 BAD_SPECS = [
+    pytest.param(
+        _minimal(schedules={"periodic": [{"name": "a", "every": "1m", "cron": "@daily"}]}),
+        "schedules.periodic: each schedule needs exactly one of every or cron",
+        id="periodic-every-and-cron",
+    ),
+    pytest.param(
+        _minimal(schedules={"periodic": [{"name": "a", "every": "1m", "timeZone": "UTC"}]}),
+        "schedules.periodic: timeZone applies to cron schedules only",
+        id="periodic-zone-without-cron",
+    ),
+    *(
+        pytest.param(
+            _minimal(nats={"url": "nats://n", **limit}, schedules=schedules),
+            "schedules need a task stream without nats.maxMsgs/maxBytes limits: with them, "
+            "nats-server would drop the oldest tasks when the stream is full",
+            id=f"schedules-with-{next(iter(limit))}-{next(iter(schedules))}",
+        )
+        for limit in ({"maxMsgs": 10}, {"maxBytes": 1024})
+        for schedules in ({"enabled": True}, {"periodic": [{"name": "a", "every": "1m"}]})
+    ),
     pytest.param(
         _minimal(scaling={"minReplicas": 5, "maxReplicas": 2}),
         "scaling.minReplicas must not exceed scaling.maxReplicas",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -31,13 +32,35 @@ class TestTaskStream:
         stream = plan("media", "resize", spec()).task_stream
         names = PoolNames(namespace="media", pool="resize")
         assert stream.name == names.stream
-        assert list(stream.subjects) == names.default_subjects
+        assert list(stream.subjects) == [
+            *names.default_subjects,
+            f"{names.schedule_subject_prefix}.>",
+        ]
 
-    def test_it_is_a_durable_work_queue_that_refuses_rather_than_drops(self) -> None:
+    def test_it_is_a_durable_work_queue_that_holds_schedules_when_nothing_limits_it(self) -> None:
         stream = plan("media", "resize", spec()).task_stream
         assert stream.retention is Retention.WORK_QUEUE
         assert stream.storage is Storage.FILE
+        # nats-server needs discard old for schedules; without limits it never drops a task
+        assert (stream.max_msgs, stream.max_bytes) == (-1, -1)
+        assert stream.discard is Discard.OLD
+        assert stream.allow_msg_schedules
+        assert stream.allow_rollup
+
+    @pytest.mark.parametrize("limit", [{"maxMsgs": 100}, {"maxBytes": 1_000_000}])
+    def test_a_limited_stream_refuses_rather_than_drops_and_holds_no_schedules(
+        self, limit: dict[str, int]
+    ) -> None:
+        resources = plan("media", "resize", spec(nats={"url": "nats://n", **limit}))
+        stream = resources.task_stream
         assert stream.discard is Discard.NEW
+        assert not stream.allow_msg_schedules
+        assert list(stream.subjects) == PoolNames("media", "resize").default_subjects
+        assert resources.names.schedule_subject_prefix is None
+
+    def test_schedules_can_be_turned_off(self) -> None:
+        stream = plan("m", "p", spec(schedules={"enabled": False})).task_stream
+        assert (stream.discard, stream.allow_msg_schedules) == (Discard.NEW, False)
 
     def test_zero_limits_mean_unlimited(self) -> None:
         stream = plan("media", "resize", spec()).task_stream
@@ -77,7 +100,11 @@ class TestConsumer:
         consumer = resources.consumer
         assert consumer.durable_name == "workers"
         assert consumer.stream == resources.task_stream.name
-        assert consumer.filter_subjects == resources.task_stream.subjects
+        # the task subjects only: the schedules waiting in the stream are never delivered
+        assert consumer.filter_subjects == resources.names.subjects
+        assert set(resources.task_stream.subjects) - set(consumer.filter_subjects) == {
+            f"{PoolNames('media', 'resize').schedule_subject_prefix}.>"
+        }
         assert consumer.ack_policy is AckPolicy.EXPLICIT
 
     def test_ack_wait_outlasts_the_task_timeout(self) -> None:
@@ -125,7 +152,9 @@ class TestDiff:
         desired = plan(
             "m", "p", spec(nats={"url": "nats://n", "subjects": ["tasks.m.a.>", "tasks.m.b.>"]})
         )
-        observed = dataclasses.replace(desired.task_stream, subjects=("tasks.m.b.>", "tasks.m.a.>"))
+        observed = dataclasses.replace(
+            desired.task_stream, subjects=tuple(reversed(desired.task_stream.subjects))
+        )
         assert isinstance(diff_stream(desired.task_stream, observed), InSync)
 
     def test_changed_limits_are_an_in_place_update_listing_each_change(self) -> None:
