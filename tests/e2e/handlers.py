@@ -8,6 +8,10 @@ same tests work whether workers are local processes or pods:
 * a finished task is recorded as key ``done.<task id>``; a task that finishes a second time
   (a redelivery after it had already run) also leaves ``again.<task id>``;
 * while key ``FAIL`` exists, every task fails with :class:`InjectedFailure`.
+
+:func:`lifecycle` keeps its own ledger of runs (``runs.<id>``, one count per handler start)
+and of how each run ended (``end.<id>``: returned, raised, cancelled), which the lifecycle
+tests compare with what jetpool reports.
 """
 
 from __future__ import annotations
@@ -65,3 +69,41 @@ async def record(task: Task) -> None:
         await kv.create(f"done.{task.id}", b"1")
     except KeyWrongLastSequenceError:
         await kv.put(f"again.{task.id}", b"1")
+
+
+async def _count_run(kv: KeyValue, task_id: str) -> int:
+    """This run's number in the ledger (compare-and-set, so concurrent runs count apart)."""
+    key = f"runs.{task_id}"
+    while True:
+        try:
+            entry = await kv.get(key)
+        except NotFoundError:
+            try:
+                await kv.create(key, b"1")
+                return 1
+            except KeyWrongLastSequenceError:
+                continue
+        runs = int(entry.value or b"0") + 1
+        try:
+            await kv.update(key, str(runs).encode(), last=entry.revision)
+            return runs
+        except KeyWrongLastSequenceError:
+            continue
+
+
+async def lifecycle(task: Task) -> object:
+    """``{"return": X}`` returns X; ``{"raise": msg}`` always raises; ``{"fail_once": true}``
+    raises on its first run by the ledger's count; ``{"sleep": s}`` sleeps first (cancellable)."""
+    kv = await bucket()
+    work = json.loads(task.payload) if task.payload else {}
+    run = await _count_run(kv, task.id)
+    try:
+        await asyncio.sleep(float(work.get("sleep", 0)))
+    except asyncio.CancelledError:
+        await kv.put(f"end.{task.id}", b"cancelled")
+        raise
+    if "raise" in work or (work.get("fail_once") and run == 1):
+        await kv.put(f"end.{task.id}", b"raised")
+        raise InjectedFailure(str(work.get("raise", "the first run fails")))
+    await kv.put(f"end.{task.id}", b"returned")
+    return work.get("return")

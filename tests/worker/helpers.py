@@ -12,13 +12,19 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from nats.aio.client import Client as NATS
 from nats.js import api
 from nats.js.client import JetStreamContext
 
+from jetpool import Client
+from jetpool_operator.adapters.nats import ensure_plan
+from jetpool_operator.api.v1alpha1 import WorkerPoolSpec
+from jetpool_operator.core.children import PoolRef, worker_settings
+from jetpool_operator.core.nats_resources import plan
 from jetpool_protocol import headers as h
 from jetpool_protocol.dead_letter import DeadLetterRecord
 from jetpool_protocol.envelope import task_headers
-from jetpool_protocol.worker_settings import WorkerSettings
+from jetpool_protocol.worker_settings import LogFormat, WorkerSettings
 from jetpool_worker.consumer_loop import Worker
 
 
@@ -165,8 +171,60 @@ async def running_worker(settings: WorkerSettings, **kwargs: Any) -> AsyncIterat
         await asyncio.wait_for(task, settings.shutdown_grace_seconds + 10)
 
 
+@dataclass
+class TrackedPool:
+    namespace: str
+    name: str
+    settings: WorkerSettings
+    client: Client
+
+
+async def make_tracked_pool(
+    nc: NATS,
+    url: str,
+    handler: str = "tests.worker.handlers:lifecycle",
+    settings: dict[str, Any] | None = None,
+    **spec: Any,
+) -> TrackedPool:
+    """A pool whose stream, consumer, dead-letter stream, task-state bucket and schedules are
+    made by the operator's own plan, with the worker settings the operator would render."""
+    namespace, name = "lifecycle", f"p{uuid.uuid4().hex[:8]}"
+    body = {
+        "image": "unused",
+        "handler": handler,
+        "nats": {"url": url},
+        "retry": {"maxAttempts": 2, "backoff": {"initialSeconds": 0.1, "maxSeconds": 0.2}},
+        "tracking": {"results": {"enabled": True}},
+        **spec,
+    }
+    parsed = WorkerPoolSpec.model_validate(body)
+    await ensure_plan(nc, plan(namespace, name, parsed))
+    settings = worker_settings(PoolRef(name, namespace, uid=""), parsed).model_copy(
+        update={
+            "nats_url": url,
+            "metrics_port": 0,
+            "log_format": LogFormat.TEXT,
+            "nats_credentials_file": None,
+            "worker_id": f"w-{name}",
+            "shutdown_grace_seconds": 5.0,
+            **(settings or {}),
+        }
+    )
+    return TrackedPool(namespace, name, settings, Client(nc, namespace=namespace, pool=name))
+
+
 def header(msg_headers: dict[str, str], name: str) -> str:
     return msg_headers[name]
 
 
-__all__ = ["Pool", "dead_letters", "eventually", "h", "make_pool", "publish_task", "running_worker"]
+__all__ = [
+    "Pool",
+    "TrackedPool",
+    "dead_letters",
+    "eventually",
+    "h",
+    "make_pool",
+    "make_tracked_pool",
+    "publish_task",
+    "running_worker",
+]

@@ -30,8 +30,16 @@ from e2e.testbed.nats_server import NatsServer
 from jetpool_protocol.control import BreakerState, ControlState
 from jetpool_protocol.permissions import worker_permissions
 from jetpool_protocol.stats import WorkerStats
+from jetpool_protocol.task_state import TaskPhase
 from jetpool_worker.pull import InboxPuller
-from tests.worker.helpers import Pool, dead_letter_ids, eventually, make_pool, publish_task
+from tests.worker.helpers import (
+    Pool,
+    dead_letter_ids,
+    eventually,
+    make_pool,
+    make_tracked_pool,
+    publish_task,
+)
 from tests.worker.subprocess_worker import done_ids, kill, spawn_worker
 
 pytestmark = pytest.mark.nats
@@ -349,5 +357,55 @@ async def test_a_pools_credentials_get_no_reply_without_the_pools_inbox_prefix(
             lambda: any(s.startswith("_inbox.") for s in _refused_subscriptions(errors)),
             what=f"the default inbox refused (errors: {errors})",
         )
+    finally:
+        await nc.close()
+
+
+async def test_a_worker_with_only_its_pools_permissions_tracks_states_and_obeys_cancels(
+    admin: NATS, secure_nats_server: NatsServer, nats_auth: NatsAuth, tmp_path: Path
+) -> None:
+    await _control_kv(admin)
+    pool = await make_tracked_pool(
+        admin,
+        secure_nats_server.url,
+        handler="tests.worker.handlers:handle",
+        settings={"nats_tls_ca_file": str(nats_auth.tls.ca_file), "log_level": "DEBUG"},
+        retry={"maxAttempts": 3, "backoff": {"initialSeconds": 0.1, "maxSeconds": 0.2}},
+    )
+    user = issue_user(
+        nats_auth.directory,
+        nats_auth.account(ACCOUNT),
+        f"pool-{pool.name}",
+        permissions=worker_permissions(pool.settings).as_jwt_claims(),
+    )
+    settings = pool.settings.model_copy(update={"nats_credentials_file": str(user.creds_file)})
+    done, log = tmp_path / "done", tmp_path / "worker.log"
+    proc = spawn_worker(settings, done, log)
+    client = pool.client
+    try:
+        flaky = await client.publish({"fail_times": 1})  # a redelivery: its runs are read
+        long = await client.publish({"sleep": 30})
+
+        async def phase(task_id: str, want: TaskPhase) -> bool:
+            state = await client.status(task_id)
+            return state is not None and state.phase is want
+
+        await eventually(lambda: phase(flaky.id, TaskPhase.SUCCEEDED), within=20, what="flaky")
+        assert (await flaky.status()).runs == 2  # type: ignore[union-attr]
+        await eventually(lambda: phase(long.id, TaskPhase.RUNNING), within=20, what="running")
+        await long.cancel()
+        await eventually(lambda: phase(long.id, TaskPhase.CANCELLED), within=20, what="cancel")
+        assert "permissions violation" not in log.read_text().lower()
+    finally:
+        kill(proc)
+
+    # the same credentials cannot cancel tasks or rewrite another task's result
+    errors: list[str] = []
+    nc = await _restricted(secure_nats_server, user, errors, inbox_prefix=settings.inbox_prefix)
+    try:
+        await nc.publish(f"$KV.{settings.task_state_bucket}.cancel.someone", b"{}")
+        await nc.flush()
+        await eventually(lambda: len(errors) >= 1, what="the cancel write refused")
+        assert all("permissions violation for publish" in e.lower() for e in errors)
     finally:
         await nc.close()

@@ -6,59 +6,22 @@ operator makes (its own plan and ``ensure_plan``); the handlers keep their own l
 from __future__ import annotations
 
 import asyncio
-import uuid
-from dataclasses import dataclass
-from typing import Any
 
 import pytest
 from nats.aio.client import Client as NATS
 
 from e2e.testbed.nats_server import NatsServer
 from jetpool import CancelOutcome, Client, TaskPhase
-from jetpool_operator.adapters.nats import ensure_plan
-from jetpool_operator.api.v1alpha1 import WorkerPoolSpec
-from jetpool_operator.core.children import PoolRef, worker_settings
-from jetpool_operator.core.nats_resources import plan
-from jetpool_protocol.worker_settings import WorkerSettings
 from tests.worker import handlers
-from tests.worker.helpers import dead_letters, eventually, running_worker
+from tests.worker.helpers import (
+    TrackedPool,
+    dead_letters,
+    eventually,
+    running_worker,
+)
+from tests.worker.helpers import make_tracked_pool as tracked_pool
 
 pytestmark = pytest.mark.nats
-
-
-@dataclass
-class TrackedPool:
-    namespace: str
-    name: str
-    settings: WorkerSettings
-    client: Client
-
-
-async def tracked_pool(
-    nc: NATS, url: str, handler: str = "tests.worker.handlers:lifecycle", **spec: Any
-) -> TrackedPool:
-    namespace, name = "lifecycle", f"p{uuid.uuid4().hex[:8]}"
-    body = {
-        "image": "unused",
-        "handler": handler,
-        "nats": {"url": url},
-        "retry": {"maxAttempts": 2, "backoff": {"initialSeconds": 0.1, "maxSeconds": 0.2}},
-        "tracking": {"results": {"enabled": True}},
-        **spec,
-    }
-    parsed = WorkerPoolSpec.model_validate(body)
-    await ensure_plan(nc, plan(namespace, name, parsed))
-    settings = worker_settings(PoolRef(name, namespace, uid=""), parsed).model_copy(
-        update={
-            "nats_url": url,
-            "metrics_port": 0,
-            "log_format": "text",
-            "nats_credentials_file": None,
-            "worker_id": f"w-{name}",
-            "shutdown_grace_seconds": 5.0,
-        }
-    )
-    return TrackedPool(namespace, name, settings, Client(nc, namespace=namespace, pool=name))
 
 
 @pytest.fixture
