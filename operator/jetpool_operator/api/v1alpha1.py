@@ -31,6 +31,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from jetpool_protocol.control import BreakerState
+from jetpool_protocol.schedules import schedules_allowed
 from jetpool_protocol.worker_settings import Jitter
 
 GROUP = "jetpool.dev"
@@ -483,8 +484,16 @@ class PeriodicSchedule(ApiModel):
         return self
 
 
+_PERIODIC_NEEDS_SCHEDULES = _rule(
+    "!has(self.enabled) || self.enabled || !has(self.periodic) || size(self.periodic) == 0",
+    "schedules.periodic needs schedules.enabled (unset or true)",
+)
+
+
 class SchedulesSpec(ApiModel):
     """Delayed and periodic tasks (nats-server message schedules in the task stream)."""
+
+    model_config = _cel(_PERIODIC_NEEDS_SCHEDULES)
 
     enabled: bool | None = Field(
         None,
@@ -501,9 +510,15 @@ class SchedulesSpec(ApiModel):
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
     )
 
+    @model_validator(mode="after")
+    def _periodic_needs_schedules(self) -> SchedulesSpec:
+        if self.enabled is False and self.periodic:
+            raise ValueError(_PERIODIC_NEEDS_SCHEDULES["message"])
+        return self
+
     def active(self, max_msgs: int, max_bytes: int) -> bool:
         if self.enabled is None:
-            return max_msgs <= 0 and max_bytes <= 0
+            return schedules_allowed(max_msgs, max_bytes)
         return self.enabled
 
 
@@ -1060,7 +1075,7 @@ class WorkerPoolSpec(ApiModel):
 
     @model_validator(mode="after")
     def _schedules_without_limits(self) -> WorkerPoolSpec:
-        limited = self.nats.max_msgs > 0 or self.nats.max_bytes > 0
+        limited = not schedules_allowed(self.nats.max_msgs, self.nats.max_bytes)
         wanted = self.schedules.enabled or (
             self.schedules.enabled is None and bool(self.schedules.periodic)
         )

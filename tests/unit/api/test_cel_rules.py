@@ -36,6 +36,7 @@ def test_rules_sit_on_the_objects_whose_fields_they_compare() -> None:
         ".spec.nats.tls": 2,
         ".spec.retry.backoff": 1,
         ".spec.scaling": 1,
+        ".spec.schedules": 1,
         ".spec.schedules.periodic[]": 2,
         ".spec.security": 1,
         ".spec.template.annotations": 1,
@@ -113,6 +114,11 @@ BAD_SPECS = [
         _minimal(schedules={"periodic": [{"name": "a", "every": "1m", "cron": "@daily"}]}),
         "schedules.periodic: each schedule needs exactly one of every or cron",
         id="periodic-every-and-cron",
+    ),
+    pytest.param(
+        _minimal(schedules={"enabled": False, "periodic": [{"name": "a", "every": "1m"}]}),
+        "schedules.periodic needs schedules.enabled (unset or true)",
+        id="periodic-with-schedules-off",
     ),
     pytest.param(
         _minimal(schedules={"periodic": [{"name": "a", "every": "1m", "timeZone": "UTC"}]}),
