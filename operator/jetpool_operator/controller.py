@@ -572,6 +572,7 @@ async def reconcile(
         "deadLetters": dead_letters,
         "throughput": _round(stats.throughput, 2),
         "errorRate": _round(stats.error_rate),
+        "tasks": task_counts(backlog, stats),
         "circuitBreaker": breaker.to_dict(),
         "conditions": [c.model_dump(mode="json", by_alias=True) for c in conditions],
         "health": assessed.to_dict(),
@@ -610,6 +611,25 @@ async def reconcile(
         else float(spec.scaling.poll_interval_seconds)
     )
     return await _write_status(rt, pool, old_status, status, interval)
+
+
+def task_counts(backlog: ConsumerBacklog | None, stats: PoolStats) -> dict[str, Any]:
+    """Tasks by step, for ``kubectl get wp -o yaml``: waiting and running from the consumer
+    and the workers, and what finished in the stats window (ids: ``jetpool task status``)."""
+    window = stats.window
+    return {
+        "queued": None if backlog is None else backlog.pending,
+        "running": stats.in_flight,
+        "waitingToRetry": None
+        if backlog is None
+        else max(0, backlog.ack_pending - stats.in_flight),
+        "window": {
+            "seconds": round(window.seconds),
+            "succeeded": window.succeeded,
+            "failedAttempts": window.failed,
+            "deadLettered": window.dead_lettered,
+        },
+    }
 
 
 @dataclass(frozen=True)
@@ -728,6 +748,7 @@ def _stranded_target(pool: PoolRuntime, plan: nats_resources.NatsPlan) -> Strand
         dead_letter_prefix=plan.names.dead_letter_subject_prefix,
         namespace=pool.namespace,
         pool=pool.name,
+        task_state_bucket=plan.names.task_state_bucket,
     )
 
 

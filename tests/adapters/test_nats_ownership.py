@@ -39,11 +39,14 @@ async def test_created_streams_and_consumer_record_their_owner(nc: NATS) -> None
     await ensure_plan(nc, plan)
     stream, consumer = await _snapshot(nc, plan.names.stream)
     dlq = (await nc.jetstream().stream_info(plan.names.dead_letter_stream)).config
-    for metadata in (stream.metadata, consumer.metadata, dlq.metadata):
+    assert plan.task_state is not None
+    states = (await nc.jetstream().stream_info(plan.task_state.name)).config
+    for metadata in (stream.metadata, consumer.metadata, dlq.metadata, states.metadata):
         assert metadata[OWNER_NAMESPACE] == ns
         assert metadata[OWNER_NAME] == "victim"
         assert metadata[OWNER_UID] == "uid-a"
-    assert [o.action for o in await ensure_plan(nc, plan)] == ["unchanged"] * 3
+    # the task stream, dead-letter stream, task-state bucket and consumer read back as made
+    assert [o.action for o in await ensure_plan(nc, plan)] == ["unchanged"] * 4
 
 
 async def test_a_pool_naming_another_pool_s_stream_is_refused_and_changes_nothing(

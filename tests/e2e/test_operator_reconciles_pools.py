@@ -15,6 +15,7 @@ from nats.js.errors import NotFoundError
 from e2e.testbed.cluster import REPO, Cluster, KubectlError, eventually
 from e2e.testbed.nats_server import NatsServer
 from e2e.testbed.operator_process import OperatorProcess
+from jetpool import Client, TaskPhase
 from tests.e2e.conftest import (
     PROVIDER,
     NatsEndpoint,
@@ -383,8 +384,8 @@ def test_a_missing_credentials_secret_is_a_condition_not_a_crash(
 async def test_a_task_the_server_stops_delivering_is_moved_to_the_dead_letter_stream(
     cluster: Cluster, namespace: str, operator: OperatorProcess | None, nats_endpoint: NatsEndpoint
 ) -> None:
-    # maxAttempts 1 -> the consumer's maxDeliver is 3; no workers run (paused), the test itself
-    # plays a worker that crashes on the task every time (it naks, so no ack-wait delays).
+    # No workers run (paused): the test itself plays a worker that crashes on the task every
+    # time, up to the consumer's maxDeliver (it naks, so no ack-wait delays).
     cluster.apply(
         pool_manifest("stranded", nats_endpoint.pod_url, paused=True, retry={"maxAttempts": 1}),
         "-n",
@@ -400,7 +401,9 @@ async def test_a_task_the_server_stops_delivering_is_moved_to_the_dead_letter_st
         headers={"Nats-Msg-Id": "doomed", "Jetpool-Task-Id": "doomed"},
     )
     consumer = await js.pull_subscribe_bind("workers", stream=stream)
-    for _ in range(3):
+    max_deliver = (await js.consumer_info(stream, "workers")).config.max_deliver or 0
+    assert max_deliver > 1
+    for _ in range(max_deliver):
         for msg in await consumer.fetch(1, timeout=5):
             await msg.nak()
     # The server notices the exhausted task (and sends the advisory) on the next pull.
@@ -418,4 +421,8 @@ async def test_a_task_the_server_stops_delivering_is_moved_to_the_dead_letter_st
     assert record["task_id"] == "doomed"
     assert record["error_type"] == "MaxDeliveriesExceeded"
     assert (await js.stream_info(stream)).state.messages == 0
+    # no worker will write its state again: the operator records how it ended
+    state = await Client(nc, namespace=namespace, pool="stranded").status("doomed")
+    assert state is not None
+    assert state.phase is TaskPhase.DEAD_LETTERED
     await nc.close()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 import uuid
 from collections.abc import Iterable, Mapping
@@ -48,7 +49,10 @@ from jetpool_protocol.task_state import (
 )
 
 EXPECTED_LAST_SUBJECT_SEQUENCE = "Nats-Expected-Last-Subject-Sequence"
+WRONG_LAST_SEQUENCE = 10071
 RESULT_POLL_SECONDS = 0.2
+
+log = logging.getLogger(__name__)
 
 
 class CancelOutcome(StrEnum):
@@ -231,10 +235,10 @@ class Client:
         """``stream``: refuse a task whose subject another stream captures."""
         run_at = _run_at(delay, at)
         if run_at is not None:
-            sequence = await scheduling.publish_delayed(self, task, run_at)
-            if track:
-                await self._record_first(task.task_id, TaskPhase.SCHEDULED, sequence, run_at)
-            return TaskHandle(task.task_id, self, sequence)
+            scheduled = await scheduling.publish_delayed(self, task, run_at)
+            if track and not scheduled.duplicate:
+                await self._record_first(task.task_id, TaskPhase.SCHEDULED, scheduled.seq, run_at)
+            return TaskHandle(task.task_id, self, scheduled.seq, bool(scheduled.duplicate))
         ack = await self.js.publish(
             task.subject,
             task.payload,
@@ -255,7 +259,8 @@ class Client:
         track: bool = True,
     ) -> list[TaskHandle]:
         """Publish many tasks with up to ``concurrency`` acknowledgements outstanding; the
-        handles come back in the order of ``payloads``. Raises on the first failure."""
+        handles come back in the order of ``payloads``. A failure cancels the rest and is
+        raised (inside an ``ExceptionGroup``); tasks published before it stay published."""
         tasks = [self.build(p, subject=subject) for p in payloads]
         handles: list[TaskHandle | None] = [None] * len(tasks)
         gate = asyncio.Semaphore(max(1, concurrency))
@@ -289,13 +294,14 @@ class Client:
                 timeout=self.request_timeout,
             )
         except nats.js.errors.APIError as exc:
-            if exc.err_code == 10071:  # wrong last sequence: a worker was faster
-                return
-            if exc.err_code == 10060 or isinstance(exc, nats.js.errors.NotFoundError):
-                return  # the pool tracks no task state
-            raise
+            if exc.err_code != WRONG_LAST_SEQUENCE:  # that one: a worker was faster
+                log.warning("task %s is published; recording its state failed: %s", task_id, exc)
         except nats.js.errors.NoStreamResponseError:
-            return  # the pool tracks no task state (spec.tracking.enabled: false)
+            pass  # the pool tracks no task state (spec.tracking.enabled: false)
+        except (TimeoutError, nats.errors.Error) as exc:
+            # e.g. a producer user without publish rights on the bucket: the task itself is
+            # stored, so this is not a failed publish (use track=False to skip the write)
+            log.warning("task %s is published; recording its state failed: %s", task_id, exc)
 
     # ------------------------------------------------------------------ reading
 
@@ -330,9 +336,13 @@ class Client:
                 return TaskResult.from_bytes(data)
             state = await self.status(task_id)
             if state is not None and state.phase.final and not state.has_result:
+                why = (
+                    "it never ran"
+                    if state.runs == 0 and state.phase is TaskPhase.CANCELLED
+                    else "spec.tracking.results.enabled is false"
+                )
                 raise ClientError(
-                    f"task {task_id} {state.phase.value} and kept no result "
-                    "(spec.tracking.results.enabled is false)"
+                    f"task {task_id} is {state.phase.value} and has no result ({why})"
                 )
             if deadline is None or time.monotonic() >= deadline:
                 phase = "unknown" if state is None else state.phase.value
@@ -379,23 +389,25 @@ class Client:
 
     async def cancel(self, task_id: str) -> Cancellation:
         """Cancel a task: a queued or scheduled one never runs, a running one is told.
-        Racing with its end, a task may still finish first (then ``ALREADY_FINISHED``)."""
+        Racing with its end, a task may still finish first (then ``ALREADY_FINISHED``).
+        A finished task gets no cancellation, so a later task with its id is not hit."""
+        state = await self.status(task_id)
+        if state is not None and state.phase.final:
+            return Cancellation(CancelOutcome.ALREADY_FINISHED, state)
         request = CancelRequest(at=datetime.now(UTC), by=self.identity)
         await self.js.publish(
             self._kv_subject(cancel_key(task_id)), request.to_bytes(), timeout=self.request_timeout
         )
-        state = await self.status(task_id)
-        if state is None:
-            return Cancellation(CancelOutcome.UNKNOWN, None)
-        if state.phase.final:
-            return Cancellation(CancelOutcome.ALREADY_FINISHED, state)
-        if state.phase is TaskPhase.SCHEDULED and await scheduling.unschedule_task(self, task_id):
-            cancelled = state.model_copy(
-                update={
-                    "phase": TaskPhase.CANCELLED,
-                    "since": request.at,
-                    "reason": f"cancelled by {request.by} before it ran",
-                }
+        if (state is None or state.phase is TaskPhase.SCHEDULED) and (
+            await scheduling.unschedule_task(self, task_id)
+        ):
+            cancelled = TaskState(
+                id=task_id,
+                phase=TaskPhase.CANCELLED,
+                since=request.at,
+                reason=f"cancelled by {request.by} before it ran",
+                stream_sequence=None if state is None else state.stream_sequence,
+                run_at=None if state is None else state.run_at,
             )
             await self.js.publish(
                 self._kv_subject(state_key(task_id)),
@@ -403,6 +415,8 @@ class Client:
                 timeout=self.request_timeout,
             )
             return Cancellation(CancelOutcome.CANCELLED, cancelled)
+        if state is None:
+            return Cancellation(CancelOutcome.UNKNOWN, None)
         return Cancellation(CancelOutcome.REQUESTED, state)
 
 

@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import nats.js.errors
+from nats.js.api import PubAck
 
 from jetpool_cli.errors import ClientError
 from jetpool_cli.publishing import OutgoingTask
@@ -34,7 +35,7 @@ BAD_TIME_ZONE = 10223
 
 async def _publish_schedule(
     client: Client, subject: str, payload: bytes, headers: dict[str, str]
-) -> int:
+) -> PubAck:
     try:
         ack = await client.js.publish(
             subject, payload, headers=headers, timeout=client.request_timeout
@@ -57,11 +58,11 @@ async def _publish_schedule(
         if why is None:
             raise
         raise ClientError(why) from exc
-    return int(ack.seq)
+    return ack
 
 
-async def publish_delayed(client: Client, task: OutgoingTask, run_at: datetime) -> int:
-    """Hold ``task`` until ``run_at``; returns the schedule's stream sequence."""
+async def publish_delayed(client: Client, task: OutgoingTask, run_at: datetime) -> PubAck:
+    """Hold ``task`` until ``run_at``; the acknowledgement of its schedule."""
     subject = delayed_subject(client.names.schedule_subject_prefix, task.task_id)
     headers = schedule_headers(at_pattern(run_at), task.subject, extra=task.headers)
     return await _publish_schedule(client, subject, task.payload, headers)
@@ -103,9 +104,10 @@ async def schedule_periodic(
     body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
     extra = {"Content-Type": "application/json", **(headers or {})}
     all_headers = schedule_headers(pattern, target, time_zone=time_zone, extra=extra)
-    return await _publish_schedule(
+    ack = await _publish_schedule(
         client, periodic_subject(client.names.schedule_subject_prefix, name), body, all_headers
     )
+    return int(ack.seq)
 
 
 async def list_schedules(client: Client) -> list[ScheduleInfo]:

@@ -87,6 +87,7 @@ class TaskTracker:
         self._clock = clock
         self._nc: Any = None
         self._js: Any = None
+        self._reader: Any = None
         self._cancelled: OrderedDict[str, CancelRequest] = OrderedDict()
         self._runs: dict[str, Run] = {}
         self.caught_up = asyncio.Event()
@@ -100,6 +101,7 @@ class TaskTracker:
 
     def bind(self, nc: Any, js: Any) -> None:
         self._nc, self._js = nc, js
+        self._reader = nc.jetstream(timeout=READ_TIMEOUT_SECONDS)
 
     # ------------------------------------------------------------------ reading
 
@@ -114,7 +116,7 @@ class TaskTracker:
     async def _read_state(self, task_id: str) -> TaskState | None:
         assert self.bucket is not None
         try:
-            msg = await self._js.get_last_msg(
+            msg = await self._reader.get_last_msg(
                 f"KV_{self.bucket}", f"$KV.{self.bucket}.{state_key(task_id)}", direct=True
             )
             return TaskState.from_bytes(msg.data or b"")

@@ -40,6 +40,7 @@ from jetpool_protocol.dead_letter import DeadLetterReason, DeadLetterRecord
 from jetpool_protocol.naming import CONTROL_BUCKET, STATS_SUBJECT_PREFIX
 from jetpool_protocol.schedules import PERIODIC_TOKEN
 from jetpool_protocol.stats import WorkerStats
+from jetpool_protocol.task_state import TaskError, TaskPhase, TaskState, state_key
 
 log = logging.getLogger(__name__)
 
@@ -649,6 +650,8 @@ class StrandedTaskTarget:
     dead_letter_prefix: str
     namespace: str
     pool: str
+    task_state_bucket: str | None = None
+    """Where the dead-lettered task's state is recorded (None: the pool tracks none)."""
 
 
 async def dead_letter_stranded(
@@ -705,7 +708,31 @@ async def dead_letter_stranded(
     )
     with contextlib.suppress(NotFoundError):
         await js.delete_msg(target.stream, sequence)
+    if target.task_state_bucket is not None:
+        await _record_stranded_state(js, target.task_state_bucket, record, sequence, now)
     return True
+
+
+async def _record_stranded_state(
+    js: JetStreamContext, bucket: str, record: DeadLetterRecord, sequence: int, now: datetime
+) -> None:
+    """The task's last state, so ``jetpool task status`` does not keep showing it running:
+    no worker will ever write it again."""
+    state = TaskState(
+        id=record.task_id,
+        phase=TaskPhase.DEAD_LETTERED,
+        since=now,
+        runs=record.attempts,
+        deliveries=record.attempts,
+        worker=record.worker,
+        reason=str(record.reason),
+        error=TaskError.of(record.error_type, record.error_message),
+        stream_sequence=sequence,
+    )
+    try:
+        await js.publish(f"$KV.{bucket}.{state_key(record.task_id)}", state.to_bytes())
+    except (nats.errors.Error, TimeoutError) as exc:  # the dead letter itself is stored
+        log.warning("could not record the state of stranded task %s: %s", record.task_id, exc)
 
 
 @dataclass(frozen=True, slots=True)

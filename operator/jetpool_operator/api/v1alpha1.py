@@ -55,6 +55,8 @@ QUANTITY = (
 )
 ENV_NAME = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
 EVERY = r"([0-9]+h)?([0-9]+m)?([0-9]+s)?"
+CRON = r"^(@(hourly|daily|midnight|weekly|monthly|yearly|annually)|\S+( \S+){5})$"
+"""Six space-separated fields (seconds first) or a predefined name: what nats-server takes."""
 
 RawObject = Annotated[
     dict[str, Any],
@@ -453,6 +455,7 @@ class PeriodicSchedule(ApiModel):
         None,
         min_length=1,
         max_length=128,
+        pattern=CRON,
         description=(
             "Six fields, seconds first ('0 */5 * * * *'), or @hourly, @daily, @weekly, "
             "@monthly, @yearly."
@@ -477,8 +480,10 @@ class PeriodicSchedule(ApiModel):
         if (self.every is None) == (self.cron is None):
             raise ValueError(_ONE_TIMING["message"])
         interval = None if self.every is None else re.fullmatch(EVERY, self.every)
-        if self.every is not None and (interval is None or not any(interval.groups())):
-            raise ValueError("every must be an interval such as 30s or 5m")
+        if self.every is not None and (
+            interval is None or not any(int(g[:-1]) for g in interval.groups() if g)
+        ):
+            raise ValueError("every must be an interval of at least 1s, such as 30s or 5m")
         if self.time_zone is not None and self.cron is None:
             raise ValueError(_ZONE_WITH_CRON["message"])
         return self
@@ -1007,10 +1012,30 @@ _SCHEDULES_WITHOUT_LIMITS = _rule(
 )
 
 
+_PERIODIC_UNSIGNED = _rule(
+    "!self.security.requireSigned || !has(self.schedules.periodic)"
+    " || size(self.schedules.periodic) == 0",
+    "schedules.periodic cannot feed a pool with security.requireSigned: the operator holds no "
+    "signing key, so every firing would be dead-lettered as invalid",
+)
+_PERIODIC_SUBJECT = _rule(
+    "!has(self.nats.subjects) || size(self.nats.subjects) == 0"
+    " || !has(self.schedules.periodic) || self.schedules.periodic.all(p, has(p.subject))",
+    "schedules.periodic: with nats.subjects set, each schedule needs a subject (the default "
+    "tasks.<namespace>.<pool>.<name> is not one of the pool's)",
+)
+
+
 class WorkerPoolSpec(ApiModel):
     """Desired state of a pool of task workers fed by one NATS JetStream stream."""
 
-    model_config = _cel(_DLQ_NOT_TASK_STREAM, _DLQ_IMMUTABLE, _SCHEDULES_WITHOUT_LIMITS)
+    model_config = _cel(
+        _DLQ_NOT_TASK_STREAM,
+        _DLQ_IMMUTABLE,
+        _SCHEDULES_WITHOUT_LIMITS,
+        _PERIODIC_UNSIGNED,
+        _PERIODIC_SUBJECT,
+    )
 
     image: str = Field(
         min_length=1,
@@ -1072,6 +1097,14 @@ class WorkerPoolSpec(ApiModel):
     @property
     def schedules_active(self) -> bool:
         return self.schedules.active(self.nats.max_msgs, self.nats.max_bytes)
+
+    @model_validator(mode="after")
+    def _periodic_schedules_can_fire(self) -> WorkerPoolSpec:
+        if self.schedules.periodic and self.security.require_signed:
+            raise ValueError(_PERIODIC_UNSIGNED["message"])
+        if self.nats.subjects and any(p.subject is None for p in self.schedules.periodic):
+            raise ValueError(_PERIODIC_SUBJECT["message"])
+        return self
 
     @model_validator(mode="after")
     def _schedules_without_limits(self) -> WorkerPoolSpec:
@@ -1189,6 +1222,26 @@ _CONDITIONS_EXTRA: dict[str, Any] = {
 }
 
 
+class FinishedTasks(ApiModel):
+    """Task outcomes the live workers reported in the stats window."""
+
+    seconds: int = Field(0, ge=0, description="The window's span.")
+    succeeded: int = Field(0, ge=0, description="Tasks that succeeded.")
+    failed_attempts: int = Field(0, ge=0, description="Handler runs that failed.")
+    dead_lettered: int = Field(0, ge=0, description="Tasks moved to the dead-letter stream.")
+
+
+class TaskCounts(ApiModel):
+    """Tasks by step (one task's own story: `jetpool task status <id>`)."""
+
+    queued: int | None = Field(None, ge=0, description="Waiting for a worker.")
+    running: int = Field(0, ge=0, description="In a handler now.")
+    waiting_to_retry: int | None = Field(
+        None, ge=0, description="Failed, waiting out their retry backoff."
+    )
+    window: FinishedTasks | None = Field(None, description="Recently finished.")
+
+
 class WorkerPoolStatus(ApiModel):
     """Observed state, written only by the operator (kopf keeps its own state in annotations)."""
 
@@ -1203,6 +1256,7 @@ class WorkerPoolStatus(ApiModel):
     redelivered: int = Field(0, ge=0, description="In-flight tasks delivered more than once.")
     dead_letters: int = Field(0, ge=0, description="Messages in the dead-letter stream.")
     throughput: float = Field(0.0, ge=0, description="Tasks finished per second, all workers.")
+    tasks: TaskCounts | None = Field(None, description="Tasks by step.")
     error_rate: float = Field(
         0.0, ge=0, le=1, description="Failed / finished tasks over the breaker window (0..1)."
     )

@@ -23,9 +23,11 @@ from jetpool_protocol.naming import KV_STREAM_PREFIX, PoolNames
 
 ACK_WAIT_MARGIN_SECONDS = 30.0
 """Slack between the task timeout and the consumer's ack wait (cancel, dead-letter, ack)."""
-MAX_DELIVER_MARGIN = 2
+MAX_DELIVER_MARGIN = 10
 """The server-side redelivery cap sits above retry.maxAttempts: workers dead-letter first;
-the cap only stops a task that kills its worker every time from cycling forever."""
+the cap only stops a task that kills its worker every time from cycling forever. The margin
+is wide because deliveries a worker hands back without running them are no attempts (with
+task tracking) but still deliveries."""
 MIN_MAX_ACK_PENDING = 1000
 HEADERS_ALLOWANCE_BYTES = 16_384
 """Room for jetpool headers (+ the 28 bytes of AES-GCM) above task.maxPayloadBytes."""
@@ -360,10 +362,18 @@ def _diff(
 
 def diff_stream(desired: StreamConfig, observed: StreamConfig) -> Diff:
     """How to turn the observed stream into the desired one, if that is possible at all."""
+    changes = _changes(desired, observed)
+    if observed.allow_msg_schedules and not desired.allow_msg_schedules:
+        return Conflict(
+            changes,
+            f"stream {desired.name!r} holds message schedules, which nats-server cannot turn "
+            "off (nor go back to discard new): schedules.enabled: false and nats.maxMsgs/"
+            "maxBytes need a new stream (nats.stream), or set schedules.enabled back",
+        )
     return _diff(
         "stream",
         desired.name,
-        _changes(desired, observed),
+        changes,
         STREAM_IMMUTABLE,
         "jetpool never deletes a stream: move or delete it yourself, or point the pool at "
         "another stream name",

@@ -31,7 +31,7 @@ def _minimal(**spec: Any) -> dict[str, Any]:
 
 def test_rules_sit_on_the_objects_whose_fields_they_compare() -> None:
     assert {path: len(rules) for path, rules in _rules().items()} == {
-        ".spec": 3,
+        ".spec": 5,
         ".spec.nats": 3,
         ".spec.nats.tls": 2,
         ".spec.retry.backoff": 1,
@@ -114,6 +114,24 @@ BAD_SPECS = [
         _minimal(schedules={"periodic": [{"name": "a", "every": "1m", "cron": "@daily"}]}),
         "schedules.periodic: each schedule needs exactly one of every or cron",
         id="periodic-every-and-cron",
+    ),
+    pytest.param(
+        _minimal(
+            security={"requireSigned": True, "signingKeySecret": {"name": "k"}},
+            schedules={"periodic": [{"name": "a", "every": "1m"}]},
+        ),
+        "schedules.periodic cannot feed a pool with security.requireSigned: the operator holds "
+        "no signing key, so every firing would be dead-lettered as invalid",
+        id="periodic-with-signed-tasks",
+    ),
+    pytest.param(
+        _minimal(
+            nats={"url": "nats://n", "subjects": ["tasks.a.b.>"]},
+            schedules={"periodic": [{"name": "a", "every": "1m"}]},
+        ),
+        "schedules.periodic: with nats.subjects set, each schedule needs a subject (the default "
+        "tasks.<namespace>.<pool>.<name> is not one of the pool's)",
+        id="periodic-without-subject-beside-custom-subjects",
     ),
     pytest.param(
         _minimal(schedules={"enabled": False, "periodic": [{"name": "a", "every": "1m"}]}),

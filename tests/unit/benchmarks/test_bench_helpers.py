@@ -12,6 +12,7 @@ from bench.lib.handlers import Entry, Ledger, read_ledger
 from bench.lib.plots import binned
 from bench.lib.report import Result, Table, format_cell, render_report, render_table
 from bench.lib.stats import latency_ms, median, percentile, ratio
+from bench.lib.tracking import rotated, settings_for, variants
 from bench.run_all import BENCHMARKS, select
 
 
@@ -131,3 +132,25 @@ def test_the_suite_selects_in_its_own_order_and_refuses_unknown_names():
     ]
     with pytest.raises(SystemExit, match="unknown"):
         select(BENCHMARKS, ["nope"], [])
+
+
+def test_tracking_variants_start_with_off_and_rotate_by_round():
+    assert variants("on,results") == ["off", "on", "results"]
+    assert variants("") == ["off"]
+    assert variants("results, on,results,off") == ["off", "results", "on"]
+    with pytest.raises(ValueError, match="unknown tracking variant"):
+        variants("on,maybe")
+    assert rotated(["off", "on", "results"], 0) == ["off", "on", "results"]
+    assert rotated(["off", "on", "results"], 4) == ["on", "results", "off"]
+    assert rotated([], 3) == []
+
+
+def test_a_tracked_bench_worker_gets_the_settings_the_operator_gives_a_tracked_pool():
+    assert settings_for("p1", "off") == {"task_state_bucket": None, "task_results_max_bytes": None}
+    on = settings_for("p1", "on")
+    assert on["task_state_bucket"].endswith("-state")
+    assert on["task_results_max_bytes"] is None
+    kept = settings_for("p1", "results")
+    assert kept["task_state_bucket"] == on["task_state_bucket"]
+    assert kept["task_results_max_bytes"] == 65_536
+    assert settings_for("p2", "on")["task_state_bucket"] != on["task_state_bucket"]

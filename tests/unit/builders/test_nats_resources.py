@@ -164,6 +164,25 @@ class TestDiff:
         assert isinstance(result, Update)
         assert {c.field for c in result.changes} == {"max_bytes", "replicas"}
 
+    def test_turning_schedules_off_is_a_conflict_nats_server_would_refuse(self) -> None:
+        observed = plan("m", "p", spec()).task_stream
+        desired = plan("m", "p", spec(schedules={"enabled": False})).task_stream
+        result = diff_stream(desired, observed)
+        assert isinstance(result, Conflict)
+        assert "cannot turn off" in result.message
+
+    def test_turning_schedules_on_is_an_in_place_update(self) -> None:
+        observed = plan("m", "p", spec(schedules={"enabled": False})).task_stream
+        desired = plan("m", "p", spec()).task_stream
+        result = diff_stream(desired, observed)
+        assert isinstance(result, Update)
+        assert {c.field for c in result.changes} == {
+            "subjects",
+            "discard",
+            "allow_rollup",
+            "allow_msg_schedules",
+        }
+
     def test_a_stream_with_other_retention_is_a_conflict_never_a_delete(self) -> None:
         desired = plan("m", "p", spec()).task_stream
         observed = dataclasses.replace(desired, retention=Retention.LIMITS, max_bytes=5)

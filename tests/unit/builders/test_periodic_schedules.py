@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+from pydantic import ValidationError
+
 from jetpool_operator.api.v1alpha1 import WorkerPoolSpec
 from jetpool_operator.core.nats_resources import plan
 from jetpool_operator.core.periodic_schedules import StoredSchedule, changes, desired
@@ -77,3 +80,20 @@ def test_the_plan_carries_the_schedules_only_when_the_stream_holds_them() -> Non
         update={"schedules": with_schedules.schedules.model_copy(update={"enabled": False})}
     )
     assert plan("shop", "emails", off).periodic == ()
+
+
+@pytest.mark.parametrize(
+    "schedule",
+    [
+        {"name": "a", "cron": "*/5 * * * *"},
+        {"name": "a", "cron": "@reboot"},
+        {"name": "a", "every": "0s"},
+        {"name": "a", "every": "1d"},
+        {"name": "Caps", "every": "1m"},
+    ],
+)
+def test_schedules_nats_server_would_refuse_are_rejected_with_the_pool(
+    schedule: dict[str, Any],
+) -> None:
+    with pytest.raises(ValidationError):
+        spec(schedule)
