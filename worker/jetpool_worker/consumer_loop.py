@@ -10,13 +10,11 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import dataclasses
 import logging
 import os
 import random
 import socket
 import ssl
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,7 +26,7 @@ from nats.aio.client import RawCredentials
 
 from jetpool_protocol.credentials import load_credentials_file
 from jetpool_protocol.dead_letter import DeadLetterReason, DeadLetterRecord
-from jetpool_protocol.envelope import ExpiredTask, InvalidTask, Task, parse_task
+from jetpool_protocol.envelope import CancelFlag, ExpiredTask, InvalidTask, Task, parse_task
 from jetpool_protocol.keyring import Keyring, load_keyring
 from jetpool_protocol.security import unseal
 from jetpool_protocol.stats import WorkerStats
@@ -249,6 +247,7 @@ class Worker:
                 asyncio.create_task(
                     self.tracker.watch_cancellations(running=lambda: not self._stop.is_set())
                 ),
+                asyncio.create_task(self.tracker.write_running_states(running=lambda: True)),
             ]
             await self.tracker.wait_caught_up()
             self.consuming = True
@@ -730,6 +729,7 @@ class Worker:
                 now=now,
                 max_payload_bytes=s.max_payload_bytes,
                 default_ttl_seconds=s.task_ttl_seconds,
+                cancellation=CancelFlag() if self.tracker.enabled else None,
             )
         except InvalidTask as exc:
             await self._dead_letter(
@@ -766,8 +766,6 @@ class Worker:
                 ran=False,
             )
             return None
-        if self.tracker.enabled:
-            task = dataclasses.replace(task, cancellation=threading.Event())
         return task, run
 
     def _cancel_running(self, entry: _InFlight, task: Task) -> None:
