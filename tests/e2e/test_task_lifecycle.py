@@ -197,8 +197,14 @@ async def test_workers_scaled_down_and_restarted_mid_burst_never_use_up_an_attem
             "pods", "-n", namespace, "-l", "app.kubernetes.io/name=jetpool-worker"
         )["items"]
         if pods:
-            cluster.kubectl(
-                "delete", "pod", pods[0]["metadata"]["name"], "-n", namespace, "--wait=false"
+            cluster.kubectl(  # (the scale-down may have removed it already)
+                "delete",
+                "pod",
+                pods[0]["metadata"]["name"],
+                "-n",
+                namespace,
+                "--wait=false",
+                check=False,
             )
         await asyncio.sleep(2)
     cluster.apply(manifest(3), "-n", namespace)
