@@ -749,6 +749,7 @@ def _stranded_target(pool: PoolRuntime, plan: nats_resources.NatsPlan) -> Strand
         namespace=pool.namespace,
         pool=pool.name,
         task_state_bucket=plan.names.task_state_bucket,
+        keep_results=plan.keep_results,
     )
 
 

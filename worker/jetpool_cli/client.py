@@ -37,7 +37,7 @@ from jetpool_cli.errors import ClientError
 from jetpool_cli.publishing import JSON_CONTENT_TYPE, OutgoingTask, TaskOptions, build_task
 from jetpool_protocol.envelope import format_time
 from jetpool_protocol.naming import KV_STREAM_PREFIX, PoolNames
-from jetpool_protocol.schedules import ScheduleInfo, check_cron, check_every
+from jetpool_protocol.schedules import ScheduleError, ScheduleInfo, check_cron, check_every
 from jetpool_protocol.task_state import (
     CancelRequest,
     TaskPhase,
@@ -367,7 +367,10 @@ class Client:
         with id ``seq-<stream sequence>``. Returns the schedule's stream sequence."""
         if (every is None) == (cron is None):
             raise ClientError("give exactly one of every or cron")
-        pattern = check_every(every) if every is not None else check_cron(cron or "")
+        try:
+            pattern = check_every(every) if every is not None else check_cron(cron or "")
+        except ScheduleError as exc:
+            raise ClientError(str(exc)) from exc
         return await scheduling.schedule_periodic(
             self,
             name,

@@ -68,18 +68,36 @@ async def publish_delayed(client: Client, task: OutgoingTask, run_at: datetime) 
     return await _publish_schedule(client, subject, task.payload, headers)
 
 
-async def _task_stream(client: Client) -> str:
-    return str(
-        await client.js.find_stream_name_by_subject(
-            f"{client.names.schedule_subject_prefix}.{PERIODIC_TOKEN}.x"
+async def _task_stream(client: Client) -> str | None:
+    """The stream holding the pool's schedules; None when none does (schedules are off)."""
+    try:
+        return str(
+            await client.js.find_stream_name_by_subject(
+                f"{client.names.schedule_subject_prefix}.{PERIODIC_TOKEN}.x"
+            )
         )
-    )
+    except nats.js.errors.APIError:  # no stream captures it (nats-py gives no error code)
+        return None
+
+
+async def _schedule_stream(client: Client) -> str:
+    stream = await _task_stream(client)
+    if stream is None:
+        raise ClientError(
+            f"pool {client.names.namespace}/{client.names.pool} has no schedules: no stream "
+            f"takes {client.names.schedule_subject_prefix}.> (schedules.enabled: false, "
+            "nats.maxMsgs/maxBytes set, or the pool is not reconciled yet)"
+        )
+    return stream
 
 
 async def unschedule_task(client: Client, task_id: str) -> bool:
-    """Take a delayed task off its schedule; False when it was released already."""
+    """Take a delayed task off its schedule; False when it was released already (or the
+    pool has no schedules)."""
     subject = delayed_subject(client.names.schedule_subject_prefix, task_id)
     stream = await _task_stream(client)
+    if stream is None:
+        return False
     try:
         await client.js.get_last_msg(stream, subject)
     except nats.js.errors.NotFoundError:
@@ -103,16 +121,18 @@ async def schedule_periodic(
     target = subject or client.default_subject(name)
     body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
     extra = {"Content-Type": "application/json", **(headers or {})}
-    all_headers = schedule_headers(pattern, target, time_zone=time_zone, extra=extra)
-    ack = await _publish_schedule(
-        client, periodic_subject(client.names.schedule_subject_prefix, name), body, all_headers
-    )
+    try:
+        all_headers = schedule_headers(pattern, target, time_zone=time_zone, extra=extra)
+        schedule_subject = periodic_subject(client.names.schedule_subject_prefix, name)
+    except ScheduleError as exc:
+        raise ClientError(str(exc)) from exc
+    ack = await _publish_schedule(client, schedule_subject, body, all_headers)
     return int(ack.seq)
 
 
 async def list_schedules(client: Client) -> list[ScheduleInfo]:
     prefix = client.names.schedule_subject_prefix
-    stream = await _task_stream(client)
+    stream = await _schedule_stream(client)
     info = await client.js.stream_info(stream, subjects_filter=f"{prefix}.>")
     found: list[ScheduleInfo] = []
     for subject in sorted(info.state.subjects or {}):
@@ -126,8 +146,11 @@ async def list_schedules(client: Client) -> list[ScheduleInfo]:
 
 async def delete_schedule(client: Client, name: str) -> bool:
     """Delete the periodic schedule ``name``; False when there is none."""
-    subject = periodic_subject(client.names.schedule_subject_prefix, name)
-    stream = await _task_stream(client)
+    try:
+        subject = periodic_subject(client.names.schedule_subject_prefix, name)
+    except ScheduleError as exc:
+        raise ClientError(str(exc)) from exc
+    stream = await _schedule_stream(client)
     try:
         await client.js.get_last_msg(stream, subject)
     except nats.js.errors.NotFoundError:

@@ -40,7 +40,14 @@ from jetpool_protocol.dead_letter import DeadLetterReason, DeadLetterRecord
 from jetpool_protocol.naming import CONTROL_BUCKET, STATS_SUBJECT_PREFIX
 from jetpool_protocol.schedules import PERIODIC_TOKEN
 from jetpool_protocol.stats import WorkerStats
-from jetpool_protocol.task_state import TaskError, TaskPhase, TaskState, state_key
+from jetpool_protocol.task_state import (
+    TaskError,
+    TaskPhase,
+    TaskState,
+    error_result,
+    result_key,
+    state_key,
+)
 
 log = logging.getLogger(__name__)
 
@@ -652,6 +659,7 @@ class StrandedTaskTarget:
     pool: str
     task_state_bucket: str | None = None
     """Where the dead-lettered task's state is recorded (None: the pool tracks none)."""
+    keep_results: bool = False
 
 
 async def dead_letter_stranded(
@@ -709,15 +717,20 @@ async def dead_letter_stranded(
     with contextlib.suppress(NotFoundError):
         await js.delete_msg(target.stream, sequence)
     if target.task_state_bucket is not None:
-        await _record_stranded_state(js, target.task_state_bucket, record, sequence, now)
+        await _record_stranded_state(js, target, record, sequence, now)
     return True
 
 
 async def _record_stranded_state(
-    js: JetStreamContext, bucket: str, record: DeadLetterRecord, sequence: int, now: datetime
+    js: JetStreamContext,
+    target: StrandedTaskTarget,
+    record: DeadLetterRecord,
+    sequence: int,
+    now: datetime,
 ) -> None:
-    """The task's last state, so ``jetpool task status`` does not keep showing it running:
-    no worker will ever write it again."""
+    """The task's last state (and error result), so ``jetpool task status`` does not keep
+    showing it running: no worker will ever write it again."""
+    bucket = target.task_state_bucket
     state = TaskState(
         id=record.task_id,
         phase=TaskPhase.DEAD_LETTERED,
@@ -728,8 +741,12 @@ async def _record_stranded_state(
         reason=str(record.reason),
         error=TaskError.of(record.error_type, record.error_message),
         stream_sequence=sequence,
+        has_result=target.keep_results,
     )
     try:
+        if target.keep_results:
+            result = error_result(record.error_type, record.error_message)
+            await js.publish(f"$KV.{bucket}.{result_key(record.task_id)}", result.to_bytes())
         await js.publish(f"$KV.{bucket}.{state_key(record.task_id)}", state.to_bytes())
     except (nats.errors.Error, TimeoutError) as exc:  # the dead letter itself is stored
         log.warning("could not record the state of stranded task %s: %s", record.task_id, exc)

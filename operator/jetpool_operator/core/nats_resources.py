@@ -134,6 +134,9 @@ class NatsPlan:
     """The stream behind the task-state KV bucket (``KV_<bucket>``)."""
     periodic: tuple[ScheduleMessage, ...] = ()
     """The spec's periodic schedules, kept in the task stream (when it holds schedules)."""
+    keep_results: bool = False
+    """The pool keeps results (``spec.tracking.results``): a task the operator dead-letters
+    gets its error as result too."""
     adopt_existing: bool = False
     extra_spaces: tuple[str, ...] = ()
     """Subject prefixes the operator grants the pool's namespace (they count as its own
@@ -252,6 +255,7 @@ def plan(
         )
         if schedules
         else (),
+        spec.tracking.enabled and spec.tracking.results.enabled,
         spec.nats.adopt_existing,
         extra_spaces,
     )
