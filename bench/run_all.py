@@ -49,13 +49,14 @@ BENCHMARKS: list[Benchmark] = [
     Benchmark(
         "worker_throughput",
         "worker_throughput.py",
-        "one in-process worker vs a raw nats-py loop, no-op tasks",
+        "one in-process worker vs a raw nats-py loop, no-op tasks; task state tracking on / off",
         ("--tasks", "2000", "--rounds", "1", "--seconds", "1"),
     ),
     Benchmark(
         "load_throughput",
         "load_throughput.py",
-        "worker processes vs bare nats-py processes: 3 loads, concurrency and process sweeps",
+        "worker processes vs bare nats-py processes: 3 loads, concurrency and process sweeps; "
+        "task state tracking on / off",
         ("--seconds", "0.5", "--concurrency", "1,32", "--processes", "2"),
     ),
     Benchmark(
