@@ -804,7 +804,7 @@ class Worker:
             self.counters.succeeded += 1
             if raw.attempt > 1:  # only a redelivery can have a remembered failure
                 self.first_failures.forget(raw.sequence)
-            await self.tracker.finished(run, TaskPhase.SUCCEEDED, value=outcome.result)
+            await self.tracker.succeeded(run, outcome.result)
             return
         error = outcome.error
         error_type = retry.error_type_name(error)

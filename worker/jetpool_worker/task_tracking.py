@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections import OrderedDict
@@ -30,6 +31,7 @@ import nats.js.errors
 
 from jetpool_protocol.task_state import (
     CANCEL_PREFIX,
+    NO_VALUE_RESULT,
     CancelRequest,
     TaskError,
     TaskPhase,
@@ -40,6 +42,7 @@ from jetpool_protocol.task_state import (
     result_key,
     runs_before,
     state_key,
+    succeeded_state_bytes,
     success_result,
 )
 from jetpool_protocol.worker_settings import WorkerSettings
@@ -88,6 +91,7 @@ class TaskTracker:
         self.bucket = settings.task_state_bucket
         self.results_max_bytes = settings.task_results_max_bytes
         self.worker_id = worker_id
+        self._worker_json = json.dumps(worker_id)
         self._clock = clock
         self._nc: Any = None
         self._js: Any = None
@@ -137,8 +141,7 @@ class TaskTracker:
     # ------------------------------------------------------------------ writing
 
     def _state(self, run: Run, phase: TaskPhase, **fields: Any) -> TaskState:
-        # Built by this module from known-good values: unvalidated, it costs a fifth.
-        return TaskState.model_construct(
+        return TaskState(
             id=run.task_id,
             phase=phase,
             since=self._clock(),
@@ -173,26 +176,44 @@ class TaskTracker:
                 run.running_written = True
                 await self._buffer(self._state(run, TaskPhase.RUNNING))
 
+    async def succeeded(self, run: Run, value: Any) -> None:
+        """The step every task writes: encoded by hand, one buffered publish (two with the
+        result)."""
+        self._runs.pop(run.task_id, None)
+        if not self.enabled:
+            return
+        keep = self.results_max_bytes
+        if keep is not None:
+            result = NO_VALUE_RESULT if value is None else success_result(value, keep).to_bytes()
+            await self._buffer_raw(result_key(run.task_id), result)
+        state = succeeded_state_bytes(
+            run.task_id,
+            self._clock(),
+            run.attempt,
+            run.raw.attempt,
+            self._worker_json,
+            run.raw.sequence,
+            keep is not None,
+        )
+        await self._buffer_raw(state_key(run.task_id), state)
+
     async def finished(
         self,
         run: Run,
         phase: TaskPhase,
         *,
-        value: Any = None,
         error: TaskError | None = None,
         reason: str | None = None,
         ran: bool = True,
     ) -> None:
-        """A final step (succeeded, dead-lettered, expired, cancelled): one buffered write,
-        plus the result when the pool keeps results."""
+        """A final step other than success (dead-lettered, expired, cancelled): one buffered
+        write, plus the result when the pool keeps results."""
         self._runs.pop(run.task_id, None)
         if not self.enabled:
             return
         result: TaskResult | None = None
         if self.results_max_bytes is not None:
-            if phase is TaskPhase.SUCCEEDED:
-                result = success_result(value, self.results_max_bytes)
-            elif error is not None:
+            if error is not None:
                 result = error_result(error.type, error.message)
             else:
                 result = error_result(phase.value.capitalize(), reason or phase.value)

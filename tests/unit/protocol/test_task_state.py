@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import UTC, datetime
 
@@ -9,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from jetpool_protocol.task_state import (
+    NO_VALUE_RESULT,
     TaskPhase,
     TaskResult,
     TaskState,
@@ -18,6 +20,7 @@ from jetpool_protocol.task_state import (
     result_key,
     runs_before,
     state_key,
+    succeeded_state_bytes,
     success_result,
 )
 
@@ -108,3 +111,33 @@ class TestRecords:
         kept = success_result({1, 2}, 100)
         assert kept.omitted is not None
         assert "JSON" in kept.omitted
+
+
+class TestTheHotPathEncoding:
+    @given(
+        st.text(min_size=1, max_size=80),
+        st.integers(0, 50),
+        st.integers(0, 50),
+        st.integers(1, 10**12),
+        st.booleans(),
+        st.text(max_size=30),
+    )
+    def test_a_hand_written_succeeded_state_reads_back_as_the_model(
+        self, task_id: str, runs: int, deliveries: int, sequence: int, kept: bool, worker: str
+    ) -> None:
+        data = succeeded_state_bytes(
+            task_id, NOW, runs, deliveries, json.dumps(worker), sequence, kept
+        )
+        assert TaskState.from_bytes(data) == TaskState(
+            id=task_id,
+            phase=TaskPhase.SUCCEEDED,
+            since=NOW,
+            runs=runs,
+            deliveries=deliveries,
+            worker=worker,
+            stream_sequence=sequence,
+            has_result=kept,
+        )
+
+    def test_a_handler_returning_nothing_leaves_the_model_result(self) -> None:
+        assert TaskResult.from_bytes(NO_VALUE_RESULT) == TaskResult(ok=True)
