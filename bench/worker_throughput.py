@@ -5,12 +5,12 @@ Both consume no-op tasks from the same kind of WorkQueue stream on the same nats
 the same run, alternating (raw, worker, raw, worker...) so that load from neighbours hits both
 alike; the medians and their ratio say what the worker's machinery costs. In the same rounds
 the worker also drains the same tasks with task state tracking on (a task-state KV bucket made
-as the operator makes it; ``--tracking on,results``: results off, then kept too): the ratio
-tracking on / off says what tracking costs. Then, at a fixed publish rate, publish->ack
-latency percentiles of the worker. Runs in about a minute:
+as the operator makes it; ``--tracking on,memory,results``: results off, the bucket in memory,
+results kept): the ratio tracking on / off says what tracking costs. Then, at a fixed publish
+rate, publish->ack latency percentiles of the worker. Runs in about a minute:
 
     .venv/bin/python bench/worker_throughput.py [--tasks 10000] [--rounds 5] [--rate 500]
-        [--tracking on,results]
+        [--tracking on,memory,results]
 """
 
 from __future__ import annotations
@@ -121,12 +121,37 @@ async def tracked_run(env: common.Nats, stream: str, count: int, variant: Tracki
     return rate
 
 
+async def pinned_tracking(
+    rounds: int, tasks: int, variants: list[Tracking]
+) -> dict[Tracking, list[float]]:
+    """Tracking off and on again, with the server pinned apart (production runs nats-server
+    on machines of its own; on two shared cores the server's storing competes with the
+    worker for CPU, which the unpinned rounds include)."""
+    chosen = [v for v in variants if v in ("off", "on")]
+    if rounds <= 0 or len(chosen) < 2:
+        return {}
+    runs: dict[Tracking, list[float]] = {v: [] for v in chosen}
+    async with common.nats_env(pin=True) as env:
+        for round_ in range(rounds):
+            for side in tracking.rotated(chosen, round_):
+                async with common.fresh_stream(env.js, "P", max_ack_pending=10_000) as stream:
+                    await common.fill(env.js, f"{stream}.work", tasks, "")
+                    runs[side].append(await tracked_run(env, stream, tasks, side))
+            common.log.info(
+                "pinned round %d/%d: %s",
+                round_ + 1,
+                rounds,
+                ", ".join(f"{TRACKING_LABEL[v]} {r[-1]:.0f}/s" for v, r in runs.items()),
+            )
+    return runs
+
+
 def per_round(values: list[float]) -> str:
     return " ".join(f"{v:.2f}" for v in values)
 
 
 def tracking_table(
-    rounds: int, tasks: int, runs: dict[Tracking, list[float]]
+    rounds: int, tasks: int, runs: dict[Tracking, list[float]], where: str = ""
 ) -> tuple[Table, dict[Tracking, float]]:
     """Each variant's median, its runs and its ratio to tracking off (of medians, per round)."""
     off = median(runs["off"])
@@ -146,7 +171,7 @@ def tracking_table(
         )
     table = Table(
         f"task state tracking: the same worker and {tasks} no-op tasks, in the same {rounds} "
-        "rounds (variants in rotating order)",
+        f"rounds (variants in rotating order){where}",
         ["worker", "median tasks/s", "runs", "/ tracking off (ratio of medians)", "per round"],
         rows,
         note="Goal: tracking on / off >= 0.80. Tracking on writes each task's final state (one "
@@ -190,10 +215,16 @@ async def main() -> None:
     parser.add_argument("--rate", type=float, default=500.0)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument(
+        "--pinned-rounds",
+        type=int,
+        default=5,
+        help="rounds of tracking off/on again with nats-server on a CPU of its own (0: none)",
+    )
+    parser.add_argument(
         "--tracking",
-        default="on,results",
-        help="worker variants measured beside tracking off: on (task states), results (task "
-        "states and results); '' for none",
+        default="on,memory,results",
+        help="worker variants measured beside tracking off: on (task states), memory (the "
+        "bucket in memory), results (task states and results); '' for none",
     )
     run = common.begin("worker_throughput", parser)
     args = run.args
@@ -220,6 +251,7 @@ async def main() -> None:
             )
         async with common.fresh_stream(env.js, "L", max_ack_pending=10_000) as stream:
             lat = latency_ms(await latency_run(env, stream, args.rate, args.seconds))
+    pinned_runs = await pinned_tracking(args.pinned_rounds, args.tasks, variants)
     jet_runs = worker_runs["off"]
     raw, jet = statistics.median(raw_runs), statistics.median(jet_runs)
     ratios = [j / r for r, j in zip(raw_runs, jet_runs, strict=True)]
@@ -239,6 +271,15 @@ async def main() -> None:
         tracked, tracked_ratios = tracking_table(args.rounds, args.tasks, worker_runs)
         tables.append(tracked)
         figure = plot(Path(args.out), raw, worker_runs, tracked_ratios)
+    if pinned_runs:
+        pinned, _ = tracking_table(
+            args.pinned_rounds,
+            args.tasks,
+            pinned_runs,
+            "; nats-server on a CPU of its own, the worker on the other(s): the worker's own "
+            "cost, without the server's share of the same two cores",
+        )
+        tables.append(pinned)
     tables.append(
         Table(
             f"latency publish -> ack received by the server, {args.rate:g}/s for "

@@ -2,8 +2,9 @@
 operator makes it, and the worker settings that turn tracking on.
 
 The same workload runs with tracking off (``task_state_bucket`` unset, what the benchmarks
-measured before tracking existed), on (every task's final step written to the bucket) and on
-with results kept (one more write per task). The bucket is the stream of the operator's own
+measured before tracking existed), on (every task's final step written to the bucket), on
+with the bucket in memory (``tracking.storage: Memory``) and on with results kept (one more
+write per task). The bucket is the stream of the operator's own
 plan for a pool with ``spec.tracking`` on (``nats_resources.plan(...).task_state``, added as
 ``ensure_plan`` adds it), and the two settings come from the operator's
 ``children.worker_settings`` for that spec, so a tracked bench worker is configured exactly as
@@ -22,14 +23,15 @@ from jetpool_operator.core.children import PoolRef, worker_settings
 from jetpool_operator.core.nats_resources import plan
 from jetpool_protocol.naming import KV_STREAM_PREFIX
 
-Tracking = Literal["off", "on", "results"]
+Tracking = Literal["off", "on", "memory", "results"]
 TRACKING: tuple[Tracking, ...] = get_args(Tracking)
 TRACKING_LABEL: dict[Tracking, str] = {
     "off": "tracking off",
     "on": "tracking on",
+    "memory": "tracking on, bucket in memory",
     "results": "tracking on, results kept",
 }
-WRITES_PER_TASK: dict[Tracking, int] = {"off": 0, "on": 1, "results": 2}
+WRITES_PER_TASK: dict[Tracking, int] = {"off": 0, "on": 1, "memory": 1, "results": 2}
 """Bucket entries a succeeded short task leaves: its final state, plus its result."""
 NAMESPACE = "bench"
 
@@ -67,6 +69,7 @@ def pool_spec(tracking: Tracking) -> WorkerPoolSpec:
             "nats": {"url": "nats://unused:4222"},
             "tracking": {
                 "enabled": tracking != "off",
+                "storage": "Memory" if tracking == "memory" else "File",
                 "results": {"enabled": tracking == "results"},
             },
         }

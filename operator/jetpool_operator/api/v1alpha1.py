@@ -403,6 +403,11 @@ class ResultsSpec(ApiModel):
     )
 
 
+class StateStorage(StrEnum):
+    FILE = "File"
+    MEMORY = "Memory"
+
+
 class TrackingSpec(ApiModel):
     """Task state by id: every task's steps in a KV bucket of the pool (docs/tasks.md)."""
 
@@ -420,6 +425,15 @@ class TrackingSpec(ApiModel):
         ge=60,
         le=31_536_000,
         description="How long a task's state and result stay readable after its last step.",
+    )
+    storage: StateStorage = Field(
+        StateStorage.FILE,
+        description=(
+            "Where the bucket keeps states and results. Memory costs nats-server about half "
+            "the CPU per task (for pools running tens of thousands of tiny tasks a second) "
+            "but loses them when the server restarts (then attempts count deliveries once). "
+            "Immutable: JetStream cannot move a stream between storages."
+        ),
     )
     results: ResultsSpec = _obj(ResultsSpec, "Keeping handlers' return values.")
 

@@ -276,6 +276,7 @@ def task_state_stream(
         name=f"{KV_STREAM_PREFIX}{bucket}",
         subjects=(f"$KV.{bucket}.>",),
         retention=Retention.LIMITS,
+        storage=Storage(spec.tracking.storage.value.lower()),
         discard=Discard.NEW,
         max_age_seconds=float(spec.tracking.ttl_seconds),
         max_msg_size=UNLIMITED,
