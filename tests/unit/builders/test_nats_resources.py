@@ -58,6 +58,14 @@ class TestTaskStream:
         assert list(stream.subjects) == PoolNames("media", "resize").default_subjects
         assert resources.names.schedule_subject_prefix is None
 
+    def test_the_task_state_bucket_keeps_states_in_the_storage_asked_for(self) -> None:
+        default = plan("m", "p", spec()).task_state
+        memory = plan("m", "p", spec(tracking={"storage": "Memory"})).task_state
+        assert default is not None
+        assert memory is not None
+        assert (default.storage, memory.storage) == (Storage.FILE, Storage.MEMORY)
+        assert plan("m", "p", spec(tracking={"enabled": False})).task_state is None
+
     def test_schedules_can_be_turned_off(self) -> None:
         stream = plan("m", "p", spec(schedules={"enabled": False})).task_stream
         assert (stream.discard, stream.allow_msg_schedules) == (Discard.NEW, False)
