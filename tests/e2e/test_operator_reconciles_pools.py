@@ -50,6 +50,14 @@ async def stream_and_consumer(endpoint: NatsEndpoint, stream: str) -> tuple[Any,
         await nc.close()
 
 
+async def task_state_stream(endpoint: NatsEndpoint, bucket: str) -> Any:
+    nc = await endpoint.connect()
+    try:
+        return await nc.jetstream().stream_info(f"KV_{bucket}")
+    finally:
+        await nc.close()
+
+
 async def test_applying_a_pool_creates_its_deployment_stream_consumer_and_dead_letter_stream(
     cluster: Cluster, namespace: str, operator: OperatorProcess, nats_endpoint: NatsEndpoint
 ) -> None:
@@ -85,9 +93,18 @@ async def test_applying_a_pool_creates_its_deployment_stream_consumer_and_dead_l
     stream = pool["status"]["nats"]["stream"]
     info, consumer, dlq = await stream_and_consumer(nats_endpoint, stream)
     assert info.config.retention == "workqueue"
-    assert info.config.subjects == [f"tasks.{namespace}.orders.>"]
+    # the task subjects, and the subjects where delayed and periodic tasks wait
+    assert info.config.subjects == [
+        f"tasks.{namespace}.orders.>",
+        f"jetpool.schedules.{namespace}.orders.>",
+    ]
+    assert info.config.allow_msg_schedules
+    # the workers' consumer reads the task subjects only, never a waiting schedule
+    assert consumer.config.filter_subject == f"tasks.{namespace}.orders.>"
     assert consumer.config.ack_wait == pytest.approx(40 + 30)
-    assert consumer.config.max_deliver == 4 + 2
+    assert consumer.config.max_deliver == 4 + 10
+    states = await task_state_stream(nats_endpoint, pool["status"]["nats"]["taskStateBucket"])
+    assert states.config.max_msgs_per_subject == 1
     assert dlq.config.max_age == pytest.approx(3600)
     assert dlq.config.retention == "limits"
 
