@@ -29,6 +29,20 @@ pytestmark = [pytest.mark.kube, pytest.mark.nats, pytest.mark.e2e]
 LIFECYCLE = "tests.e2e.handlers:lifecycle"
 
 
+def lifecycle_pool(
+    name: str, endpoint: NatsEndpoint, namespace: str, **spec: Any
+) -> dict[str, Any]:
+    """A pool running the ledger-keeping handler, two attempts with short backoffs."""
+    return worker_pool(
+        name,
+        endpoint.pod_url,
+        f"e2e-{namespace}",
+        handler=LIFECYCLE,
+        retry={"maxAttempts": 2, "backoff": {"initialSeconds": 0.1, "maxSeconds": 0.5}},
+        **spec,
+    )
+
+
 async def jetpool(endpoint: NatsEndpoint, namespace: str, pool: str, *argv: str) -> Any:
     """Run one `jetpool` command (its console entry point, in-process) as a user would."""
     flags = ["--nats-url", endpoint.test_url, "-n", namespace, "-p", pool, "-o", "json"]
@@ -69,13 +83,11 @@ async def test_each_tasks_status_and_result_read_back_by_id_agree_with_the_handl
     name = "life"
 
     def manifest(paused: bool) -> dict[str, Any]:
-        return worker_pool(
+        return lifecycle_pool(
             name,
-            nats_endpoint.pod_url,
-            f"e2e-{namespace}",
-            handler=LIFECYCLE,
+            nats_endpoint,
+            namespace,
             paused=paused,
-            retry={"maxAttempts": 2, "backoff": {"initialSeconds": 0.2, "maxSeconds": 0.5}},
             tracking={"results": {"enabled": True}},
             scaling={"minReplicas": 1, "maxReplicas": 2, "pollIntervalSeconds": 1},
         )
@@ -166,14 +178,12 @@ async def test_workers_scaled_down_and_restarted_mid_burst_never_use_up_an_attem
     name = "steady"
 
     def manifest(replicas: int) -> dict[str, Any]:
-        return worker_pool(
+        return lifecycle_pool(
             name,
-            nats_endpoint.pod_url,
-            f"e2e-{namespace}",
-            handler=LIFECYCLE,
+            nats_endpoint,
+            namespace,
             concurrency=4,
             shutdownGraceSeconds=2,
-            retry={"maxAttempts": 2, "backoff": {"initialSeconds": 0.1, "maxSeconds": 0.3}},
             scaling={"minReplicas": replicas, "maxReplicas": replicas, "pollIntervalSeconds": 1},
         )
 

@@ -96,8 +96,11 @@ async def unschedule_task(client: Client, task_id: str) -> bool:
     pool has no schedules)."""
     subject = delayed_subject(client.names.schedule_subject_prefix, task_id)
     stream = await _task_stream(client)
-    if stream is None:
-        return False
+    return stream is not None and await _purge_schedule(client, stream, subject)
+
+
+async def _purge_schedule(client: Client, stream: str, subject: str) -> bool:
+    """Delete the schedule on ``subject``; False when there is none (released, deleted)."""
     try:
         await client.js.get_last_msg(stream, subject)
     except nats.js.errors.NotFoundError:
@@ -150,10 +153,4 @@ async def delete_schedule(client: Client, name: str) -> bool:
         subject = periodic_subject(client.names.schedule_subject_prefix, name)
     except ScheduleError as exc:
         raise ClientError(str(exc)) from exc
-    stream = await _schedule_stream(client)
-    try:
-        await client.js.get_last_msg(stream, subject)
-    except nats.js.errors.NotFoundError:
-        return False
-    await client.js.purge_stream(stream, subject=subject)
-    return True
+    return await _purge_schedule(client, await _schedule_stream(client), subject)
