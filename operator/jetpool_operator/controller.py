@@ -572,7 +572,7 @@ async def reconcile(
         "deadLetters": dead_letters,
         "throughput": _round(stats.throughput, 2),
         "errorRate": _round(stats.error_rate),
-        "tasks": task_counts(backlog, stats),
+        "tasks": task_counts(backlog, stats, float(spec.circuit_breaker.window_seconds)),
         "circuitBreaker": breaker.to_dict(),
         "conditions": [c.model_dump(mode="json", by_alias=True) for c in conditions],
         "health": assessed.to_dict(),
@@ -613,9 +613,12 @@ async def reconcile(
     return await _write_status(rt, pool, old_status, status, interval)
 
 
-def task_counts(backlog: ConsumerBacklog | None, stats: PoolStats) -> dict[str, Any]:
+def task_counts(
+    backlog: ConsumerBacklog | None, stats: PoolStats, window_seconds: float
+) -> dict[str, Any]:
     """Tasks by step, for ``kubectl get wp -o yaml``: waiting and running from the consumer
-    and the workers, and what finished in the stats window (ids: ``jetpool task status``)."""
+    and the workers, and what finished in the stats window (ids: ``jetpool task status``).
+    Only counts: an idle pool's status must not change (no write) from one check to the next."""
     window = stats.window
     return {
         "queued": None if backlog is None else backlog.pending,
@@ -624,7 +627,7 @@ def task_counts(backlog: ConsumerBacklog | None, stats: PoolStats) -> dict[str, 
         if backlog is None
         else max(0, backlog.ack_pending - stats.in_flight),
         "window": {
-            "seconds": round(window.seconds),
+            "seconds": round(window_seconds),
             "succeeded": window.succeeded,
             "failedAttempts": window.failed,
             "deadLettered": window.dead_lettered,

@@ -4,6 +4,10 @@ glibc gives threads that contend for malloc arenas of their own (up to eight per
 Python heap spread over many arenas returns little to the OS: with its API-call threads the
 operator held tens of MB more at a thousand pools than its objects need. Two arenas serve an
 event loop plus blocking API calls without measurable contention.
+
+Large buffers (a page of the stream listing is a megabyte of JSON, every second) go to mmap
+at a fixed threshold: glibc's default raises the threshold after each such free, after which
+those buffers land in the heap and pin it.
 """
 
 from __future__ import annotations
@@ -16,9 +20,11 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 M_ARENA_MAX = -8
-"""glibc's mallopt() parameter (malloc.h)."""
+M_MMAP_THRESHOLD = -3
+"""glibc's mallopt() parameters (malloc.h)."""
 ARENAS = 2
-TRIM_INTERVAL_SECONDS = 60.0
+MMAP_THRESHOLD_BYTES = 256 * 1024
+TRIM_INTERVAL_SECONDS = 15.0
 
 
 def limit_malloc_arenas(arenas: int = ARENAS) -> bool:
@@ -29,7 +35,8 @@ def limit_malloc_arenas(arenas: int = ARENAS) -> bool:
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
     applied = bool(mallopt(M_ARENA_MAX, arenas))
-    log.debug("malloc arenas limited to %d: %s", arenas, applied)
+    applied = bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)) and applied
+    log.debug("malloc arenas limited to %d, mmap threshold fixed: %s", arenas, applied)
     return applied
 
 

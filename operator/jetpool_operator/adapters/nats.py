@@ -488,9 +488,14 @@ async def ensure_plan(nc: NATS, plan: nr.NatsPlan) -> list[EnsureOutcome]:
         s for s in (plan.task_stream, plan.dead_letter_stream, plan.task_state) if s is not None
     )
     observed: dict[str, api.StreamInfo | None] = {}
+    prefix = plan.names.schedule_subject_prefix
+    # the task stream's info also lists its periodic schedules' subjects (one request)
+    periodic = None if prefix is None else f"{prefix}.{PERIODIC_TOKEN}.>"
     for desired in streams:
         try:
-            observed[desired.name] = await js.stream_info(desired.name)
+            observed[desired.name] = await js.stream_info(
+                desired.name, subjects_filter=periodic if desired is plan.task_stream else None
+            )
         except NotFoundError:
             observed[desired.name] = None
     _refuse(
@@ -546,8 +551,10 @@ async def ensure_plan(nc: NATS, plan: nr.NatsPlan) -> list[EnsureOutcome]:
                 lambda: js.add_consumer(consumer.stream, _to_nats_consumer(consumer)),
             )
         )
-    if plan.names.schedule_subject_prefix is not None:
-        outcomes += await _ensure_periodic_schedules(js, plan, plan.names.schedule_subject_prefix)
+    if prefix is not None:
+        task_stream = observed[plan.task_stream.name]
+        subjects = {} if task_stream is None else task_stream.state.subjects or {}
+        outcomes += await _ensure_periodic_schedules(js, plan, subjects)
     conflicts = [o.message for o in outcomes if o.action == "conflict"]
     if conflicts:
         raise ResourceConflict("; ".join(conflicts))
@@ -558,14 +565,14 @@ SCHEDULE_REFUSALS = {10189: "pattern", 10190: "target subject", 10223: "time zon
 
 
 async def _ensure_periodic_schedules(
-    js: JetStreamContext, plan: nr.NatsPlan, prefix: str
+    js: JetStreamContext, plan: nr.NatsPlan, subjects: Iterable[str]
 ) -> list[EnsureOutcome]:
     """Publish the spec's periodic schedules that are missing or differ; purge the ones the
-    operator made that the spec no longer declares."""
+    operator made that the spec no longer declares. ``subjects``: the periodic schedules'
+    subjects in the task stream (empty for a stream made just now)."""
     stream = plan.task_stream.name
-    info = await js.stream_info(stream, subjects_filter=f"{prefix}.{PERIODIC_TOKEN}.>")
     stored: dict[str, periodic_schedules.StoredSchedule] = {}
-    for subject in info.state.subjects or {}:
+    for subject in subjects:
         try:
             msg = await js.get_last_msg(stream, subject)
         except NotFoundError:

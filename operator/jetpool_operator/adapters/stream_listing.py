@@ -13,6 +13,7 @@ from typing import Any
 from nats.aio.client import Client as NATS
 
 from jetpool_operator.core.observation import StreamState
+from jetpool_protocol.naming import KV_STREAM_PREFIX
 
 LIST_SUBJECT = "$JS.API.STREAM.LIST"
 MAX_PAGES = 1000
@@ -36,8 +37,11 @@ async def list_streams(nc: NATS, *, request_timeout: float) -> dict[str, StreamS
             raise ListingError(f"{LIST_SUBJECT}: {error.get('description') or error}")
         streams = page.get("streams") or []
         for stream in streams:
+            name = stream["config"]["name"]
+            if name.startswith(KV_STREAM_PREFIX):  # buckets (task states, control): not observed
+                continue
             state = stream.get("state") or {}
-            states[stream["config"]["name"]] = StreamState(
+            states[name] = StreamState(
                 messages=int(state.get("messages") or 0),
                 last_sequence=int(state.get("last_seq") or 0),
                 consumers=int(state.get("consumer_count") or 0),
