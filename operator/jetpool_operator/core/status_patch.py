@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 VOLATILE_STATUS = frozenset(
-    {"backlog", "inFlight", "redelivered", "deadLetters", "throughput", "errorRate"}
+    {"backlog", "inFlight", "redelivered", "deadLetters", "throughput", "errorRate", "tasks"}
 )
 
 

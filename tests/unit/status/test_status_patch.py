@@ -50,6 +50,12 @@ def test_only_volatile_counters_changing_waits_for_the_interval() -> None:
     assert later == new
 
 
+def test_task_counts_are_counters_too() -> None:
+    old = {"replicas": 1, "tasks": {"queued": 5, "running": 2}}
+    new = {"replicas": 1, "tasks": {"queued": 4, "running": 3}}
+    assert status_patch(old, new, seconds_since_last_patch=0.5, volatile_interval=2) is None
+
+
 def test_a_condition_change_goes_out_at_once_with_the_counters() -> None:
     old = {"throughput": 10.0, "conditions": [{"type": "Ready", "status": "True"}]}
     new = {"throughput": 11.0, "conditions": [{"type": "Ready", "status": "False"}]}
