@@ -20,7 +20,7 @@ from jetpool import Client
 from jetpool_operator.adapters.nats import ensure_plan
 from jetpool_operator.api.v1alpha1 import WorkerPoolSpec
 from jetpool_operator.core.children import PoolRef, worker_settings
-from jetpool_operator.core.nats_resources import plan
+from jetpool_operator.core.nats_resources import MAX_DELIVER_MARGIN, plan
 from jetpool_protocol import headers as h
 from jetpool_protocol.dead_letter import DeadLetterRecord
 from jetpool_protocol.envelope import task_headers
@@ -90,7 +90,7 @@ async def make_pool(
             durable_name="workers",
             ack_policy=api.AckPolicy.EXPLICIT,
             ack_wait=ack_wait,
-            max_deliver=max_deliver or settings.retry_max_attempts + 2,
+            max_deliver=max_deliver or settings.retry_max_attempts + MAX_DELIVER_MARGIN,
             max_ack_pending=1000,
         ),
     )
