@@ -6,12 +6,16 @@ operator makes (its own plan and ``ensure_plan``); the handlers keep their own l
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 
 import pytest
 from nats.aio.client import Client as NATS
 
 from e2e.testbed.nats_server import NatsServer
 from jetpool import CancelOutcome, Client, TaskPhase
+from jetpool_protocol.task_state import TaskError
+from jetpool_worker.dead_letter import RawTask
+from jetpool_worker.task_tracking import TaskTracker
 from tests.worker import handlers
 from tests.worker.helpers import (
     TrackedPool,
@@ -140,3 +144,36 @@ async def test_a_sync_handler_sees_the_cancel_flag_and_its_task_settles_as_cance
             lambda: _is(pool.client, running.id, TaskPhase.CANCELLED), what="cancelled"
         )
     assert handlers.LEDGER[running.id] == ["ran", "cancelled"]
+
+
+async def test_a_delivery_handed_back_unrun_costs_no_attempt_and_an_unrecorded_one_does(
+    nc: NATS, pool: TrackedPool
+) -> None:
+    # The worker's own tracker on the real bucket, delivery by delivery: deterministic where
+    # the mid-burst e2e test depends on when workers happen to hand tasks back.
+    tracker = TaskTracker(pool.settings, "w-test", lambda: datetime.now(UTC))
+    tracker.bind(nc, nc.jetstream())
+
+    def delivery(number: int) -> RawTask:
+        return RawTask(
+            subject=pool.client.default_subject(),
+            stream=pool.settings.stream,
+            sequence=7,
+            payload=b"{}",
+            headers={"Jetpool-Task-Id": "t-handed-back"},
+            attempt=number,
+            published_at=datetime.now(UTC),
+        )
+
+    first = await tracker.admit(delivery(1))
+    tracker.started(first)
+    await tracker.retrying(first, 0.1, TaskError.of("RuntimeError", "boom"))  # ran, failed
+    await tracker.handed_back(delivery(2), "the worker is stopping")  # delivered, not run
+    third = await tracker.admit(delivery(3))
+    assert third.attempt == 2
+    # the third delivery's worker dies before writing anything: it counts as a run
+    fourth = await tracker.admit(delivery(4))
+    assert fourth.attempt == 3
+    state = await pool.client.status("t-handed-back")
+    assert state is not None
+    assert (state.phase, state.runs, state.deliveries) == (TaskPhase.QUEUED, 1, 2)

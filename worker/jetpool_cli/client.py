@@ -16,6 +16,7 @@ languages.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import time
@@ -35,7 +36,6 @@ from jetpool_cli import scheduling
 from jetpool_cli.connection import ConnectOptions, connect
 from jetpool_cli.errors import ClientError
 from jetpool_cli.publishing import JSON_CONTENT_TYPE, OutgoingTask, TaskOptions, build_task
-from jetpool_protocol.envelope import format_time
 from jetpool_protocol.naming import KV_STREAM_PREFIX, PoolNames
 from jetpool_protocol.schedules import ScheduleError, ScheduleInfo, check_cron, check_every
 from jetpool_protocol.task_state import (
@@ -182,12 +182,8 @@ class Client:
         ``created_at`` (default now) starts its TTL: a delayed task's is its release time."""
         options = self.options
         if headers:
-            options = TaskOptions(
-                ttl_seconds=options.ttl_seconds,
-                content_type=options.content_type,
-                extra_headers={**options.extra_headers, **headers},
-                signing_keys=options.signing_keys,
-                encryption_keys=options.encryption_keys,
+            options = dataclasses.replace(
+                options, extra_headers={**options.extra_headers, **headers}
             )
         if isinstance(payload, bytes):
             body = payload
@@ -434,7 +430,3 @@ def _run_at(delay: timedelta | float | None, at: datetime | None) -> datetime | 
     if at is not None:
         return at if at.tzinfo else at.replace(tzinfo=UTC)
     return None
-
-
-def describe_run_at(value: datetime) -> str:
-    return format_time(value)

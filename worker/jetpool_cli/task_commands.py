@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -199,7 +200,7 @@ async def cmd_schedule_list(args: argparse.Namespace, io: Io) -> int:
     async with pool_client(args) as client:
         found = await client.schedules()
     if args.output == "json":
-        io.out(to_json([vars_of(s) for s in found]))
+        io.out(to_json([dataclasses.asdict(s) for s in found]))
     else:
         rows = [
             [
@@ -215,10 +216,6 @@ async def cmd_schedule_list(args: argparse.Namespace, io: Io) -> int:
         ]
         io.out(render_table(["KIND", "NAME", "SCHEDULE", "TZ", "TARGET", "OWNER", "SEQ"], rows))
     return EXIT_OK
-
-
-def vars_of(value: Any) -> dict[str, Any]:
-    return {name: getattr(value, name) for name in value.__slots__}
 
 
 async def cmd_schedule_delete(args: argparse.Namespace, io: Io) -> int:

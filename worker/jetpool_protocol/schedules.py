@@ -41,12 +41,14 @@ TASK_TOKEN = "task"
 PERIODIC_TOKEN = "periodic"
 NAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 """A periodic schedule's name: a DNS-1123 label, so it is one subject token."""
-EVERY = re.compile(r"(\d+h)?(\d+m)?(\d+s)?")
+EVERY_PATTERN = r"([0-9]+h)?([0-9]+m)?([0-9]+s)?"
 """Go durations of whole seconds, the form ``@every`` accepts (at least 1s)."""
-CRON_FIELDS = 6
 PREDEFINED = frozenset(
     {"@hourly", "@daily", "@midnight", "@weekly", "@monthly", "@yearly", "@annually"}
 )
+CRON_PATTERN = r"^(@(" + "|".join(sorted(p[1:] for p in PREDEFINED)) + r")|\S+( \S+){5})$"
+"""Six space-separated fields (seconds first) or a predefined name (the CRD checks it too)."""
+CRON_FIELDS = 6
 
 
 class ScheduleError(ValueError):
@@ -81,21 +83,14 @@ def at_pattern(when: datetime) -> str:
     return f"@at {format_time(when)}"
 
 
-def every_pattern(seconds: float) -> str:
-    whole = int(seconds)
-    if whole != seconds or whole < 1:
-        raise ScheduleError(f"an interval must be whole seconds, at least 1s (got {seconds:g}s)")
-    hours, rest = divmod(whole, 3600)
-    minutes, secs = divmod(rest, 60)
-    text = (f"{hours}h" if hours else "") + (f"{minutes}m" if minutes else "")
-    return f"@every {text}{secs}s" if secs or not text else f"@every {text}"
-
-
 def check_every(text: str) -> str:
-    """A Go duration of whole seconds (``30s``, ``1m30s``, ``2h``), as ``@every`` takes it."""
-    match = EVERY.fullmatch(text.strip())
-    if not text.strip() or match is None or not any(match.groups()):
-        raise ScheduleError(f"interval {text!r} must look like 30s, 5m, 1h30m (whole seconds)")
+    """A Go duration of whole seconds, at least 1s (``30s``, ``1m30s``, ``2h``), as
+    ``@every`` takes it."""
+    match = re.fullmatch(EVERY_PATTERN, text.strip())
+    if match is None or not any(int(part[:-1]) for part in match.groups() if part):
+        raise ScheduleError(
+            f"interval {text!r} must look like 30s, 5m, 1h30m (whole seconds, at least 1s)"
+        )
     return f"@every {text.strip()}"
 
 

@@ -247,7 +247,7 @@ class Worker:
                 asyncio.create_task(
                     self.tracker.watch_cancellations(running=lambda: not self._stop.is_set())
                 ),
-                asyncio.create_task(self.tracker.write_running_states(running=lambda: True)),
+                asyncio.create_task(self.tracker.write_running_states()),
             ]
             await self.tracker.wait_caught_up()
             self.consuming = True

@@ -4,9 +4,8 @@ cancellations watched.
 Cost on the hot path is bounded to one buffered publish per task (no round trip, no timer):
 the ``running`` step of a task is written by one sweep over the tasks in flight, only once a
 task has run for :data:`RUNNING_WRITE_DELAY_SECONDS`, so a short task writes just its
-outcome. Steps that must
-be stored before the next delivery can read them (a retry, a hand-back) wait for the
-server's acknowledgement; they are off the success path.
+outcome. Steps that must be stored before the next delivery can read them (a retry, a
+hand-back) wait for the server's acknowledgement; they are off the success path.
 
 Run counting (:func:`~jetpool_protocol.task_state.runs_before`) reads the state of a
 redelivered task once (direct get), so a delivery handed back without running never uses up
@@ -154,14 +153,15 @@ class TaskTracker:
 
     def started(self, run: Run) -> None:
         """The handler is about to run (its ``running`` step is written if it lasts)."""
-        run.started = time.monotonic()
-        self._runs[run.task_id] = run
+        if self.enabled:
+            run.started = time.monotonic()
+            self._runs[run.task_id] = run
 
-    async def write_running_states(self, running: Callable[[], bool]) -> None:
+    async def write_running_states(self) -> None:
         """Every so often, write ``running`` for the tasks in flight long enough to matter."""
         if not self.enabled:
             return
-        while running():
+        while True:
             await asyncio.sleep(RUNNING_WRITE_DELAY_SECONDS / 2)
             due = time.monotonic() - RUNNING_WRITE_DELAY_SECONDS
             for run in list(self._runs.values()):

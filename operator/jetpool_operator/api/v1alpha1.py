@@ -31,7 +31,12 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from jetpool_protocol.control import BreakerState
-from jetpool_protocol.schedules import schedules_allowed
+from jetpool_protocol.schedules import (
+    CRON_PATTERN,
+    EVERY_PATTERN,
+    check_every,
+    schedules_allowed,
+)
 from jetpool_protocol.worker_settings import Jitter
 
 GROUP = "jetpool.dev"
@@ -54,9 +59,6 @@ QUANTITY = (
     r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
 )
 ENV_NAME = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
-EVERY = r"([0-9]+h)?([0-9]+m)?([0-9]+s)?"
-CRON = r"^(@(hourly|daily|midnight|weekly|monthly|yearly|annually)|\S+( \S+){5})$"
-"""Six space-separated fields (seconds first) or a predefined name: what nats-server takes."""
 
 RawObject = Annotated[
     dict[str, Any],
@@ -462,14 +464,14 @@ class PeriodicSchedule(ApiModel):
     every: str | None = Field(
         None,
         max_length=32,
-        pattern=f"^{EVERY}$",
+        pattern=f"^{EVERY_PATTERN}$",
         description="An interval of whole seconds, at least 1s: 30s, 5m, 1h30m.",
     )
     cron: str | None = Field(
         None,
         min_length=1,
         max_length=128,
-        pattern=CRON,
+        pattern=CRON_PATTERN,
         description=(
             "Six fields, seconds first ('0 */5 * * * *'), or @hourly, @daily, @weekly, "
             "@monthly, @yearly."
@@ -493,11 +495,8 @@ class PeriodicSchedule(ApiModel):
     def _one_timing(self) -> PeriodicSchedule:
         if (self.every is None) == (self.cron is None):
             raise ValueError(_ONE_TIMING["message"])
-        interval = None if self.every is None else re.fullmatch(EVERY, self.every)
-        if self.every is not None and (
-            interval is None or not any(int(g[:-1]) for g in interval.groups() if g)
-        ):
-            raise ValueError("every must be an interval of at least 1s, such as 30s or 5m")
+        if self.every is not None:
+            check_every(self.every)  # (a ScheduleError is a ValueError)
         if self.time_zone is not None and self.cron is None:
             raise ValueError(_ZONE_WITH_CRON["message"])
         return self
