@@ -18,6 +18,7 @@ from nats.js.errors import NotFoundError
 from nats.js.kv import KeyValue
 
 from e2e.testbed.cluster import Cluster, eventually
+from e2e.testbed.pod_runner import PodRunner
 from jetpool import Client, TaskPhase
 from jetpool_cli.main import main_async
 from jetpool_protocol.dead_letter import DeadLetterRecord
@@ -170,10 +171,38 @@ async def test_each_tasks_status_and_result_read_back_by_id_agree_with_the_handl
     assert await cli("schedule", "list") == []
 
 
-@pytest.mark.usefixtures("operator", "pod_runner")
+async def explain_unsettled(
+    client: Client,
+    nc: Any,
+    pool_status: dict[str, Any],
+    ids: list[str],
+    record: KeyValue,
+    runner: PodRunner | None,
+) -> None:
+    """Print what a timed-out wait left behind: each unsettled task's state and ledger, the
+    consumer's view (a task held by a killed worker waits out the ack wait), and how each
+    worker process stopped."""
+    for task_id in ids:
+        state = await client.status(task_id)
+        if state is None or not state.phase.final:
+            print("unsettled", task_id, state, await ledger(record, task_id))
+    nats = pool_status.get("nats", {})
+    info = await nc.jetstream().consumer_info(nats.get("stream"), nats.get("consumer"))
+    print("consumer", info.num_ack_pending, info.num_pending, info.num_redelivered)
+    for log_file in sorted(runner.workdir.glob("*/output.log")) if runner else []:
+        lines = log_file.read_text(errors="replace").splitlines()
+        notable = [line for line in lines if "WARNING" in line or "ERROR" in line]
+        print(log_file.parent.name, *notable[-10:], *lines[-3:], sep="\n  ")
+
+
+@pytest.mark.usefixtures("operator")
 @pytest.mark.timeout(420)
 async def test_workers_scaled_down_and_restarted_mid_burst_never_use_up_an_attempt_unrun(
-    cluster: Cluster, namespace: str, nats_endpoint: NatsEndpoint, record: KeyValue
+    cluster: Cluster,
+    namespace: str,
+    nats_endpoint: NatsEndpoint,
+    record: KeyValue,
+    pod_runner: PodRunner | None,
 ) -> None:
     name = "steady"
 
@@ -226,7 +255,12 @@ async def test_workers_scaled_down_and_restarted_mid_burst_never_use_up_an_attem
     async def settled() -> bool:
         return len(await final_states()) == len(ids)
 
-    await wait_until(settled, 240, "every task succeeded or dead-lettered")
+    try:
+        await wait_until(settled, 240, "every task succeeded or dead-lettered")
+    except AssertionError:
+        pool_status = status(cluster, namespace, name)
+        await explain_unsettled(client, nc, pool_status, ids, record, pod_runner)
+        raise
     finals = await final_states()
     dlq = status(cluster, namespace, name)["nats"]["deadLetterStream"]
     records: list[DeadLetterRecord] = []

@@ -72,6 +72,25 @@ def test_quiet_in_lasts_until_the_newest_request_can_take_no_more_messages():
     assert ledger.quiet_in(now=0.3) == 0.0
 
 
+def test_requests_confirmed_late_stay_live_until_the_confirmation_plus_their_expiry():
+    # sent at 0.0 but stuck in a busy client's buffer: the server may have got them as late as
+    # the flush that returned at 2.0, so a closing inbox must wait until 2.5 (plus grace)
+    ledger = PullLedger()
+    ledger.sent(4, now=0.0, expires=0.5)
+    ledger.sent(4, now=0.1, expires=0.5)
+    ledger.reached_server_by(2.0, expires=0.5)
+    assert ledger.quiet_in(now=2.0) == pytest.approx(0.5 + EXPIRY_GRACE_SECONDS)
+    assert ledger.owed(now=2.7) == 8
+    assert ledger.owed(now=2.5 + EXPIRY_GRACE_SECONDS) == 0
+
+
+def test_a_confirmation_never_shortens_a_request_sent_after_it():
+    ledger = PullLedger()
+    ledger.sent(1, now=3.0, expires=0.5)
+    ledger.reached_server_by(2.0, expires=0.5)
+    assert ledger.quiet_in(now=3.0) == pytest.approx(0.5 + EXPIRY_GRACE_SECONDS)
+
+
 def test_a_message_with_a_reply_subject_is_a_delivery_even_with_a_status_header():
     hostile = Msg(
         _client=None, subject="t", reply="$JS.ACK.S.c.1.1.1.1.0", headers={"Status": "408"}

@@ -168,7 +168,7 @@ async def test_a_delivery_handed_back_unrun_costs_no_attempt_and_an_unrecorded_o
     first = await tracker.admit(delivery(1))
     tracker.started(first)
     await tracker.retrying(first, 0.1, TaskError.of("RuntimeError", "boom"))  # ran, failed
-    await tracker.handed_back(delivery(2), "the worker is stopping")  # delivered, not run
+    await tracker.handed_back([delivery(2)], "the worker is stopping")  # delivered, not run
     third = await tracker.admit(delivery(3))
     assert third.attempt == 2
     # the third delivery's worker dies before writing anything: it counts as a run

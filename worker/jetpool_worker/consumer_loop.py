@@ -53,6 +53,8 @@ log = logging.getLogger(__name__)
 FETCH_EXPIRY_SECONDS = 0.5
 """Short pull requests: a breaker trip or a stop is seen within this long, and no stale pull
 request outlives it on the server."""
+CONFIRM_SENT_TIMEOUT_SECONDS = 2.0
+"""How long a stopping worker waits for the server to confirm it has every pull request."""
 COALESCE_SECONDS = 0.005
 """With fewer than half the slots free, wait this long for more before pulling."""
 MEMORY_RESUME_FRACTION = 0.9
@@ -584,9 +586,9 @@ class Worker:
         """Nak, delayed only past our own pull requests: another worker may run them. The
         task's state says so first, so the delivery uses up no attempt."""
         delay = self._hand_back_delay()
+        with contextlib.suppress(Exception):
+            await self.tracker.handed_back([self._raw(m) for m in msgs], why)
         for m in msgs:
-            with contextlib.suppress(Exception):
-                await self.tracker.handed_back(self._raw(m), why)
             with contextlib.suppress(Exception):
                 await m.nak(delay=delay or None)
         log.info("handed %d fetched tasks back: %s", len(msgs), why)
@@ -624,6 +626,7 @@ class Worker:
 
     async def _process_one(self, entry: _InFlight, msg: Any) -> None:
         lingering: list[Any] = []
+        run: Run | None = None
         try:
             raw = self._raw(msg)
             admitted = await self._admit(msg, raw)
@@ -655,6 +658,8 @@ class Worker:
         except Exception:
             log.exception("could not settle a task; it will be redelivered after the ack wait")
         finally:
+            if run is not None:
+                self.tracker.forget(run)
             self._finish(entry, [msg], lingering)
 
     async def _process_batch(self, entry: _InFlight, msgs: list[Any]) -> None:
@@ -683,6 +688,8 @@ class Worker:
             )
             lingering.append(outcomes[0].lingering)
             if entry.released:
+                for _, _, _, run in admitted:
+                    self.tracker.forget(run)
                 return
             for (msg, raw, _, run), outcome in zip(admitted, outcomes, strict=True):
                 try:
@@ -777,11 +784,12 @@ class Worker:
             entry.task.cancel()
 
     async def _cancel_queued(self, msg: Any, run: Run, by: str) -> None:
-        await msg.ack()
-        self.counters.cancelled += 1
+        # the final state is buffered ahead of the ack: no acked task without its outcome
         await self.tracker.finished(
             run, TaskPhase.CANCELLED, reason=f"cancelled by {by} before it ran", ran=False
         )
+        await msg.ack()
+        self.counters.cancelled += 1
         log.info(
             "task %s was cancelled before it ran",
             run.task_id,
@@ -1031,6 +1039,8 @@ class Worker:
     async def _close_inbox(self, puller: InboxPuller) -> None:
         """Wait out our pull requests (each expires within FETCH_EXPIRY_SECONDS), then close
         the inbox; whatever arrives meanwhile is nak'd by :meth:`_flush_arrivals`."""
+        if self._nc.is_connected:
+            await puller.confirm_sent(CONFIRM_SENT_TIMEOUT_SECONDS)
         while puller.pulling and self._nc.is_connected:
             self._wake.clear()
             await self._wait_wake(puller.quiet_in())

@@ -84,6 +84,14 @@ class PullLedger:
         """The server dropped every request (consumer deleted, leadership change)."""
         self._requests.clear()
 
+    def reached_server_by(self, when: float, expires: float) -> None:
+        """Every request sent so far reached the server by ``when`` (a flush returned then), so
+        none can take a message after ``when + expires``: the bound a closing inbox waits out.
+        (The send-time expiry alone is too early when the send sat in a busy client's buffer.)
+        """
+        for request in self._requests:
+            request.expires_at = max(request.expires_at, when + expires)
+
     def expire(self, now: float) -> None:
         while self._requests and self._requests[0].expires_at + EXPIRY_GRACE_SECONDS <= now:
             self._requests.popleft()
@@ -148,6 +156,16 @@ class InboxPuller:
 
     def owed(self) -> int:
         return self.ledger.owed(self._clock())
+
+    async def confirm_sent(self, within_seconds: float) -> None:
+        """Round-trip the connection so the ledger knows when the server had every request
+        (before closing the inbox: a request still live then would take messages nobody reads,
+        stuck until the ack wait)."""
+        try:
+            await self._nc.flush(timeout=within_seconds)
+        except Exception as exc:  # not confirmed: the bound from now is the best we have
+            log.debug("flush before closing the inbox failed: %s", exc)
+        self.ledger.reached_server_by(self._clock(), self._expires)
 
     def quiet_in(self) -> float:
         return self.ledger.quiet_in(self._clock())

@@ -237,13 +237,25 @@ class TaskTracker:
         at = self._clock() + timedelta(seconds=delay_seconds)
         await self._store(self._state(run, TaskPhase.RETRYING, next_attempt_at=at, error=error))
 
-    async def handed_back(self, raw: RawTask, why: str) -> None:
-        """A delivery returned without running: stored before the nak, so it costs no run."""
-        if not self.enabled:
+    async def handed_back(self, raws: list[RawTask], why: str) -> None:
+        """Deliveries returned without running: stored before their naks, so they cost no
+        run. All at once (one round trip, not one per task): a stopping worker has a deadline.
+        """
+        if not self.enabled or not raws:
             return
-        run = await self.admit(raw)
-        state = self._state(run, TaskPhase.QUEUED, runs=run.runs_before, reason=why)
-        await self._store(state)
+        runs = await asyncio.gather(*(self.admit(raw) for raw in raws))
+        await asyncio.gather(
+            *(
+                self._store(self._state(run, TaskPhase.QUEUED, runs=run.runs_before, reason=why))
+                for run in runs
+            )
+        )
+
+    def forget(self, run: Run) -> None:
+        """A run given up without an outcome (handed back at the end of the grace period):
+        no late ``running`` step may land over what the task's next delivery writes."""
+        if self._runs.get(run.task_id) is run:
+            del self._runs[run.task_id]
 
     async def _buffer(self, state: TaskState) -> None:
         await self._buffer_raw(state_key(state.id), state.to_bytes())
