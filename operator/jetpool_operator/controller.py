@@ -265,6 +265,7 @@ def scaling_policy(spec: WorkerPoolSpec) -> autoscaler.ScalingPolicy:
         scale_to_zero_delay_seconds=float(s.scale_to_zero_delay_seconds),
         tolerance=s.tolerance,
         max_error_rate_for_scale_up=s.max_error_rate_for_scale_up,
+        rate_limit_per_second=spec.rate_limit.per_second if spec.rate_limit else None,
     )
 
 
@@ -502,6 +503,7 @@ async def reconcile(
             breaker=breaker.state,
             # A pool refused by the isolation rules runs no workers against what is not its own.
             paused=spec.paused or observed.refused,
+            attempt_rate=stats.window.attempt_rate,
         ),
         pool.scaler_memory,
         now,
@@ -587,6 +589,7 @@ async def reconcile(
             "deadLetterStream": plan.names.dead_letter_stream,
             "taskStateBucket": plan.names.task_state_bucket,
             "scheduleSubjectPrefix": plan.names.schedule_subject_prefix,
+            "rateLimitStream": plan.names.rate_limit_stream,
         },
     }
     _export_metrics(pool, status, breaker.state)

@@ -289,6 +289,7 @@ async def delete_pool_streams(
                     names.stream,
                     names.dead_letter_stream,
                     KV_STREAM_PREFIX + PoolNames(namespace, name).task_state_bucket,
+                    PoolNames(namespace, name).rate_limit_stream,
                 ],
                 Owner(namespace, name, uid or ""),
             )

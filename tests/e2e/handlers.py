@@ -20,6 +20,7 @@ import asyncio
 import json
 import os
 import ssl
+import time
 
 import nats
 from nats.js.errors import KeyWrongLastSequenceError, NotFoundError
@@ -69,6 +70,21 @@ async def record(task: Task) -> None:
         await kv.create(f"done.{task.id}", b"1")
     except KeyWrongLastSequenceError:
         await kv.put(f"again.{task.id}", b"1")
+
+
+async def paced(task: Task) -> None:
+    """Stamps its start (``start.<id>``: wall-clock seconds; a second start of a task leaves
+    ``restart.<id>``), sleeps ``{"sleep": s}``, then records ``done.<id>``: the record the
+    flow-control tests measure rates and concurrency with."""
+    kv = await bucket()
+    stamp = repr(time.time()).encode()
+    try:
+        await kv.create(f"start.{task.id}", stamp)
+    except KeyWrongLastSequenceError:
+        await kv.put(f"restart.{task.id}", stamp)
+    work = json.loads(task.payload) if task.payload else {}
+    await asyncio.sleep(float(work.get("sleep", 0)))
+    await kv.put(f"done.{task.id}", repr(time.time()).encode())
 
 
 async def _count_run(kv: KeyValue, task_id: str) -> int:

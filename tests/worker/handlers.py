@@ -111,6 +111,17 @@ async def lifecycle(task: Task) -> object:
     return spec.get("return")
 
 
+STARTS: dict[str, list[float]] = defaultdict(list)
+"""The stamping handler's own record: per task id, the wall-clock time of each start."""
+
+
+async def stamped(task: Task) -> None:
+    """Notes when it started, then sleeps ``{"sleep": s}`` (rate limits, keyed concurrency)."""
+    STARTS[task.id].append(time.time())
+    spec = task.json() if task.payload else {}
+    await asyncio.sleep(float(spec.get("sleep", 0)))
+
+
 def lifecycle_sync(task: Task) -> object:
     """The sync twin: a long run checks ``task.cancel_requested`` between steps."""
     spec = task.json() if task.payload else {}

@@ -361,7 +361,7 @@ async def test_a_pools_credentials_get_no_reply_without_the_pools_inbox_prefix(
         await nc.close()
 
 
-async def test_a_worker_with_only_its_pools_permissions_tracks_states_and_obeys_cancels(
+async def test_a_worker_with_only_its_pools_permissions_tracks_states_obeys_cancels_and_limits(
     admin: NATS, secure_nats_server: NatsServer, nats_auth: NatsAuth, tmp_path: Path
 ) -> None:
     await _control_kv(admin)
@@ -371,6 +371,7 @@ async def test_a_worker_with_only_its_pools_permissions_tracks_states_and_obeys_
         handler="tests.worker.handlers:handle",
         settings={"nats_tls_ca_file": str(nats_auth.tls.ca_file), "log_level": "DEBUG"},
         retry={"maxAttempts": 3, "backoff": {"initialSeconds": 0.1, "maxSeconds": 0.2}},
+        rateLimit={"perSecond": 100},  # every start takes a permit from the pool's counters
     )
     user = issue_user(
         nats_auth.directory,
@@ -399,13 +400,14 @@ async def test_a_worker_with_only_its_pools_permissions_tracks_states_and_obeys_
     finally:
         kill(proc)
 
-    # the same credentials cannot cancel tasks or rewrite another task's result
+    # the same credentials cannot cancel tasks, nor spend another pool's rate limit
     errors: list[str] = []
     nc = await _restricted(secure_nats_server, user, errors, inbox_prefix=settings.inbox_prefix)
     try:
         await nc.publish(f"$KV.{settings.task_state_bucket}.cancel.someone", b"{}")
+        await nc.publish("jetpool.ratelimit.lifecycle.another-pool.1", b"")
         await nc.flush()
-        await eventually(lambda: len(errors) >= 1, what="the cancel write refused")
+        await eventually(lambda: len(errors) >= 2, what="the cancel and count refused")
         assert all("permissions violation for publish" in e.lower() for e in errors)
     finally:
         await nc.close()

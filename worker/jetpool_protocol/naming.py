@@ -33,8 +33,13 @@ SCHEDULE_SUBJECT_PREFIX = "jetpool.schedules"
 """Delayed and periodic tasks wait as server-side message schedules on
 ``<prefix>.<ns>.<pool>.<name>``, a subject of the pool's task stream that no consumer reads."""
 
+RATE_LIMIT_SUBJECT_PREFIX = "jetpool.ratelimit"
+"""A rate-limited pool counts its task starts per window on ``<prefix>.<ns>.<pool>.<window>``
+(counter subjects of the pool's ``<stream>-rate`` stream)."""
+
 KV_STREAM_PREFIX = "KV_"
 TASK_STATE_SUFFIX = "-state"
+RATE_LIMIT_SUFFIX = "-rate"
 
 INBOX_ROOT = "_INBOX"
 """nats-py's default inbox prefix; a pool's workers use ``<root>_<ns>_<pool>`` instead."""
@@ -93,11 +98,23 @@ class PoolNames:
     def task_state_bucket(self) -> str:
         """KV bucket of the pool's task states and results: ``<stream>-state``, hashed like
         the stream when ``KV_<bucket>`` would pass JetStream's 255 characters."""
-        bucket = f"{self.stream}{TASK_STATE_SUFFIX}"
-        if len(KV_STREAM_PREFIX) + len(bucket) <= MAX_STREAM_NAME:
-            return bucket
+        return self._beside_stream(TASK_STATE_SUFFIX, len(KV_STREAM_PREFIX))
+
+    @property
+    def rate_limit_stream(self) -> str:
+        """Counter stream of the pool's rate limit: ``<stream>-rate`` (hashed likewise)."""
+        return self._beside_stream(RATE_LIMIT_SUFFIX)
+
+    def _beside_stream(self, suffix: str, prefix_length: int = 0) -> str:
+        name = f"{self.stream}{suffix}"
+        if prefix_length + len(name) <= MAX_STREAM_NAME:
+            return name
         digest = hashlib.sha256(f"{self.namespace}/{self.pool}".encode()).hexdigest()
-        return f"{STREAM_PREFIX}_{digest[:_HASH_CHARS]}{STREAM_SUFFIX}{TASK_STATE_SUFFIX}"
+        return f"{STREAM_PREFIX}_{digest[:_HASH_CHARS]}{STREAM_SUFFIX}{suffix}"
+
+    @property
+    def rate_limit_subject_prefix(self) -> str:
+        return f"{RATE_LIMIT_SUBJECT_PREFIX}.{nats_token(self.namespace)}.{nats_token(self.pool)}"
 
     @property
     def schedule_subject_prefix(self) -> str:

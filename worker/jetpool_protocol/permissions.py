@@ -62,6 +62,9 @@ def worker_permissions(settings: WorkerSettings) -> NatsPermissions:
     )
     if settings.task_state_bucket is not None:
         publish += task_state_permissions(settings.task_state_bucket)
+    if settings.rate_limit_subject_prefix is not None:
+        # count task starts in the pool's own rate-limit windows (the PubAck is the answer)
+        publish += (f"{settings.rate_limit_subject_prefix}.>",)
     # replies (JetStream API answers, PubAcks), pulled tasks and KV watch deliveries all come
     # to inboxes under the pool's own prefix (WorkerSettings.inbox_prefix)
     subscribe = (f"{settings.inbox_prefix}.>",)

@@ -59,6 +59,10 @@ class WorkerSettings(BaseModel):
     and an attempt is a delivery."""
     task_results_max_bytes: int | None = Field(None, ge=1)
     """Keep handlers' return values up to this size (``spec.tracking.results``); None: off."""
+    rate_limit_subject_prefix: str | None = None
+    """Counter subjects of the pool's rate limit (``spec.rateLimit``); None: no limit."""
+    rate_limit_per_second: float | None = Field(None, gt=0)
+    rate_limit_burst: int | None = Field(None, ge=1)
 
     # execution
     concurrency: int = Field(4, ge=1)
@@ -102,6 +106,15 @@ class WorkerSettings(BaseModel):
         # Without a key every signed task would be dead-lettered as invalid: refuse to start.
         if self.require_signed and not self.signing_key_file:
             raise ValueError("require_signed needs signing_key_file")
+        return self
+
+    @model_validator(mode="after")
+    def _rate_limit_complete(self) -> WorkerSettings:
+        given = (self.rate_limit_subject_prefix, self.rate_limit_per_second, self.rate_limit_burst)
+        if any(v is not None for v in given) and any(v is None for v in given):
+            raise ValueError(
+                "rate_limit_subject_prefix, rate_limit_per_second and rate_limit_burst go together"
+            )
         return self
 
     @model_validator(mode="after")

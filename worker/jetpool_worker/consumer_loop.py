@@ -46,6 +46,7 @@ from jetpool_worker.execution import (
 from jetpool_worker.handlers import Handler, load_handler
 from jetpool_worker.metrics import HealthServer, Metrics
 from jetpool_worker.pull import InboxPuller
+from jetpool_worker.rate_limit import PermitsClosed, start_permits
 from jetpool_worker.task_tracking import Run, TaskTracker
 
 log = logging.getLogger(__name__)
@@ -181,6 +182,10 @@ class Worker:
         self.first_failures = FirstFailures()
         self.counters = _Counters()
         self.tracker = TaskTracker(settings, self.worker_id, clock)
+        self.permits = start_permits(settings)
+        if self.permits is not None:
+            permits = self.permits
+            self.metrics.watch_rate_limit(lambda: permits.waiting, lambda: permits.waited_seconds)
         self._rss_reader = rss_reader
         self._rand = rand
         self._clock = clock
@@ -230,6 +235,9 @@ class Worker:
                 return
             self._nc, self._js = nc, nc.jetstream()
             self.tracker.bind(nc, self._js)
+            if self.permits is not None:
+                self.permits.bind(nc)
+                background.append(asyncio.create_task(self.permits.run()))
             puller = await self._bind()
             if puller is None:
                 return
@@ -773,7 +781,26 @@ class Worker:
                 ran=False,
             )
             return None
+        if not await self._may_start(msg, run):
+            return None
         return task, run
+
+    async def _may_start(self, msg: Any, run: Run) -> bool:
+        """Wait until the pool's rate limit lets this task start (``spec.rateLimit``). The
+        task keeps its slot and heartbeats meanwhile; a stopping worker hands it back, and a
+        task cancelled while it waited settles cancelled."""
+        if self.permits is None:
+            return True
+        try:
+            await self.permits.acquire()
+        except PermitsClosed:
+            await self._hand_back([msg], "the worker is stopping")
+            return False
+        cancelled = self.tracker.is_cancelled(run.task_id)
+        if cancelled is not None:
+            await self._cancel_queued(msg, run, cancelled.by)
+            return False
+        return True
 
     def _cancel_running(self, entry: _InFlight, task: Task) -> None:
         """Tell a running handler its task was cancelled: the flag for any handler, and a
@@ -1014,6 +1041,8 @@ class Worker:
         """Finish in-flight work within the grace period, hand the rest back at once."""
         self.draining = True
         self.metrics.set_paused("draining", True)
+        if self.permits is not None:
+            self.permits.close()  # tasks waiting to start go back now, not at the grace's end
         grace = self.settings.shutdown_grace_seconds
         log.info("draining: %d tasks in flight, grace %.1fs", len(self._in_flight), grace)
         pending = [e.task for e in self._in_flight if e.task is not None]

@@ -14,7 +14,12 @@ from collections.abc import Callable, Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 
@@ -86,6 +91,31 @@ class _TallyCollector(Collector):
         return [processed, succeeded, duration]
 
 
+class _RateLimitCollector(Collector):
+    """The rate limit's waits, read from :class:`~jetpool_worker.rate_limit.StartPermits`."""
+
+    def __init__(
+        self, waiting: Callable[[], int], waited: Callable[[], float], labels: dict[str, str]
+    ) -> None:
+        self.waiting, self.waited = waiting, waited
+        self.names, self.values = list(labels), list(labels.values())
+
+    def collect(self) -> Iterable[Metric]:
+        waiting = GaugeMetricFamily(
+            "jetpool_rate_limit_waiting_tasks",
+            "Delivered tasks waiting for a start permit of the pool's rate limit.",
+            labels=self.names,
+        )
+        waiting.add_metric(self.values, self.waiting())
+        waited = CounterMetricFamily(
+            "jetpool_rate_limit_wait_seconds",
+            "Time tasks spent waiting for a start permit (rate() of it: tasks held back).",
+            labels=self.names,
+        )
+        waited.add_metric(self.values, self.waited())
+        return [waiting, waited]
+
+
 class Metrics:
     def __init__(self, pool: str, namespace: str, worker: str) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
@@ -137,6 +167,9 @@ class Metrics:
         ).labels(**labels)
         for reason in PAUSE_REASONS:
             self._paused.labels(**labels, reason=reason).set(0)
+
+    def watch_rate_limit(self, waiting: Callable[[], int], waited: Callable[[], float]) -> None:
+        self.registry.register(_RateLimitCollector(waiting, waited, self._labels))
 
     def failed(self, error_type: str) -> None:
         self._failed.labels(**self._labels, error_type=error_type).inc()

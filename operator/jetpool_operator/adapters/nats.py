@@ -374,6 +374,7 @@ def _to_nats_stream(config: nr.StreamConfig) -> api.StreamConfig:
         deny_delete=config.deny_delete,
         allow_direct=config.allow_direct,
         allow_msg_schedules=config.allow_msg_schedules or None,
+        allow_msg_counter=config.allow_msg_counter or None,
     )
 
 
@@ -402,6 +403,7 @@ def _from_nats_stream(config: api.StreamConfig) -> nr.StreamConfig:
         deny_delete=bool(config.deny_delete),
         allow_direct=bool(config.allow_direct),
         allow_msg_schedules=bool(config.allow_msg_schedules),
+        allow_msg_counter=bool(config.allow_msg_counter),
     )
 
 
@@ -485,7 +487,9 @@ async def ensure_plan(nc: NATS, plan: nr.NatsPlan) -> list[EnsureOutcome]:
     js = nc.jetstream(timeout=REQUEST_TIMEOUT_SECONDS)
     outcomes: list[EnsureOutcome] = []
     streams = tuple(
-        s for s in (plan.task_stream, plan.dead_letter_stream, plan.task_state) if s is not None
+        s
+        for s in (plan.task_stream, plan.dead_letter_stream, plan.task_state, plan.rate_limit)
+        if s is not None
     )
     observed: dict[str, api.StreamInfo | None] = {}
     prefix = plan.names.schedule_subject_prefix

@@ -14,6 +14,7 @@ creates the Deployment, and the operator never has to track upstream API changes
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import datetime
 from enum import StrEnum
@@ -538,6 +539,53 @@ class SchedulesSpec(ApiModel):
         if self.enabled is None:
             return schedules_allowed(max_msgs, max_bytes)
         return self.enabled
+
+
+_RATE_WINDOW = _rule(
+    "!has(self.burst) || (double(self.burst) >= self.perSecond * 0.05"
+    " && double(self.burst) <= self.perSecond * 30.0)",
+    "rateLimit: burst / perSecond (the window the limit is counted over) must be between "
+    "0.05 and 30 seconds",
+)
+
+
+class RateLimitSpec(ApiModel):
+    """Tasks started per second across every worker of the pool (docs/flow-control.md)."""
+
+    model_config = _cel(_RATE_WINDOW)
+
+    per_second: float = Field(
+        ge=0.05,
+        le=100_000,
+        description=(
+            "Task starts per second across the whole pool, whatever its replica count. Tasks "
+            "over the limit wait in the queue (never dropped nor dead-lettered for it)."
+        ),
+    )
+    burst: int | None = Field(
+        None,
+        ge=1,
+        le=100_000,
+        description=(
+            "Starts allowed at once: the limit is kept over consecutive windows of "
+            "burst/perSecond seconds, each allowing burst starts (between 0.05 and 30 s). "
+            "Default: perSecond/10 rounded up (100 ms windows), at least 1."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _window_in_bounds(self) -> RateLimitSpec:
+        if self.burst is not None and not (
+            self.per_second * 0.05 <= self.burst <= self.per_second * 30.0
+        ):
+            raise ValueError(_RATE_WINDOW["message"])
+        return self
+
+    @property
+    def effective_burst(self) -> int:
+        if self.burst is not None:
+            return self.burst
+        return max(1, math.ceil(self.per_second / 10))
 
 
 _BACKOFF_BOUNDS = _rule(
@@ -1071,6 +1119,9 @@ class WorkerPoolSpec(ApiModel):
     dead_letter: DeadLetterSpec = _obj(DeadLetterSpec, "Where failed tasks are kept.")
     tracking: TrackingSpec = _obj(TrackingSpec, "Task state and results by id; cancellation.")
     schedules: SchedulesSpec = _obj(SchedulesSpec, "Delayed and periodic tasks.")
+    rate_limit: RateLimitSpec | None = Field(
+        None, description="Pool-wide limit on task starts per second. Unset: no limit."
+    )
     scaling: ScalingSpec = _obj(ScalingSpec, "Backlog-driven autoscaling.")
     circuit_breaker: CircuitBreakerSpec = _obj(
         CircuitBreakerSpec, "Pool-wide circuit breaker on the task error rate."
@@ -1226,6 +1277,9 @@ class NatsStatus(ApiModel):
     schedule_subject_prefix: str | None = Field(
         None,
         description="Delayed and periodic tasks wait as message schedules under <prefix>.>.",
+    )
+    rate_limit_stream: str | None = Field(
+        None, description="Counter stream of the rate limit's windows (spec.rateLimit)."
     )
 
 

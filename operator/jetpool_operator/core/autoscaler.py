@@ -19,6 +19,8 @@ Why it is shaped this way (see docs/autoscaling.md for the full algorithm and kn
 * Optional step limits are measured from the *ready* count, so "at most N replicas starting
   at once" means the same whatever the tick period.
 * Unknown backlog (NATS unreachable) holds the current count: never extrapolate a metric.
+* A rate-limited pool (``spec.rateLimit``) that already runs tasks at 90 % of its limit does
+  not grow: its backlog drains at the limit whatever the replica count.
 
 Pure: :func:`decide` takes the observation, the policy, the clock and :class:`ScalerMemory`
 (a handful of numbers the operator keeps in memory; after a restart it is seeded with the
@@ -52,6 +54,10 @@ SCALE_UP_LIMITED = "ScaleUpLimited"
 ERROR_RATE_DAMPENED = "ErrorRateDampened"
 BREAKER_OPEN = "BreakerOpen"
 BREAKER_HALF_OPEN = "BreakerHalfOpen"
+RATE_LIMITED = "RateLimited"
+
+RATE_BOUND_FRACTION = 0.9
+"""A rate-limited pool finishing attempts at this share of its limit is bound by the limit."""
 
 
 @dataclass(frozen=True)
@@ -78,6 +84,8 @@ class ScalingPolicy:
     """Ignore demand within this fraction of the current capacity."""
     max_error_rate_for_scale_up: float = 0.5
     """Hold scale-up while the window error rate is above this (1 disables the hold)."""
+    rate_limit_per_second: float | None = None
+    """``spec.rateLimit.perSecond``: hold scale-up once the pool runs tasks at this rate."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.min_replicas <= self.max_replicas:
@@ -111,6 +119,8 @@ class ScalingObservation:
     """Window error rate, None when the window holds too few tasks to judge."""
     breaker: BreakerState = BreakerState.CLOSED
     paused: bool = False
+    attempt_rate: float | None = None
+    """Handler attempts finished per second over the stats window (None: unknown)."""
 
 
 def backlog_of(num_pending: int, num_ack_pending: int) -> int:
@@ -250,6 +260,13 @@ def decide(
                 f"error rate {obs.error_rate:.0%} > {policy.max_error_rate_for_scale_up:.0%}: "
                 "not adding workers that would dead-letter the backlog faster",
             )
+        elif _rate_bound(policy, obs):
+            target = limit(
+                max(current, 1),
+                RATE_LIMITED,
+                f"tasks run at {obs.attempt_rate:.1f}/s against a rate limit of "
+                f"{policy.rate_limit_per_second:g}/s: more workers would not start them sooner",
+            )
         else:
             cap = _step_cap(policy, current, obs.ready_replicas)
             if cap is not None and target > cap:
@@ -303,6 +320,11 @@ def decide(
         memory=new_memory,
         recommendation=rec,
     )
+
+
+def _rate_bound(policy: ScalingPolicy, obs: ScalingObservation) -> bool:
+    limit, rate = policy.rate_limit_per_second, obs.attempt_rate
+    return limit is not None and rate is not None and rate >= RATE_BOUND_FRACTION * limit
 
 
 def _step_cap(policy: ScalingPolicy, current: int, ready: int) -> int | None:

@@ -260,6 +260,9 @@ def worker_settings(pool: PoolRef, spec: WorkerPoolSpec) -> WorkerSettings:
             if spec.tracking.enabled and spec.tracking.results.enabled
             else None
         ),
+        rate_limit_subject_prefix=names.rate_limit_subject_prefix,
+        rate_limit_per_second=spec.rate_limit.per_second if spec.rate_limit else None,
+        rate_limit_burst=spec.rate_limit.effective_burst if spec.rate_limit else None,
         concurrency=spec.concurrency,
         task_timeout_seconds=float(spec.task.timeout_seconds),
         max_payload_bytes=spec.task.max_payload_bytes,

@@ -89,6 +89,8 @@ class StreamConfig:
     allow_direct: bool = False
     allow_msg_schedules: bool = False
     """nats-server refuses to turn it off again once on."""
+    allow_msg_counter: bool = False
+    """A counter stream (``Nats-Incr``): the rate limit's windows."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +123,9 @@ class ResolvedNames:
     """None: the pool tracks no task state (``spec.tracking.enabled: false``)."""
     schedule_subject_prefix: str | None = None
     """None: the task stream holds no schedules (``spec.schedules``)."""
+    rate_limit_stream: str | None = None
+    """None: the pool has no rate limit (``spec.rateLimit``)."""
+    rate_limit_subject_prefix: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +137,8 @@ class NatsPlan:
     owner: Owner
     task_state: StreamConfig | None = None
     """The stream behind the task-state KV bucket (``KV_<bucket>``)."""
+    rate_limit: StreamConfig | None = None
+    """The counter stream of the pool's rate limit."""
     periodic: tuple[ScheduleMessage, ...] = ()
     """The spec's periodic schedules, kept in the task stream (when it holds schedules)."""
     keep_results: bool = False
@@ -166,6 +173,8 @@ def resolve_names(
         stats_subject=defaults.stats_subject,
         task_state_bucket=defaults.task_state_bucket if spec.tracking.enabled else None,
         schedule_subject_prefix=defaults.schedule_subject_prefix if spec.schedules_active else None,
+        rate_limit_stream=defaults.rate_limit_stream if spec.rate_limit else None,
+        rate_limit_subject_prefix=defaults.rate_limit_subject_prefix if spec.rate_limit else None,
     )
 
 
@@ -244,20 +253,21 @@ def plan(
         metadata=metadata,
     )
     return NatsPlan(
-        names,
-        task_stream,
-        consumer,
-        dead_letters,
-        stamp,
-        task_state_stream(names, spec, owner, metadata),
-        periodic_schedules.desired(
+        names=names,
+        task_stream=task_stream,
+        consumer=consumer,
+        dead_letter_stream=dead_letters,
+        owner=stamp,
+        task_state=task_state_stream(names, spec, owner, metadata),
+        rate_limit=rate_limit_stream(names, spec, owner, metadata),
+        periodic=periodic_schedules.desired(
             schedules, PoolNames(namespace, pool).default_subjects[0].removesuffix(">"), spec
         )
         if schedules
         else (),
-        spec.tracking.enabled and spec.tracking.results.enabled,
-        spec.nats.adopt_existing,
-        extra_spaces,
+        keep_results=spec.tracking.enabled and spec.tracking.results.enabled,
+        adopt_existing=spec.nats.adopt_existing,
+        extra_spaces=extra_spaces,
     )
 
 
@@ -288,6 +298,36 @@ def task_state_stream(
         allow_rollup=True,
         deny_delete=True,
         allow_direct=True,
+    )
+
+
+RATE_WINDOWS_KEPT_SECONDS = 120.0
+"""How long a rate-limit window's count outlives it (windows last at most 30 s)."""
+
+
+def rate_limit_stream(
+    names: ResolvedNames,
+    spec: WorkerPoolSpec,
+    owner: str,
+    metadata: tuple[tuple[str, str], ...],
+) -> StreamConfig | None:
+    """One counter subject per window of the pool's rate limit, in memory: a server restart
+    forgets the current window's count, which can let one extra burst through."""
+    if names.rate_limit_stream is None or names.rate_limit_subject_prefix is None:
+        return None
+    return StreamConfig(
+        name=names.rate_limit_stream,
+        subjects=(f"{names.rate_limit_subject_prefix}.>",),
+        retention=Retention.LIMITS,
+        storage=Storage.MEMORY,
+        discard=Discard.OLD,
+        max_age_seconds=RATE_WINDOWS_KEPT_SECONDS,
+        duplicate_window_seconds=0.0,
+        replicas=spec.nats.replicas,
+        description=f"rate-limit windows of {owner}",
+        metadata=metadata,
+        max_msgs_per_subject=1,
+        allow_msg_counter=True,
     )
 
 

@@ -115,6 +115,11 @@ class WindowCounts:
         return self.succeeded / self.seconds if self.seconds > 0 else 0.0
 
     @property
+    def attempt_rate(self) -> float | None:
+        """Finished attempts per second; None before the window spans any time."""
+        return self.total / self.seconds if self.seconds > 0 else None
+
+    @property
     def failure_rate(self) -> float:
         """Failed attempts per second."""
         return self.failed / self.seconds if self.seconds > 0 else 0.0

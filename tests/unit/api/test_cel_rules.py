@@ -34,6 +34,7 @@ def test_rules_sit_on_the_objects_whose_fields_they_compare() -> None:
         ".spec": 5,
         ".spec.nats": 3,
         ".spec.nats.tls": 2,
+        ".spec.rateLimit": 1,
         ".spec.retry.backoff": 1,
         ".spec.scaling": 1,
         ".spec.schedules": 1,
@@ -110,6 +111,18 @@ def test_immutability_rules_are_transition_rules() -> None:
 
 
 BAD_SPECS = [
+    pytest.param(
+        _minimal(rateLimit={"perSecond": 50, "burst": 1}),
+        "rateLimit: burst / perSecond (the window the limit is counted over) must be between "
+        "0.05 and 30 seconds",
+        id="rate-window-too-short",
+    ),
+    pytest.param(
+        _minimal(rateLimit={"perSecond": 1, "burst": 31}),
+        "rateLimit: burst / perSecond (the window the limit is counted over) must be between "
+        "0.05 and 30 seconds",
+        id="rate-window-too-long",
+    ),
     pytest.param(
         _minimal(schedules={"periodic": [{"name": "a", "every": "1m", "cron": "@daily"}]}),
         "schedules.periodic: each schedule needs exactly one of every or cron",

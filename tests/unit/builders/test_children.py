@@ -164,6 +164,14 @@ class TestWorkerEnvironment:
         assert settings.control_key == "media.resize-images"
         assert settings.consumer == "workers"
 
+    def test_a_rate_limit_reaches_the_workers_with_its_default_burst(self) -> None:
+        settings = worker_settings(POOL, spec(rateLimit={"perSecond": 45}))
+        assert settings.rate_limit_per_second == 45
+        assert settings.rate_limit_burst == 5  # 100 ms windows: ceil(45 / 10)
+        assert settings.rate_limit_subject_prefix == "jetpool.ratelimit.media.resize-images"
+        unlimited = worker_settings(POOL, spec())
+        assert (unlimited.rate_limit_subject_prefix, unlimited.rate_limit_burst) == (None, None)
+
     def test_ack_wait_covers_the_task_timeout(self) -> None:
         settings = worker_settings(POOL, spec(task={"timeoutSeconds": 60}))
         assert settings.ack_wait_seconds > settings.task_timeout_seconds

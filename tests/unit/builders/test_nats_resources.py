@@ -66,6 +66,18 @@ class TestTaskStream:
         assert (default.storage, memory.storage) == (Storage.FILE, Storage.MEMORY)
         assert plan("m", "p", spec(tracking={"enabled": False})).task_state is None
 
+    def test_a_rate_limit_gets_a_counter_stream_of_its_own_subjects_in_memory(self) -> None:
+        resources = plan("m", "p", spec(rateLimit={"perSecond": 50}))
+        counter = resources.rate_limit
+        names = PoolNames("m", "p")
+        assert counter is not None
+        assert counter.name == names.rate_limit_stream == f"{names.stream}-rate"
+        assert counter.subjects == (f"{names.rate_limit_subject_prefix}.>",)
+        assert (counter.allow_msg_counter, counter.storage) == (True, Storage.MEMORY)
+        assert (counter.max_msgs_per_subject, counter.retention) == (1, Retention.LIMITS)
+        assert counter.metadata == resources.task_stream.metadata  # the pool owns it
+        assert plan("m", "p", spec()).rate_limit is None
+
     def test_schedules_can_be_turned_off(self) -> None:
         stream = plan("m", "p", spec(schedules={"enabled": False})).task_stream
         assert (stream.discard, stream.allow_msg_schedules) == (Discard.NEW, False)

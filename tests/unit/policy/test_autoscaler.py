@@ -182,6 +182,22 @@ class TestBreakerAndErrors:
         assert decision.replicas == 1
 
 
+class TestRateLimit:
+    LIMITED = replace(POLICY, rate_limit_per_second=50)
+
+    def test_a_pool_running_at_its_rate_limit_does_not_grow(self) -> None:
+        decision = decide(self.LIMITED, obs(4, 900, attempt_rate=48.0), ScalerMemory(), at(0))
+        assert decision.replicas == 4
+        assert decision.limited_reason == "RateLimited"
+
+    def test_a_pool_below_its_rate_limit_grows_as_usual(self) -> None:
+        decision = decide(self.LIMITED, obs(4, 900, attempt_rate=20.0), ScalerMemory(), at(0))
+        assert decision.replicas == 50
+
+    def test_a_rate_limited_pool_with_no_rate_measured_yet_grows(self) -> None:
+        assert decide(self.LIMITED, obs(0, 900), ScalerMemory(), at(0)).replicas == 50
+
+
 class TestModes:
     def test_a_paused_pool_has_no_replicas(self) -> None:
         decision = decide(POLICY, obs(7, 500, paused=True), ScalerMemory(), at(0))

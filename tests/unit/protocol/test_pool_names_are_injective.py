@@ -52,6 +52,8 @@ def _names(namespace: str, pool: str) -> dict[str, str]:
         "stats": names.stats_subject,
         "control": names.control_key,
         "inbox": names.inbox_prefix,
+        "rate_limit_stream": names.rate_limit_stream,
+        "rate_limit_prefix": names.rate_limit_subject_prefix,
     }
 
 
@@ -63,10 +65,10 @@ def test_two_different_pools_share_no_default_name(
     if one == other:
         return
     a, b = _names(*one), _names(*other)
-    streams_a = {a["stream"], a["dead_letter_stream"]}
-    streams_b = {b["stream"], b["dead_letter_stream"]}
+    streams_a = {a["stream"], a["dead_letter_stream"], a["rate_limit_stream"]}
+    streams_b = {b["stream"], b["dead_letter_stream"], b["rate_limit_stream"]}
     assert not streams_a & streams_b
-    for key in ("subjects", "dead_letter_prefix", "stats", "control", "inbox"):
+    for key in ("subjects", "dead_letter_prefix", "stats", "control", "inbox", "rate_limit_prefix"):
         assert a[key] != b[key], key
 
 
@@ -82,7 +84,7 @@ def test_a_pool_s_task_stream_is_never_its_own_or_anyone_s_dead_letter_stream(
 @given(PAIRS)
 def test_default_stream_names_fit_jetstream(pair: tuple[str, str]) -> None:
     names = PoolNames(*pair)
-    for name in (names.stream, names.dead_letter_stream):
+    for name in (names.stream, names.dead_letter_stream, names.rate_limit_stream):
         assert len(name) <= MAX_STREAM_NAME
         assert STREAM_NAME.match(name), name
 

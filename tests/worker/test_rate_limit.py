@@ -1,0 +1,104 @@
+"""A pool-wide rate limit (``spec.rateLimit``) against a real nats-server: the pool's counter
+stream made by the operator's own plan, in-process workers with the settings the operator
+renders, and the handler's own record of when each task started (``handlers.STARTS``)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import pytest
+from nats.aio.client import Client as NATS
+
+from e2e.testbed.nats_server import NatsServer
+from jetpool import TaskPhase
+from jetpool_operator.adapters.nats import ensure_plan
+from jetpool_operator.api.v1alpha1 import WorkerPoolSpec
+from jetpool_operator.core.nats_resources import plan
+from tests.rates import sliding_counts
+from tests.worker import handlers
+from tests.worker.helpers import TrackedPool, eventually, make_tracked_pool, running_worker
+
+pytestmark = pytest.mark.nats
+
+STAMPED = "tests.worker.handlers:stamped"
+
+
+async def every_task_succeeded(pool: TrackedPool, ids: list[str]) -> bool:
+    states = await asyncio.gather(*(pool.client.status(i) for i in ids))
+    return all(s is not None and s.phase is TaskPhase.SUCCEEDED for s in states)
+
+
+async def test_the_limit_holds_across_workers_while_the_pool_doubles(
+    nc: NATS, nats_server: NatsServer
+) -> None:
+    pool = await make_tracked_pool(
+        nc,
+        nats_server.url,
+        handler=STAMPED,
+        rateLimit={"perSecond": 50, "burst": 5},
+        concurrency=4,
+    )
+    handles = await pool.client.publish_batch([{"sleep": 0.01}] * 650)
+    ids = [h.id for h in handles]
+    async with contextlib.AsyncExitStack() as workers:
+        for i in range(2):
+            settings = pool.settings.model_copy(update={"worker_id": f"w{i}"})
+            await workers.enter_async_context(running_worker(settings))
+        await asyncio.sleep(5)
+        for i in range(2, 4):
+            settings = pool.settings.model_copy(update={"worker_id": f"w{i}"})
+            await workers.enter_async_context(running_worker(settings))
+        await eventually(lambda: every_task_succeeded(pool, ids), within=60, what="every task")
+    starts = [t for i in ids for t in handlers.STARTS[i]]
+    assert len(starts) == len(ids)  # each ran once: none dropped, none doubled
+    windows = sliding_counts(starts, width=2.0, step=0.5)
+    assert len(windows) >= 16
+    assert all(90 <= n <= 110 for n in windows), windows  # 50/s within 10 %
+
+
+async def test_a_stopping_worker_hands_its_waiting_tasks_back_without_using_an_attempt(
+    nc: NATS, nats_server: NatsServer
+) -> None:
+    pool = await make_tracked_pool(
+        nc, nats_server.url, handler=STAMPED, rateLimit={"perSecond": 1, "burst": 1}
+    )
+    ids = [h.id for h in await pool.client.publish_batch([{}] * 4)]
+    async with running_worker(pool.settings) as worker:
+        await eventually(lambda: worker.permits is not None and worker.permits.waiting >= 2)
+    states = [await pool.client.status(i) for i in ids]
+    handed_back = [s for s in states if s is not None and s.phase is TaskPhase.QUEUED]
+    assert handed_back
+    assert all(s.runs == 0 and s.deliveries == 1 for s in handed_back)
+    async with running_worker(pool.settings):
+        await eventually(lambda: every_task_succeeded(pool, ids), within=20, what="all four")
+    finals = [await pool.client.status(i) for i in ids]
+    assert all(s is not None and s.runs == 1 for s in finals)
+    assert all(len(handlers.STARTS[i]) == 1 for i in ids)
+
+
+async def test_without_its_counter_stream_the_pool_starts_nothing_and_drops_nothing(
+    nc: NATS, nats_server: NatsServer
+) -> None:
+    pool = await make_tracked_pool(
+        nc, nats_server.url, handler=STAMPED, rateLimit={"perSecond": 20}
+    )
+    spec = WorkerPoolSpec.model_validate(
+        {
+            "image": "unused",
+            "handler": STAMPED,
+            "nats": {"url": nats_server.url},
+            "rateLimit": {"perSecond": 20},
+        }
+    )
+    desired = plan(pool.namespace, pool.name, spec)
+    assert desired.rate_limit is not None
+    await nc.jetstream().delete_stream(desired.rate_limit.name)
+    ids = [h.id for h in await pool.client.publish_batch([{}] * 10)]
+    async with running_worker(pool.settings) as worker:
+        await eventually(lambda: worker.permits is not None and worker.permits.count_failures > 0)
+        await asyncio.sleep(1)
+        assert not any(handlers.STARTS[i] for i in ids)  # fails closed
+        await ensure_plan(nc, desired)  # the operator's next reconcile puts it back
+        await eventually(lambda: every_task_succeeded(pool, ids), within=20, what="every task")
+    assert all(len(handlers.STARTS[i]) == 1 for i in ids)
