@@ -590,6 +590,7 @@ async def reconcile(
             "taskStateBucket": plan.names.task_state_bucket,
             "scheduleSubjectPrefix": plan.names.schedule_subject_prefix,
             "rateLimitStream": plan.names.rate_limit_stream,
+            "keyLeaseBucket": plan.names.key_lease_bucket,
         },
     }
     _export_metrics(pool, status, breaker.state)

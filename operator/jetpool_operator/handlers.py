@@ -290,6 +290,7 @@ async def delete_pool_streams(
                     names.dead_letter_stream,
                     KV_STREAM_PREFIX + PoolNames(namespace, name).task_state_bucket,
                     PoolNames(namespace, name).rate_limit_stream,
+                    KV_STREAM_PREFIX + PoolNames(namespace, name).key_lease_bucket,
                 ],
                 Owner(namespace, name, uid or ""),
             )

@@ -1,11 +1,13 @@
-"""Flow control as a user meets it: a WorkerPool with ``spec.rateLimit`` applied with kubectl,
-tasks published with ``jetpool.Client``, the pool scaled mid-run, and the handler's own record
-of when each task started (``tests/e2e/handlers.py:paced``)."""
+"""Flow control as a user meets it: WorkerPools with ``spec.rateLimit`` or
+``spec.keyedConcurrency`` applied with kubectl, tasks published with ``jetpool.Client``, pools
+scaled mid-run, and the handler's own record of when each task started and ended
+(``tests/e2e/handlers.py:paced``)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import random
 from typing import Any
 
 import pytest
@@ -15,7 +17,7 @@ from e2e.testbed.cluster import Cluster, eventually
 from jetpool import Client
 from tests.e2e.conftest import NatsEndpoint
 from tests.e2e.test_scaling_and_breaker import status, wait_until, worker_pool
-from tests.rates import sliding_counts
+from tests.rates import most_at_once, sliding_counts
 
 pytestmark = [pytest.mark.kube, pytest.mark.nats, pytest.mark.e2e]
 
@@ -79,4 +81,53 @@ async def test_a_rate_limit_of_50_per_second_holds_in_every_5s_window_while_4_wo
     print(json.dumps({"tasks": tasks, "windows_5s": windows}))
     assert len(windows) >= 20
     assert all(225 <= n <= 275 for n in windows), windows  # 250 per 5 s, within 10 %
+    await nc.close()
+
+
+@pytest.mark.usefixtures("operator", "pod_runner")
+@pytest.mark.timeout(300)
+async def test_keyed_concurrency_2_never_runs_more_than_2_tasks_of_a_key_at_once(
+    cluster: Cluster, namespace: str, nats_endpoint: NatsEndpoint, record: KeyValue
+) -> None:
+    name = "keyed"
+    cluster.apply(
+        worker_pool(
+            name,
+            nats_endpoint.pod_url,
+            f"e2e-{namespace}",
+            handler=PACED,
+            concurrency=4,
+            keyedConcurrency={"header": "Customer", "maxPerKey": 2},
+            scaling={"minReplicas": 3, "maxReplicas": 3, "pollIntervalSeconds": 1},
+        ),
+        "-n",
+        namespace,
+    )
+    eventually(lambda: ready(cluster, namespace, name, 3), timeout=180, what="three workers")
+    nc = await nats_endpoint.connect()
+    client = Client(nc, namespace=namespace, pool=name)
+    rng = random.Random(13)
+    keys = [f"customer-{i}" for i in range(4)]
+    tasks = [(rng.choice(keys), round(rng.uniform(0.05, 0.2), 3)) for _ in range(240)]
+    handles = await asyncio.gather(
+        *(client.publish({"sleep": sleep}, headers={"Customer": key}) for key, sleep in tasks)
+    )
+    key_of = {h.id: key for h, (key, _) in zip(handles, tasks, strict=True)}
+
+    async def all_done() -> bool:
+        return len(await recorded(record, "done.")) >= len(tasks)
+
+    await wait_until(all_done, 180, "every task done")
+    starts, ends = await recorded(record, "start."), await recorded(record, "done.")
+    assert set(starts) == set(key_of)  # every task ran
+    assert await recorded(record, "restart.") == {}  # once
+    peaks = {
+        key: most_at_once([(starts[i], ends[i]) for i, k in key_of.items() if k == key])
+        for key in keys
+    }
+    print(json.dumps({"tasks": len(tasks), "most_running_per_key": peaks}))
+    assert all(peak <= 2 for peak in peaks.values()), peaks
+    assert max(peaks.values()) == 2  # the limit is used, not one at a time
+    dlq = status(cluster, namespace, name)["nats"]["deadLetterStream"]
+    assert (await nc.jetstream().stream_info(dlq)).state.messages == 0
     await nc.close()

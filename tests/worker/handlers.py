@@ -122,6 +122,18 @@ async def stamped(task: Task) -> None:
     await asyncio.sleep(float(spec.get("sleep", 0)))
 
 
+SPANS: dict[str, list[tuple[float, float]]] = defaultdict(list)
+"""The spanning handler's own record: per task id, (start, end) of each run (monotonic)."""
+
+
+async def spanned(task: Task) -> None:
+    """Records when it ran, sleeping ``{"sleep": s}`` in between (keyed concurrency)."""
+    started = time.monotonic()
+    spec = task.json() if task.payload else {}
+    await asyncio.sleep(float(spec.get("sleep", 0)))
+    SPANS[task.id].append((started, time.monotonic()))
+
+
 def lifecycle_sync(task: Task) -> object:
     """The sync twin: a long run checks ``task.cancel_requested`` between steps."""
     spec = task.json() if task.payload else {}

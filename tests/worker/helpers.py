@@ -16,7 +16,7 @@ from nats.aio.client import Client as NATS
 from nats.js import api
 from nats.js.client import JetStreamContext
 
-from jetpool import Client
+from jetpool import Client, TaskPhase
 from jetpool_operator.adapters.nats import ensure_plan
 from jetpool_operator.api.v1alpha1 import WorkerPoolSpec
 from jetpool_operator.core.children import PoolRef, worker_settings
@@ -213,6 +213,12 @@ async def make_tracked_pool(
     return TrackedPool(namespace, name, settings, Client(nc, namespace=namespace, pool=name))
 
 
+async def every_task_succeeded(pool: TrackedPool, ids: list[str]) -> bool:
+    """Whether each task's state (read by id) says it succeeded."""
+    states = await asyncio.gather(*(pool.client.status(i) for i in ids))
+    return all(s is not None and s.phase is TaskPhase.SUCCEEDED for s in states)
+
+
 def header(msg_headers: dict[str, str], name: str) -> str:
     return msg_headers[name]
 
@@ -222,6 +228,7 @@ __all__ = [
     "TrackedPool",
     "dead_letters",
     "eventually",
+    "every_task_succeeded",
     "h",
     "make_pool",
     "make_tracked_pool",

@@ -372,6 +372,7 @@ async def test_a_worker_with_only_its_pools_permissions_tracks_states_obeys_canc
         settings={"nats_tls_ca_file": str(nats_auth.tls.ca_file), "log_level": "DEBUG"},
         retry={"maxAttempts": 3, "backoff": {"initialSeconds": 0.1, "maxSeconds": 0.2}},
         rateLimit={"perSecond": 100},  # every start takes a permit from the pool's counters
+        keyedConcurrency={"header": "Customer", "maxPerKey": 1},  # and keyed ones a lease
     )
     user = issue_user(
         nats_auth.directory,
@@ -391,6 +392,8 @@ async def test_a_worker_with_only_its_pools_permissions_tracks_states_obeys_canc
             state = await client.status(task_id)
             return state is not None and state.phase is want
 
+        keyed = await client.publish({}, headers={"Customer": "acme"})
+        await eventually(lambda: phase(keyed.id, TaskPhase.SUCCEEDED), within=20, what="keyed")
         await eventually(lambda: phase(flaky.id, TaskPhase.SUCCEEDED), within=20, what="flaky")
         assert (await flaky.status()).runs == 2  # type: ignore[union-attr]
         await eventually(lambda: phase(long.id, TaskPhase.RUNNING), within=20, what="running")

@@ -17,16 +17,16 @@ from jetpool_operator.api.v1alpha1 import WorkerPoolSpec
 from jetpool_operator.core.nats_resources import plan
 from tests.rates import sliding_counts
 from tests.worker import handlers
-from tests.worker.helpers import TrackedPool, eventually, make_tracked_pool, running_worker
+from tests.worker.helpers import (
+    eventually,
+    every_task_succeeded,
+    make_tracked_pool,
+    running_worker,
+)
 
 pytestmark = pytest.mark.nats
 
 STAMPED = "tests.worker.handlers:stamped"
-
-
-async def every_task_succeeded(pool: TrackedPool, ids: list[str]) -> bool:
-    states = await asyncio.gather(*(pool.client.status(i) for i in ids))
-    return all(s is not None and s.phase is TaskPhase.SUCCEEDED for s in states)
 
 
 async def test_the_limit_holds_across_workers_while_the_pool_doubles(

@@ -40,6 +40,7 @@ RATE_LIMIT_SUBJECT_PREFIX = "jetpool.ratelimit"
 KV_STREAM_PREFIX = "KV_"
 TASK_STATE_SUFFIX = "-state"
 RATE_LIMIT_SUFFIX = "-rate"
+KEY_LEASE_SUFFIX = "-leases"
 
 INBOX_ROOT = "_INBOX"
 """nats-py's default inbox prefix; a pool's workers use ``<root>_<ns>_<pool>`` instead."""
@@ -111,6 +112,11 @@ class PoolNames:
             return name
         digest = hashlib.sha256(f"{self.namespace}/{self.pool}".encode()).hexdigest()
         return f"{STREAM_PREFIX}_{digest[:_HASH_CHARS]}{STREAM_SUFFIX}{suffix}"
+
+    @property
+    def key_lease_bucket(self) -> str:
+        """KV bucket of the keys' running-task leases: ``<stream>-leases`` (hashed likewise)."""
+        return self._beside_stream(KEY_LEASE_SUFFIX, len(KV_STREAM_PREFIX))
 
     @property
     def rate_limit_subject_prefix(self) -> str:

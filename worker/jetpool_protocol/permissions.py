@@ -62,6 +62,8 @@ def worker_permissions(settings: WorkerSettings) -> NatsPermissions:
     )
     if settings.task_state_bucket is not None:
         publish += task_state_permissions(settings.task_state_bucket)
+    if settings.key_lease_bucket is not None:
+        publish += key_lease_permissions(settings.key_lease_bucket)
     if settings.rate_limit_subject_prefix is not None:
         # count task starts in the pool's own rate-limit windows (the PubAck is the answer)
         publish += (f"{settings.rate_limit_subject_prefix}.>",)
@@ -86,4 +88,14 @@ def task_state_permissions(bucket: str) -> tuple[str, ...]:
         f"$JS.API.CONSUMER.INFO.{kv_stream}.*",
         f"$JS.API.CONSUMER.DELETE.{kv_stream}.*",
         f"$JS.FC.{kv_stream}.>",
+    )
+
+
+def key_lease_permissions(bucket: str) -> tuple[str, ...]:
+    """The pool's own key-lease bucket: bind it, read a slot, take, renew and free one."""
+    kv_stream = f"KV_{bucket}"
+    return (
+        f"$KV.{bucket}.conc.>",
+        f"$JS.API.STREAM.INFO.{kv_stream}",
+        f"$JS.API.DIRECT.GET.{kv_stream}.$KV.{bucket}.conc.>",
     )

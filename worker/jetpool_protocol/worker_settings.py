@@ -63,6 +63,12 @@ class WorkerSettings(BaseModel):
     """Counter subjects of the pool's rate limit (``spec.rateLimit``); None: no limit."""
     rate_limit_per_second: float | None = Field(None, gt=0)
     rate_limit_burst: int | None = Field(None, ge=1)
+    key_lease_bucket: str | None = None
+    """KV bucket of the keys' leases (``spec.keyedConcurrency``); None: no per-key limit."""
+    key_header: str | None = None
+    """The task header whose value is the key."""
+    key_max_running: int = Field(1, ge=1)
+    key_lease_seconds: float = Field(30.0, ge=1)
 
     # execution
     concurrency: int = Field(4, ge=1)
@@ -115,6 +121,12 @@ class WorkerSettings(BaseModel):
             raise ValueError(
                 "rate_limit_subject_prefix, rate_limit_per_second and rate_limit_burst go together"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _key_limit_complete(self) -> WorkerSettings:
+        if (self.key_lease_bucket is None) != (self.key_header is None):
+            raise ValueError("key_lease_bucket and key_header go together")
         return self
 
     @model_validator(mode="after")

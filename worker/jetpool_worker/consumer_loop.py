@@ -44,6 +44,7 @@ from jetpool_worker.execution import (
     run_task,
 )
 from jetpool_worker.handlers import Handler, load_handler
+from jetpool_worker.key_leases import Lease, LeasesClosed, key_leases
 from jetpool_worker.metrics import HealthServer, Metrics
 from jetpool_worker.pull import InboxPuller
 from jetpool_worker.rate_limit import PermitsClosed, start_permits
@@ -55,6 +56,8 @@ FETCH_EXPIRY_SECONDS = 0.5
 """Short pull requests: a breaker trip or a stop is seen within this long, and no stale pull
 request outlives it on the server."""
 CONFIRM_SENT_TIMEOUT_SECONDS = 2.0
+BUSY_KEY_RETRY_SECONDS = 1.0
+"""A task handed back because its key is busy comes back after about this long (±50 %)."""
 """How long a stopping worker waits for the server to confirm it has every pull request."""
 COALESCE_SECONDS = 0.005
 """With fewer than half the slots free, wait this long for more before pulling."""
@@ -115,6 +118,8 @@ class _InFlight:
     slots: int = 1
     trial_epoch: int | None = None
     """The HalfOpen epoch this delivery was admitted as a trial of; None if not a trial."""
+    leases: list[Lease] = field(default_factory=list)
+    """Slots of the tasks' keys (``spec.keyedConcurrency``), freed with the slots."""
 
 
 @dataclass
@@ -184,8 +189,10 @@ class Worker:
         self.tracker = TaskTracker(settings, self.worker_id, clock)
         self.permits = start_permits(settings)
         if self.permits is not None:
-            permits = self.permits
-            self.metrics.watch_rate_limit(lambda: permits.waiting, lambda: permits.waited_seconds)
+            self.metrics.watch_waits("jetpool_rate_limit", "a rate-limit permit", self.permits)
+        self.leases = key_leases(settings, self.worker_id)
+        if self.leases is not None:
+            self.metrics.watch_waits("jetpool_key_slot", "a free slot of their key", self.leases)
         self._rss_reader = rss_reader
         self._rand = rand
         self._clock = clock
@@ -238,6 +245,9 @@ class Worker:
             if self.permits is not None:
                 self.permits.bind(nc)
                 background.append(asyncio.create_task(self.permits.run()))
+            if self.leases is not None:
+                self.leases.bind(self._js)
+                background.append(asyncio.create_task(self.leases.renew_held()))
             puller = await self._bind()
             if puller is None:
                 return
@@ -562,7 +572,14 @@ class Worker:
 
     def _release_slots(self, entry: _InFlight) -> None:
         self._slots_taken -= entry.slots
+        self._free_key_slots(entry)
         self._wake.set()
+
+    def _free_key_slots(self, entry: _InFlight) -> None:
+        if self.leases is not None:
+            for lease in entry.leases:
+                self.leases.release_soon(lease)
+        entry.leases.clear()
 
     def _finish(self, entry: _InFlight, msgs: list[Any], lingering: list[Any]) -> None:
         self._in_flight.discard(entry)
@@ -590,10 +607,11 @@ class Worker:
         redelivery would land in one of them again (and use up a delivery attempt)."""
         return self._puller.quiet_in() if self._puller is not None else 0.0
 
-    async def _hand_back(self, msgs: list[Any], why: str) -> None:
-        """Nak, delayed only past our own pull requests: another worker may run them. The
-        task's state says so first, so the delivery uses up no attempt."""
-        delay = self._hand_back_delay()
+    async def _hand_back(self, msgs: list[Any], why: str, delay: float | None = None) -> None:
+        """Nak, by default delayed only past our own pull requests: another worker may run
+        them. The task's state says so first, so the delivery uses up no attempt."""
+        if delay is None:
+            delay = self._hand_back_delay()
         with contextlib.suppress(Exception):
             await self.tracker.handed_back([self._raw(m) for m in msgs], why)
         for m in msgs:
@@ -637,7 +655,7 @@ class Worker:
         run: Run | None = None
         try:
             raw = self._raw(msg)
-            admitted = await self._admit(msg, raw)
+            admitted = await self._admit(msg, raw, entry)
             if admitted is None:
                 self.gate.returned(entry.trial_epoch)
                 return
@@ -677,7 +695,7 @@ class Worker:
             for msg in msgs:
                 try:
                     raw = self._raw(msg)
-                    one = await self._admit(msg, raw)
+                    one = await self._admit(msg, raw, entry)
                 except Exception:
                     log.exception("could not admit a task of a batch")
                     continue
@@ -711,7 +729,7 @@ class Worker:
         finally:
             self._finish(entry, msgs, lingering)
 
-    async def _admit(self, msg: Any, raw: RawTask) -> tuple[Task, Run] | None:
+    async def _admit(self, msg: Any, raw: RawTask, entry: _InFlight) -> tuple[Task, Run] | None:
         """Validate a delivery and count its runs; settle it (and return None) when it must
         not run: cancelled, invalid, expired, or out of attempts."""
         s = self.settings
@@ -781,25 +799,57 @@ class Worker:
                 ran=False,
             )
             return None
-        if not await self._may_start(msg, run):
+        if not await self._may_start(msg, run, entry):
             return None
         return task, run
 
-    async def _may_start(self, msg: Any, run: Run) -> bool:
-        """Wait until the pool's rate limit lets this task start (``spec.rateLimit``). The
-        task keeps its slot and heartbeats meanwhile; a stopping worker hands it back, and a
-        task cancelled while it waited settles cancelled."""
-        if self.permits is None:
+    async def _may_start(self, msg: Any, run: Run, entry: _InFlight) -> bool:
+        """Wait until the task may start: a free slot of its key (``spec.keyedConcurrency``),
+        then a permit of the pool's rate limit (``spec.rateLimit``). It keeps its worker slot
+        and heartbeats meanwhile. A stopping worker hands it back, a busy key may send it back
+        to the queue, and a task cancelled while it waited settles cancelled."""
+        if self.leases is None and self.permits is None:
             return True
-        try:
-            await self.permits.acquire()
-        except PermitsClosed:
-            await self._hand_back([msg], "the worker is stopping")
+        if not await self._take_key_slot(msg, run, entry):
             return False
+        if self.permits is not None:
+            try:
+                await self.permits.acquire()
+            except PermitsClosed:
+                self._free_key_slots(entry)
+                await self._hand_back([msg], "the worker is stopping")
+                return False
         cancelled = self.tracker.is_cancelled(run.task_id)
         if cancelled is not None:
+            self._free_key_slots(entry)
             await self._cancel_queued(msg, run, cancelled.by)
             return False
+        return True
+
+    async def _take_key_slot(self, msg: Any, run: Run, entry: _InFlight) -> bool:
+        """A slot of the task's key, waiting for one while few tasks of this worker wait;
+        False when the task went back to the queue instead."""
+        leases = self.leases
+        key = None if leases is None else leases.limit.key_of(run.raw.headers)
+        if leases is None or key is None:
+            return True
+        try:
+            lease = await leases.try_take(key)
+        except Exception as exc:  # NATS unreachable: wait like for a busy key
+            log.debug("could not take a slot of key %r: %s", key, exc)
+            lease = None
+        if lease is None:
+            if not leases.limit.may_wait(leases.waiting, self.settings.concurrency):
+                leases.handed_back += 1
+                delay = BUSY_KEY_RETRY_SECONDS * (0.5 + self._rand())
+                await self._hand_back([msg], f"key {key!r} is busy", delay=delay)
+                return False
+            try:
+                lease = await leases.take(key)
+            except LeasesClosed:
+                await self._hand_back([msg], "the worker is stopping")
+                return False
+        entry.leases.append(lease)
         return True
 
     def _cancel_running(self, entry: _InFlight, task: Task) -> None:
@@ -1043,6 +1093,8 @@ class Worker:
         self.metrics.set_paused("draining", True)
         if self.permits is not None:
             self.permits.close()  # tasks waiting to start go back now, not at the grace's end
+        if self.leases is not None:
+            self.leases.close()
         grace = self.settings.shutdown_grace_seconds
         log.info("draining: %d tasks in flight, grace %.1fs", len(self._in_flight), grace)
         pending = [e.task for e in self._in_flight if e.task is not None]
@@ -1064,6 +1116,8 @@ class Worker:
         log.debug("in-flight work settled")
         await self._close_inbox(puller)
         log.debug("late deliveries returned")
+        if self.leases is not None:
+            await self.leases.wait_released()
 
     async def _close_inbox(self, puller: InboxPuller) -> None:
         """Wait out our pull requests (each expires within FETCH_EXPIRY_SECONDS), then close

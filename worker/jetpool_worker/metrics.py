@@ -12,6 +12,7 @@ import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.core import (
@@ -91,29 +92,44 @@ class _TallyCollector(Collector):
         return [processed, succeeded, duration]
 
 
-class _RateLimitCollector(Collector):
-    """The rate limit's waits, read from :class:`~jetpool_worker.rate_limit.StartPermits`."""
+class _WaitCollector(Collector):
+    """Tasks held back before they start (rate limit, busy keys), read from their gate."""
 
-    def __init__(
-        self, waiting: Callable[[], int], waited: Callable[[], float], labels: dict[str, str]
-    ) -> None:
-        self.waiting, self.waited = waiting, waited
+    def __init__(self, prefix: str, what: str, gate: WaitGauge, labels: dict[str, str]) -> None:
+        self.prefix, self.what, self.gate = prefix, what, gate
         self.names, self.values = list(labels), list(labels.values())
 
     def collect(self) -> Iterable[Metric]:
         waiting = GaugeMetricFamily(
-            "jetpool_rate_limit_waiting_tasks",
-            "Delivered tasks waiting for a start permit of the pool's rate limit.",
+            f"{self.prefix}_waiting_tasks",
+            f"Delivered tasks waiting for {self.what}.",
             labels=self.names,
         )
-        waiting.add_metric(self.values, self.waiting())
+        waiting.add_metric(self.values, self.gate.waiting)
         waited = CounterMetricFamily(
-            "jetpool_rate_limit_wait_seconds",
-            "Time tasks spent waiting for a start permit (rate() of it: tasks held back).",
+            f"{self.prefix}_wait_seconds",
+            f"Time tasks spent waiting for {self.what} (its rate(): tasks held back).",
             labels=self.names,
         )
-        waited.add_metric(self.values, self.waited())
-        return [waiting, waited]
+        waited.add_metric(self.values, self.gate.waited_seconds)
+        handed_back = CounterMetricFamily(
+            f"{self.prefix}_handed_back",
+            f"Tasks sent back to the queue unrun while waiting for {self.what}.",
+            labels=self.names,
+        )
+        handed_back.add_metric(self.values, self.gate.handed_back)
+        return [waiting, waited, handed_back]
+
+
+class WaitGauge(Protocol):
+    """What a gate that holds tasks back reports."""
+
+    @property
+    def waiting(self) -> int: ...
+    @property
+    def waited_seconds(self) -> float: ...
+    @property
+    def handed_back(self) -> int: ...
 
 
 class Metrics:
@@ -168,8 +184,10 @@ class Metrics:
         for reason in PAUSE_REASONS:
             self._paused.labels(**labels, reason=reason).set(0)
 
-    def watch_rate_limit(self, waiting: Callable[[], int], waited: Callable[[], float]) -> None:
-        self.registry.register(_RateLimitCollector(waiting, waited, self._labels))
+    def watch_waits(self, prefix: str, what: str, gate: WaitGauge) -> None:
+        """Export a gate's waits as ``<prefix>_waiting_tasks``, ``_wait_seconds_total`` and
+        ``_handed_back_total``."""
+        self.registry.register(_WaitCollector(prefix, what, gate, self._labels))
 
     def failed(self, error_type: str) -> None:
         self._failed.labels(**self._labels, error_type=error_type).inc()

@@ -86,6 +86,8 @@ class StartPermits:
         self._closed = False
         self.waited_seconds = 0.0
         """Total time tasks spent waiting for a permit (a counter for metrics)."""
+        self.handed_back = 0
+        """Waiting tasks a stopping worker sent back."""
         self.count_failures = 0
 
     def bind(self, nc: Any) -> None:
@@ -114,6 +116,7 @@ class StartPermits:
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
+                self.handed_back += 1
                 waiter.set_exception(PermitsClosed())
         self._wake.set()
 

@@ -375,6 +375,7 @@ def _to_nats_stream(config: nr.StreamConfig) -> api.StreamConfig:
         allow_direct=config.allow_direct,
         allow_msg_schedules=config.allow_msg_schedules or None,
         allow_msg_counter=config.allow_msg_counter or None,
+        allow_msg_ttl=config.allow_msg_ttl or None,
     )
 
 
@@ -404,6 +405,7 @@ def _from_nats_stream(config: api.StreamConfig) -> nr.StreamConfig:
         allow_direct=bool(config.allow_direct),
         allow_msg_schedules=bool(config.allow_msg_schedules),
         allow_msg_counter=bool(config.allow_msg_counter),
+        allow_msg_ttl=bool(config.allow_msg_ttl),
     )
 
 
@@ -488,7 +490,13 @@ async def ensure_plan(nc: NATS, plan: nr.NatsPlan) -> list[EnsureOutcome]:
     outcomes: list[EnsureOutcome] = []
     streams = tuple(
         s
-        for s in (plan.task_stream, plan.dead_letter_stream, plan.task_state, plan.rate_limit)
+        for s in (
+            plan.task_stream,
+            plan.dead_letter_stream,
+            plan.task_state,
+            plan.rate_limit,
+            plan.key_leases,
+        )
         if s is not None
     )
     observed: dict[str, api.StreamInfo | None] = {}

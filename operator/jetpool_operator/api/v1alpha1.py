@@ -588,6 +588,35 @@ class RateLimitSpec(ApiModel):
         return max(1, math.ceil(self.per_second / 10))
 
 
+HEADER_NAME = r"^[A-Za-z0-9][A-Za-z0-9_-]*$"
+
+
+class KeyedConcurrencySpec(ApiModel):
+    """At most maxPerKey tasks with the same key run at once across the pool."""
+
+    header: str = Field(
+        min_length=1,
+        max_length=128,
+        pattern=HEADER_NAME,
+        description=(
+            "The task header whose value is the key (e.g. Customer). Tasks without it are not "
+            "limited."
+        ),
+    )
+    max_per_key: int = Field(
+        ge=1, le=1000, description="Tasks with the same key running at once, pool-wide."
+    )
+    lease_seconds: int = Field(
+        30,
+        ge=3,
+        le=3600,
+        description=(
+            "A running task holds one of its key's slots as a lease its worker renews every "
+            "third of this; a crashed worker's slot frees after it."
+        ),
+    )
+
+
 _BACKOFF_BOUNDS = _rule(
     "self.initialSeconds <= self.maxSeconds",
     "retry.backoff.initialSeconds must not exceed retry.backoff.maxSeconds",
@@ -1064,6 +1093,11 @@ _DLQ_IMMUTABLE = _rule(
 )
 
 
+_KEYED_NEEDS_TRACKING = _rule(
+    "!has(self.keyedConcurrency) || self.tracking.enabled",
+    "keyedConcurrency needs tracking.enabled: a task handed back while its key is busy must "
+    "not use up an attempt",
+)
 _SCHEDULES_WITHOUT_LIMITS = _rule(
     "(has(self.schedules.enabled) ? !self.schedules.enabled"
     " : (!has(self.schedules.periodic) || size(self.schedules.periodic) == 0))"
@@ -1096,6 +1130,7 @@ class WorkerPoolSpec(ApiModel):
         _SCHEDULES_WITHOUT_LIMITS,
         _PERIODIC_UNSIGNED,
         _PERIODIC_SUBJECT,
+        _KEYED_NEEDS_TRACKING,
     )
 
     image: str = Field(
@@ -1121,6 +1156,10 @@ class WorkerPoolSpec(ApiModel):
     schedules: SchedulesSpec = _obj(SchedulesSpec, "Delayed and periodic tasks.")
     rate_limit: RateLimitSpec | None = Field(
         None, description="Pool-wide limit on task starts per second. Unset: no limit."
+    )
+    keyed_concurrency: KeyedConcurrencySpec | None = Field(
+        None,
+        description="Pool-wide limit on running tasks per key (a header). Unset: no limit.",
     )
     scaling: ScalingSpec = _obj(ScalingSpec, "Backlog-driven autoscaling.")
     circuit_breaker: CircuitBreakerSpec = _obj(
@@ -1178,6 +1217,12 @@ class WorkerPoolSpec(ApiModel):
         )
         if limited and wanted:
             raise ValueError(_SCHEDULES_WITHOUT_LIMITS["message"])
+        return self
+
+    @model_validator(mode="after")
+    def _keyed_needs_tracking(self) -> WorkerPoolSpec:
+        if self.keyed_concurrency is not None and not self.tracking.enabled:
+            raise ValueError(_KEYED_NEEDS_TRACKING["message"])
         return self
 
     @model_validator(mode="after")
@@ -1280,6 +1325,9 @@ class NatsStatus(ApiModel):
     )
     rate_limit_stream: str | None = Field(
         None, description="Counter stream of the rate limit's windows (spec.rateLimit)."
+    )
+    key_lease_bucket: str | None = Field(
+        None, description="KV bucket of the running tasks' key leases (spec.keyedConcurrency)."
     )
 
 

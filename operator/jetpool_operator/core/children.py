@@ -263,6 +263,7 @@ def worker_settings(pool: PoolRef, spec: WorkerPoolSpec) -> WorkerSettings:
         rate_limit_subject_prefix=names.rate_limit_subject_prefix,
         rate_limit_per_second=spec.rate_limit.per_second if spec.rate_limit else None,
         rate_limit_burst=spec.rate_limit.effective_burst if spec.rate_limit else None,
+        **_key_limit(names.key_lease_bucket, spec),
         concurrency=spec.concurrency,
         task_timeout_seconds=float(spec.task.timeout_seconds),
         max_payload_bytes=spec.task.max_payload_bytes,
@@ -281,6 +282,19 @@ def worker_settings(pool: PoolRef, spec: WorkerPoolSpec) -> WorkerSettings:
         require_signed=spec.security.require_signed,
         encryption_key_file=_path(files, "encryption"),
     )
+
+
+def _key_limit(bucket: str | None, spec: WorkerPoolSpec) -> dict[str, Any]:
+    """The worker settings of ``spec.keyedConcurrency`` (none when unset)."""
+    keyed = spec.keyed_concurrency
+    if keyed is None or bucket is None:
+        return {}
+    return {
+        "key_lease_bucket": bucket,
+        "key_header": keyed.header,
+        "key_max_running": keyed.max_per_key,
+        "key_lease_seconds": float(keyed.lease_seconds),
+    }
 
 
 def worker_env(pool: PoolRef, spec: WorkerPoolSpec) -> list[dict[str, Any]]:

@@ -91,6 +91,8 @@ class StreamConfig:
     """nats-server refuses to turn it off again once on."""
     allow_msg_counter: bool = False
     """A counter stream (``Nats-Incr``): the rate limit's windows."""
+    allow_msg_ttl: bool = False
+    """Per-message TTLs (``Nats-TTL``): the key leases."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +128,8 @@ class ResolvedNames:
     rate_limit_stream: str | None = None
     """None: the pool has no rate limit (``spec.rateLimit``)."""
     rate_limit_subject_prefix: str | None = None
+    key_lease_bucket: str | None = None
+    """None: no per-key limit (``spec.keyedConcurrency``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +143,8 @@ class NatsPlan:
     """The stream behind the task-state KV bucket (``KV_<bucket>``)."""
     rate_limit: StreamConfig | None = None
     """The counter stream of the pool's rate limit."""
+    key_leases: StreamConfig | None = None
+    """The stream behind the key-lease KV bucket (``KV_<bucket>``)."""
     periodic: tuple[ScheduleMessage, ...] = ()
     """The spec's periodic schedules, kept in the task stream (when it holds schedules)."""
     keep_results: bool = False
@@ -175,12 +181,22 @@ def resolve_names(
         schedule_subject_prefix=defaults.schedule_subject_prefix if spec.schedules_active else None,
         rate_limit_stream=defaults.rate_limit_stream if spec.rate_limit else None,
         rate_limit_subject_prefix=defaults.rate_limit_subject_prefix if spec.rate_limit else None,
+        key_lease_bucket=defaults.key_lease_bucket if spec.keyed_concurrency else None,
     )
 
 
 def ack_wait_seconds(spec: WorkerPoolSpec) -> float:
     """The consumer's ack wait; workers also extend it with in-progress heartbeats."""
     return float(spec.task.timeout_seconds) + ACK_WAIT_MARGIN_SECONDS
+
+
+def max_deliver(spec: WorkerPoolSpec) -> int:
+    """Deliveries before the server gives a task up. Unlimited with keyed concurrency: a task
+    whose key is busy goes back unrun, maybe many times, and the workers count its runs
+    (``tracking``, required there) to dead-letter it after ``maxAttempts`` runs."""
+    if spec.keyed_concurrency is not None:
+        return UNLIMITED
+    return spec.retry.max_attempts + MAX_DELIVER_MARGIN
 
 
 def max_ack_pending(spec: WorkerPoolSpec) -> int:
@@ -234,7 +250,7 @@ def plan(
         durable_name=names.consumer,
         filter_subjects=names.subjects,
         ack_wait_seconds=ack_wait_seconds(spec),
-        max_deliver=spec.retry.max_attempts + MAX_DELIVER_MARGIN,
+        max_deliver=max_deliver(spec),
         max_ack_pending=max_ack_pending(spec),
         description=f"workers of {owner}",
         metadata=metadata,
@@ -260,6 +276,7 @@ def plan(
         owner=stamp,
         task_state=task_state_stream(names, spec, owner, metadata),
         rate_limit=rate_limit_stream(names, spec, owner, metadata),
+        key_leases=key_lease_stream(names, spec, owner, metadata),
         periodic=periodic_schedules.desired(
             schedules, PoolNames(namespace, pool).default_subjects[0].removesuffix(">"), spec
         )
@@ -277,27 +294,51 @@ def task_state_stream(
     owner: str,
     metadata: tuple[tuple[str, str], ...],
 ) -> StreamConfig | None:
-    """The KV bucket of task states, as the stream nats-py's ``create_key_value`` makes
-    (one value per key, rollups, direct gets), with entries expiring after the TTL."""
+    """The KV bucket of task states, with entries expiring after the TTL."""
     bucket = names.task_state_bucket
     if bucket is None:
         return None
+    return kv_bucket_stream(
+        bucket,
+        spec,
+        description=f"task states of {owner}",
+        metadata=metadata,
+        storage=Storage(spec.tracking.storage.value.lower()),
+        max_age_seconds=float(spec.tracking.ttl_seconds),
+        duplicate_window_seconds=min(120.0, float(spec.tracking.ttl_seconds)),
+    )
+
+
+def kv_bucket_stream(
+    bucket: str,
+    spec: WorkerPoolSpec,
+    *,
+    description: str,
+    metadata: tuple[tuple[str, str], ...],
+    storage: Storage,
+    max_age_seconds: float = 0.0,
+    duplicate_window_seconds: float = 0.0,
+    allow_msg_ttl: bool = False,
+) -> StreamConfig:
+    """A KV bucket of the pool as the stream nats-py's ``create_key_value`` makes: one value
+    per key, rollups, direct gets, no deletes through the stream API."""
     return StreamConfig(
         name=f"{KV_STREAM_PREFIX}{bucket}",
         subjects=(f"$KV.{bucket}.>",),
         retention=Retention.LIMITS,
-        storage=Storage(spec.tracking.storage.value.lower()),
+        storage=storage,
         discard=Discard.NEW,
-        max_age_seconds=float(spec.tracking.ttl_seconds),
+        max_age_seconds=max_age_seconds,
         max_msg_size=UNLIMITED,
-        duplicate_window_seconds=min(120.0, float(spec.tracking.ttl_seconds)),
+        duplicate_window_seconds=duplicate_window_seconds,
         replicas=spec.nats.replicas,
-        description=f"task states of {owner}",
+        description=description,
         metadata=metadata,
         max_msgs_per_subject=1,
         allow_rollup=True,
         deny_delete=True,
         allow_direct=True,
+        allow_msg_ttl=allow_msg_ttl,
     )
 
 
@@ -328,6 +369,28 @@ def rate_limit_stream(
         metadata=metadata,
         max_msgs_per_subject=1,
         allow_msg_counter=True,
+    )
+
+
+def key_lease_stream(
+    names: ResolvedNames,
+    spec: WorkerPoolSpec,
+    owner: str,
+    metadata: tuple[tuple[str, str], ...],
+) -> StreamConfig | None:
+    """The KV bucket of key leases (``conc.<key>.<slot>``), in memory: each lease carries its
+    own TTL, so a crashed holder's slot frees by itself. A server restart frees every slot,
+    which can let more than ``maxPerKey`` run for as long as the tasks already running last."""
+    bucket = names.key_lease_bucket
+    if bucket is None:
+        return None
+    return kv_bucket_stream(
+        bucket,
+        spec,
+        description=f"key leases of {owner}",
+        metadata=metadata,
+        storage=Storage.MEMORY,
+        allow_msg_ttl=True,
     )
 
 

@@ -31,7 +31,7 @@ def _minimal(**spec: Any) -> dict[str, Any]:
 
 def test_rules_sit_on_the_objects_whose_fields_they_compare() -> None:
     assert {path: len(rules) for path, rules in _rules().items()} == {
-        ".spec": 5,
+        ".spec": 6,
         ".spec.nats": 3,
         ".spec.nats.tls": 2,
         ".spec.rateLimit": 1,
@@ -111,6 +111,15 @@ def test_immutability_rules_are_transition_rules() -> None:
 
 
 BAD_SPECS = [
+    pytest.param(
+        _minimal(
+            keyedConcurrency={"header": "Customer", "maxPerKey": 2},
+            tracking={"enabled": False},
+        ),
+        "keyedConcurrency needs tracking.enabled: a task handed back while its key is busy must "
+        "not use up an attempt",
+        id="keyed-without-tracking",
+    ),
     pytest.param(
         _minimal(rateLimit={"perSecond": 50, "burst": 1}),
         "rateLimit: burst / perSecond (the window the limit is counted over) must be between "

@@ -78,6 +78,23 @@ class TestTaskStream:
         assert counter.metadata == resources.task_stream.metadata  # the pool owns it
         assert plan("m", "p", spec()).rate_limit is None
 
+    def test_keyed_concurrency_gets_a_lease_bucket_and_no_delivery_limit(self) -> None:
+        keyed = {"header": "Customer", "maxPerKey": 2}
+        resources = plan("m", "p", spec(keyedConcurrency=keyed))
+        leases = resources.key_leases
+        assert leases is not None
+        assert leases.name == f"KV_{PoolNames('m', 'p').key_lease_bucket}"
+        assert (leases.allow_msg_ttl, leases.storage, leases.max_msgs_per_subject) == (
+            True,
+            Storage.MEMORY,
+            1,
+        )
+        # busy keys send tasks back unrun: the workers count runs instead of the server
+        assert resources.consumer.max_deliver == -1
+        unkeyed = plan("m", "p", spec())
+        assert unkeyed.key_leases is None
+        assert unkeyed.consumer.max_deliver == 5 + MAX_DELIVER_MARGIN
+
     def test_schedules_can_be_turned_off(self) -> None:
         stream = plan("m", "p", spec(schedules={"enabled": False})).task_stream
         assert (stream.discard, stream.allow_msg_schedules) == (Discard.NEW, False)
