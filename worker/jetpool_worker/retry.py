@@ -91,12 +91,16 @@ def backoff_seconds(attempt: int, initial: float, multiplier: float, maximum: fl
     if initial <= 0:
         return 0.0
     exponent = attempt - 1
+    if multiplier <= 1:
+        return min(initial, maximum)
     # Compare in log space so huge attempt numbers never overflow a float.
-    if multiplier > 1 and math.log(initial) + exponent * math.log(multiplier) >= math.log(
-        max(maximum, 1e-300)
-    ):
+    growth = exponent * math.log(multiplier)
+    if math.log(initial) + growth >= math.log(max(maximum, 1e-300)):
         return maximum
-    return min(initial * multiplier**exponent, maximum)
+    if growth < 700:  # multiplier ** exponent is a finite float
+        return min(initial * multiplier**exponent, maximum)
+    # a tiny initial times a factor beyond a float's range (still below the cap)
+    return min(math.exp(math.log(initial) + growth), maximum)
 
 
 def apply_jitter(delay: float, jitter: Jitter, rand: RandomSource) -> float:
