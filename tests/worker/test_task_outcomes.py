@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import itertools
 import json
 import os
+import time
 import uuid
 
 import pytest
@@ -307,6 +309,38 @@ async def test_a_batch_handler_settles_each_task_on_its_own(nc: NATS, nats_serve
     assert max(handlers.BATCH_SIZES[before:]) <= 5
     assert max(handlers.BATCH_SIZES[before:]) > 1
     assert [r.task_id for _, r in await dead_letters(js, pool)] == [bad]
+    assert await stream_messages(js, pool) == 0
+
+
+async def test_a_batch_waits_for_its_fill_timeout_to_collect_tasks_published_apart(
+    nc: NATS, nats_server: NatsServer
+) -> None:
+    js = nc.jetstream()
+    pool = await make_pool(
+        js, nats_server.url, handler="tests.worker.handlers:fill_batch", concurrency=20
+    )
+    async with running_worker(pool.settings):
+        first_at = time.monotonic()
+        trickle = [tid() for _ in range(3)]
+        for task_id in trickle:  # 100 ms apart: each arrives on its own
+            await publish_task(js, pool, task_id)
+            await asyncio.sleep(0.1)
+        await eventually(lambda: any(ids == trickle for _, ids in handlers.FILLED))
+        [(ran_at, _)] = [(t, ids) for t, ids in handlers.FILLED if ids == trickle]
+        assert ran_at - first_at >= 0.45  # held for the fill timeout, run as one batch
+        burst = [tid() for _ in range(25)]
+        await asyncio.gather(*(publish_task(js, pool, i) for i in burst))
+        await eventually(
+            lambda: (
+                sorted(i for _, ids in handlers.FILLED for i in ids if i in burst) == sorted(burst)
+            ),
+            what="the burst",
+        )
+    sizes = sorted(len(ids) for _, ids in handlers.FILLED if set(ids) <= set(burst))
+    # full batches as soon as they are full, the rest after the timeout ([5, 10, 10] unless
+    # the burst's first arrivals came alone)
+    assert sum(sizes) == 25
+    assert max(sizes) == 10
     assert await stream_messages(js, pool) == 0
 
 

@@ -33,6 +33,7 @@ from jetpool_protocol.stats import WorkerStats
 from jetpool_protocol.task_state import TaskError, TaskPhase
 from jetpool_protocol.worker_settings import WorkerSettings
 from jetpool_worker import retry
+from jetpool_worker.batching import BatchFiller
 from jetpool_worker.breaker import BreakerGate, watch_control
 from jetpool_worker.dead_letter import FirstFailures, RawTask, build_record, publish_record
 from jetpool_worker.errors import TaskCancelled
@@ -205,6 +206,12 @@ class Worker:
         self._flush_scheduled = False
         self._handing_back: set[asyncio.Task[None]] = set()
         self._puller: InboxPuller | None = None
+        self._batches: BatchFiller[tuple[Any, int | None]] | None = (
+            BatchFiller(self.handler.batch_max_size, self.handler.batch_fill_timeout)
+            if self.handler.batch_max_size is not None
+            else None
+        )
+        self._fill_timer: asyncio.TimerHandle | None = None
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=settings.concurrency, thread_name_prefix="jetpool-handler"
         )
@@ -561,13 +568,15 @@ class Worker:
             else:
                 log.warning("fetching paused: %s", detail)
 
-    def _take(self, msgs: list[Any]) -> _InFlight:
+    def _take(self, msgs: list[Any], *, held: bool = False) -> _InFlight:
+        """In flight from now; ``held``: their slots and heartbeats were taken on arrival."""
         entry = _InFlight(msg=msgs[0] if len(msgs) == 1 else msgs, started=time.monotonic())
         entry.slots = len(msgs)
-        self._slots_taken += entry.slots
         self._in_flight.add(entry)
-        for m in msgs:
-            self.heartbeats.add(m)
+        if not held:
+            self._slots_taken += entry.slots
+            for m in msgs:
+                self.heartbeats.add(m)
         return entry
 
     def _release_slots(self, entry: _InFlight) -> None:
@@ -630,11 +639,52 @@ class Worker:
                 entry.trial_epoch = trial_epoch
                 entry.task = loop.create_task(self._process_one(entry, m))
         else:
-            for i in range(0, len(msgs), size):
-                chunk = msgs[i : i + size]
-                entry = self._take(chunk)
-                entry.trial_epoch = trial_epoch
-                entry.task = loop.create_task(self._process_batch(entry, chunk))
+            self._hold_for_batches(msgs, trial_epoch)
+
+    def _hold_for_batches(self, msgs: list[Any], trial_epoch: int | None) -> None:
+        """Batch handlers: arrivals wait (slots taken, heartbeats on) until a batch is full or
+        its fill timeout passes (``batching.BatchFiller``)."""
+        assert self._batches is not None
+        self._slots_taken += len(msgs)
+        for m in msgs:
+            self.heartbeats.add(m)
+        for batch in self._batches.add([(m, trial_epoch) for m in msgs], time.monotonic()):
+            self._run_batch(batch)
+        self._arm_fill_timer()
+
+    def _run_batch(self, batch: list[tuple[Any, int | None]]) -> None:
+        msgs = [m for m, _ in batch]
+        entry = self._take(msgs, held=True)
+        entry.trial_epoch = next((e for _, e in batch if e is not None), None)
+        entry.task = asyncio.get_running_loop().create_task(self._process_batch(entry, msgs))
+
+    def _arm_fill_timer(self) -> None:
+        due = None if self._batches is None else self._batches.due_at()
+        if due is None or self._fill_timer is not None:
+            return
+        self._fill_timer = asyncio.get_running_loop().call_later(
+            max(0.0, due - time.monotonic()), self._fill_due
+        )
+
+    def _fill_due(self) -> None:
+        self._fill_timer = None
+        assert self._batches is not None
+        batch = self._batches.take_due(time.monotonic())
+        if batch:
+            self._run_batch(batch)
+        self._arm_fill_timer()
+
+    def _hand_back_held_batch(self) -> None:
+        """A stopping worker returns the tasks it holds for a batch, unrun."""
+        if self._fill_timer is not None:
+            self._fill_timer.cancel()
+            self._fill_timer = None
+        held = [] if self._batches is None else [m for m, _ in self._batches.take_all()]
+        if held:
+            self._slots_taken -= len(held)
+            for m in held:
+                self.heartbeats.remove(m)
+            self._hand_back_later(held, "the worker is stopping")
 
     # ------------------------------------------------------------------ processing
 
@@ -1095,6 +1145,7 @@ class Worker:
             self.permits.close()  # tasks waiting to start go back now, not at the grace's end
         if self.leases is not None:
             self.leases.close()
+        self._hand_back_held_batch()
         grace = self.settings.shutdown_grace_seconds
         log.info("draining: %d tasks in flight, grace %.1fs", len(self._in_flight), grace)
         pending = [e.task for e in self._in_flight if e.task is not None]

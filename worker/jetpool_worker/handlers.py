@@ -14,6 +14,7 @@ from jetpool_worker.errors import HandlerLoadError
 
 ENTRY_POINT_GROUP = "jetpool.handlers"
 BATCH_ATTRIBUTE = "__jetpool_batch_max_size__"
+FILL_TIMEOUT_ATTRIBUTE = "__jetpool_batch_fill_timeout__"
 
 BatchResult = Sequence[BaseException | None] | None
 """What a batch handler returns: one outcome per task (None = success), or None for all ok."""
@@ -21,8 +22,12 @@ BatchResult = Sequence[BaseException | None] | None
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def batch_handler(max_size: int = 16) -> Callable[[F], F]:
+def batch_handler(max_size: int = 16, fill_timeout: float | None = None) -> Callable[[F], F]:
     """Mark a handler as taking ``list[Task]`` (at most ``max_size`` per call).
+
+    Without ``fill_timeout`` a batch is what arrived together; with it, the worker holds
+    arrivals until ``max_size`` are there or the oldest has waited ``fill_timeout`` seconds
+    (batches are also bounded by the pool's ``concurrency``: held tasks take its slots).
 
     Each task's outcome is still acked, retried or dead-lettered on its own: return a list
     with one entry per task (``None`` for success, an exception for failure), or ``None`` when
@@ -30,9 +35,12 @@ def batch_handler(max_size: int = 16) -> Callable[[F], F]:
     """
     if max_size < 1:
         raise ValueError("max_size must be at least 1")
+    if fill_timeout is not None and not 0 < fill_timeout <= 300:
+        raise ValueError("fill_timeout must be more than 0 and at most 300 seconds")
 
     def mark(func: F) -> F:
         setattr(func, BATCH_ATTRIBUTE, max_size)
+        setattr(func, FILL_TIMEOUT_ATTRIBUTE, fill_timeout)
         return func
 
     return mark
@@ -46,6 +54,7 @@ class Handler:
     name: str
     is_async: bool
     batch_max_size: int | None = None
+    batch_fill_timeout: float | None = None
 
     @property
     def is_batch(self) -> bool:
@@ -54,12 +63,14 @@ class Handler:
     @classmethod
     def wrap(cls, func: Callable[..., Any], name: str | None = None) -> Handler:
         batch = getattr(func, BATCH_ATTRIBUTE, None)
+        fill_timeout = getattr(func, FILL_TIMEOUT_ATTRIBUTE, None)
         return cls(
             func=func,
             name=name or str(getattr(func, "__qualname__", repr(func))),
             is_async=inspect.iscoroutinefunction(func)
             or inspect.iscoroutinefunction(getattr(func, "__call__", None)),  # noqa: B004
             batch_max_size=int(batch) if batch is not None else None,
+            batch_fill_timeout=float(fill_timeout) if fill_timeout is not None else None,
         )
 
 
