@@ -153,6 +153,18 @@ def _printer_columns() -> list[dict[str, Any]]:
             "jsonPath": ".status.deadLetters",
             "priority": 1,
         },
+        {
+            "name": "Rate-Limit",
+            "type": "number",
+            "jsonPath": ".spec.rateLimit.perSecond",
+            "priority": 1,
+        },
+        {
+            "name": "Per-Key",
+            "type": "integer",
+            "jsonPath": ".spec.keyedConcurrency.maxPerKey",
+            "priority": 1,
+        },
         {"name": "Message", "type": "string", "jsonPath": f"{ready}.message", "priority": 1},
     ]
 

@@ -232,4 +232,11 @@ class TestStatusShape:
         default = [c["name"] for c in columns if not c.get("priority")]
         wide = [c["name"] for c in columns if c.get("priority")]
         assert default == ["Ready", "Desired", "Backlog", "Error-Rate", "Breaker", "Healthy", "Age"]
-        assert wide == ["Replicas", "Throughput", "Dead-Letters", "Message"]
+        assert wide == [
+            "Replicas",
+            "Throughput",
+            "Dead-Letters",
+            "Rate-Limit",
+            "Per-Key",
+            "Message",
+        ]
