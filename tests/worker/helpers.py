@@ -171,6 +171,19 @@ async def running_worker(settings: WorkerSettings, **kwargs: Any) -> AsyncIterat
         await asyncio.wait_for(task, settings.shutdown_grace_seconds + 10)
 
 
+@contextlib.asynccontextmanager
+async def running_workers(
+    settings: WorkerSettings, count: int, first: int = 0
+) -> AsyncIterator[list[Worker]]:
+    """``count`` in-process workers (ids ``w<first>``...), stopped gracefully on exit."""
+    async with contextlib.AsyncExitStack() as stack:
+        workers = []
+        for i in range(first, first + count):
+            one = settings.model_copy(update={"worker_id": f"w{i}"})
+            workers.append(await stack.enter_async_context(running_worker(one)))
+        yield workers
+
+
 @dataclass
 class TrackedPool:
     namespace: str
@@ -234,4 +247,5 @@ __all__ = [
     "make_tracked_pool",
     "publish_task",
     "running_worker",
+    "running_workers",
 ]

@@ -5,7 +5,6 @@ and the handler's own record of when each task ran (``handlers.SPANS``)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import time
 
@@ -22,6 +21,7 @@ from tests.worker.helpers import (
     every_task_succeeded,
     make_tracked_pool,
     running_worker,
+    running_workers,
 )
 
 pytestmark = pytest.mark.nats
@@ -50,10 +50,7 @@ async def test_no_key_ever_runs_more_than_its_limit_across_workers(
         *(pool.client.publish({"sleep": sleep}, headers={"Customer": key}) for key, sleep in tasks)
     )
     ids = [h.id for h in handles]
-    async with contextlib.AsyncExitStack() as workers:
-        for i in range(3):
-            settings = pool.settings.model_copy(update={"worker_id": f"w{i}"})
-            await workers.enter_async_context(running_worker(settings))
+    async with running_workers(pool.settings, 3):
         await eventually(lambda: every_task_succeeded(pool, ids), within=60, what="every task")
     peaks = {
         key: most_at_once(

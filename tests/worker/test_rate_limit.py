@@ -5,7 +5,7 @@ renders, and the handler's own record of when each task started (``handlers.STAR
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import time
 
 import pytest
 from nats.aio.client import Client as NATS
@@ -22,6 +22,7 @@ from tests.worker.helpers import (
     every_task_succeeded,
     make_tracked_pool,
     running_worker,
+    running_workers,
 )
 
 pytestmark = pytest.mark.nats
@@ -41,15 +42,10 @@ async def test_the_limit_holds_across_workers_while_the_pool_doubles(
     )
     handles = await pool.client.publish_batch([{"sleep": 0.01}] * 650)
     ids = [h.id for h in handles]
-    async with contextlib.AsyncExitStack() as workers:
-        for i in range(2):
-            settings = pool.settings.model_copy(update={"worker_id": f"w{i}"})
-            await workers.enter_async_context(running_worker(settings))
+    async with running_workers(pool.settings, 2):
         await asyncio.sleep(5)
-        for i in range(2, 4):
-            settings = pool.settings.model_copy(update={"worker_id": f"w{i}"})
-            await workers.enter_async_context(running_worker(settings))
-        await eventually(lambda: every_task_succeeded(pool, ids), within=60, what="every task")
+        async with running_workers(pool.settings, 2, first=2):
+            await eventually(lambda: every_task_succeeded(pool, ids), within=60, what="every task")
     starts = [t for i in ids for t in handlers.STARTS[i]]
     assert len(starts) == len(ids)  # each ran once: none dropped, none doubled
     windows = sliding_counts(starts, width=2.0, step=0.5)
@@ -107,3 +103,37 @@ async def test_without_its_counter_stream_the_pool_starts_nothing_and_drops_noth
         await ensure_plan(nc, desired)  # the operator's next reconcile puts it back
         await eventually(lambda: every_task_succeeded(pool, ids), within=20, what="every task")
     assert all(len(handlers.STARTS[i]) == 1 for i in ids)
+
+
+async def test_each_key_keeps_its_own_limit_and_a_hot_key_holds_up_no_other(
+    nc: NATS, nats_server: NatsServer
+) -> None:
+    pool = await make_tracked_pool(
+        nc,
+        nats_server.url,
+        handler=STAMPED,
+        concurrency=8,
+        rateLimit={"perKey": {"header": "Customer", "perSecond": 5, "burst": 1}},
+    )
+    hot = [
+        h.id
+        for h in await asyncio.gather(
+            *(pool.client.publish({}, headers={"Customer": "hot"}) for _ in range(40))
+        )
+    ]
+    async with running_workers(pool.settings, 2):
+        await asyncio.sleep(1)  # the hot key's backlog is in full swing
+        cold_at = time.time()
+        cold = [
+            (await pool.client.publish({}, headers={"Customer": f"cold-{i}"})).id for i in range(5)
+        ]
+        await eventually(lambda: every_task_succeeded(pool, cold), within=10, what="cold keys")
+        waited = [handlers.STARTS[i][0] - cold_at for i in cold]
+        assert max(waited) < 2.5, waited  # not behind the hot key's 8 s backlog
+        await eventually(lambda: every_task_succeeded(pool, hot), within=30, what="hot key")
+    starts = [t for i in hot for t in handlers.STARTS[i]]
+    assert len(starts) == len(hot)  # each ran once
+    assert max(sliding_counts(starts, width=1.0, step=0.25)) <= 5 + 2  # 5/s, one window's edge
+    assert (len(starts) - 1) / (max(starts) - min(starts)) <= 5.5
+    states = await asyncio.gather(*(pool.client.status(i) for i in hot))
+    assert all(s is not None and s.runs == 1 for s in states)  # going back cost no attempt

@@ -60,9 +60,14 @@ class WorkerSettings(BaseModel):
     task_results_max_bytes: int | None = Field(None, ge=1)
     """Keep handlers' return values up to this size (``spec.tracking.results``); None: off."""
     rate_limit_subject_prefix: str | None = None
-    """Counter subjects of the pool's rate limit (``spec.rateLimit``); None: no limit."""
+    """Counter subjects of the pool's rate limits (``spec.rateLimit``); None: no limit."""
     rate_limit_per_second: float | None = Field(None, gt=0)
+    """The pool-wide limit (with ``rate_limit_burst``); None: none."""
     rate_limit_burst: int | None = Field(None, ge=1)
+    rate_limit_key_header: str | None = None
+    """The per-key limit's header (with the two below); None: no per-key limit."""
+    rate_limit_key_per_second: float | None = Field(None, gt=0)
+    rate_limit_key_burst: int | None = Field(None, ge=1)
     key_lease_bucket: str | None = None
     """KV bucket of the keys' leases (``spec.keyedConcurrency``); None: no per-key limit."""
     key_header: str | None = None
@@ -116,11 +121,22 @@ class WorkerSettings(BaseModel):
 
     @model_validator(mode="after")
     def _rate_limit_complete(self) -> WorkerSettings:
-        given = (self.rate_limit_subject_prefix, self.rate_limit_per_second, self.rate_limit_burst)
-        if any(v is not None for v in given) and any(v is None for v in given):
+        pool = (self.rate_limit_per_second, self.rate_limit_burst)
+        key = (
+            self.rate_limit_key_header,
+            self.rate_limit_key_per_second,
+            self.rate_limit_key_burst,
+        )
+        if any(v is not None for v in pool) and any(v is None for v in pool):
+            raise ValueError("rate_limit_per_second and rate_limit_burst go together")
+        if any(v is not None for v in key) and any(v is None for v in key):
             raise ValueError(
-                "rate_limit_subject_prefix, rate_limit_per_second and rate_limit_burst go together"
+                "rate_limit_key_header, rate_limit_key_per_second and rate_limit_key_burst go "
+                "together"
             )
+        limited = pool[0] is not None or key[0] is not None
+        if limited != (self.rate_limit_subject_prefix is not None):
+            raise ValueError("rate_limit_subject_prefix goes with a rate limit, and only with one")
         return self
 
     @model_validator(mode="after")

@@ -45,10 +45,10 @@ from jetpool_worker.execution import (
     run_task,
 )
 from jetpool_worker.handlers import Handler, load_handler
-from jetpool_worker.key_leases import Lease, LeasesClosed, key_leases
+from jetpool_worker.key_leases import Lease, LeasesClosed, key_leases, may_wait
 from jetpool_worker.metrics import HealthServer, Metrics
 from jetpool_worker.pull import InboxPuller
-from jetpool_worker.rate_limit import PermitsClosed, start_permits
+from jetpool_worker.rate_limit import PermitsClosed, key_permits, start_permits
 from jetpool_worker.task_tracking import Run, TaskTracker
 
 log = logging.getLogger(__name__)
@@ -191,6 +191,11 @@ class Worker:
         self.permits = start_permits(settings)
         if self.permits is not None:
             self.metrics.watch_waits("jetpool_rate_limit", "a rate-limit permit", self.permits)
+        self.key_permits = key_permits(settings)
+        if self.key_permits is not None:
+            self.metrics.watch_waits(
+                "jetpool_key_rate_limit", "a rate-limit permit of their key", self.key_permits
+            )
         self.leases = key_leases(settings, self.worker_id)
         if self.leases is not None:
             self.metrics.watch_waits("jetpool_key_slot", "a free slot of their key", self.leases)
@@ -249,9 +254,9 @@ class Worker:
                 return
             self._nc, self._js = nc, nc.jetstream()
             self.tracker.bind(nc, self._js)
-            if self.permits is not None:
-                self.permits.bind(nc)
-                background.append(asyncio.create_task(self.permits.run()))
+            for permits in (self.permits, self.key_permits):
+                if permits is not None:
+                    permits.bind(nc)
             if self.leases is not None:
                 self.leases.bind(self._js)
                 background.append(asyncio.create_task(self.leases.renew_held()))
@@ -858,9 +863,11 @@ class Worker:
         then a permit of the pool's rate limit (``spec.rateLimit``). It keeps its worker slot
         and heartbeats meanwhile. A stopping worker hands it back, a busy key may send it back
         to the queue, and a task cancelled while it waited settles cancelled."""
-        if self.leases is None and self.permits is None:
+        if self.leases is None and self.permits is None and self.key_permits is None:
             return True
         if not await self._take_key_slot(msg, run, entry):
+            return False
+        if not await self._take_key_permit(msg, run, entry):
             return False
         if self.permits is not None:
             try:
@@ -873,6 +880,31 @@ class Worker:
         if cancelled is not None:
             self._free_key_slots(entry)
             await self._cancel_queued(msg, run, cancelled.by)
+            return False
+        return True
+
+    def _waiting_for_keys(self) -> int:
+        """Tasks of this worker waiting for their key: a slot or a per-key permit."""
+        return sum(g.waiting for g in (self.leases, self.key_permits) if g is not None)
+
+    async def _take_key_permit(self, msg: Any, run: Run, entry: _InFlight) -> bool:
+        """A permit of the task's key (``spec.rateLimit.perKey``), waiting for its next window
+        while few tasks of this worker wait; False when the task went back instead."""
+        permits = self.key_permits
+        key = None if permits is None else permits.key_of(run.raw.headers)
+        if permits is None or key is None:
+            return True
+        if permits.busy(key) and not may_wait(self._waiting_for_keys(), self.settings.concurrency):
+            permits.handed_back += 1
+            self._free_key_slots(entry)
+            delay = BUSY_KEY_RETRY_SECONDS * (0.5 + self._rand())
+            await self._hand_back([msg], f"key {key!r} is at its rate limit", delay=delay)
+            return False
+        try:
+            await permits.acquire(key)
+        except PermitsClosed:
+            self._free_key_slots(entry)
+            await self._hand_back([msg], "the worker is stopping")
             return False
         return True
 
@@ -889,7 +921,7 @@ class Worker:
             log.debug("could not take a slot of key %r: %s", key, exc)
             lease = None
         if lease is None:
-            if not leases.limit.may_wait(leases.waiting, self.settings.concurrency):
+            if not may_wait(self._waiting_for_keys(), self.settings.concurrency):
                 leases.handed_back += 1
                 delay = BUSY_KEY_RETRY_SECONDS * (0.5 + self._rand())
                 await self._hand_back([msg], f"key {key!r} is busy", delay=delay)
@@ -1145,6 +1177,8 @@ class Worker:
             self.permits.close()  # tasks waiting to start go back now, not at the grace's end
         if self.leases is not None:
             self.leases.close()
+        if self.key_permits is not None:
+            self.key_permits.close()
         self._hand_back_held_batch()
         grace = self.settings.shutdown_grace_seconds
         log.info("draining: %d tasks in flight, grace %.1fs", len(self._in_flight), grace)

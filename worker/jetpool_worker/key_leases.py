@@ -45,6 +45,12 @@ class LeasesClosed(Exception):
     """The worker is stopping: a task still waiting for its key goes back."""
 
 
+def may_wait(waiting: int, concurrency: int) -> bool:
+    """PURE: another task of a busy key may wait in a worker only while fewer than half its
+    slots wait for their keys (slot or per-key rate); beyond, it goes back to the queue."""
+    return waiting < max(1, concurrency // 2)
+
+
 @dataclass(frozen=True, slots=True)
 class KeyLimit:
     """PURE: the slots of a key and when a task may wait for one."""
@@ -65,11 +71,6 @@ class KeyLimit:
     @property
     def renew_every_seconds(self) -> float:
         return self.lease_seconds / 3
-
-    @staticmethod
-    def may_wait(waiting: int, concurrency: int) -> bool:
-        """Another task may wait in a worker only while fewer than half its slots wait."""
-        return waiting < max(1, concurrency // 2)
 
     @staticmethod
     def next_retry(previous: float) -> float:

@@ -22,10 +22,11 @@ import math
 import random
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from jetpool_protocol.task_state import id_key
 from jetpool_protocol.worker_settings import WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -82,7 +83,7 @@ class StartPermits:
         self._clock = clock
         self._nc: Any = None
         self._waiters: deque[asyncio.Future[None]] = deque()
-        self._wake = asyncio.Event()
+        self._runner: asyncio.Task[None] | None = None
         self._closed = False
         self.waited_seconds = 0.0
         """Total time tasks spent waiting for a permit (a counter for metrics)."""
@@ -101,9 +102,11 @@ class StartPermits:
         """Return once this task may start; :class:`PermitsClosed` when the worker stops."""
         if self._closed:
             raise PermitsClosed
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
         self._waiters.append(waiter)
-        self._wake.set()
+        if self._runner is None or self._runner.done():
+            self._runner = loop.create_task(self._grant())
         started = time.monotonic()
         try:
             await waiter
@@ -118,16 +121,19 @@ class StartPermits:
             if not waiter.done():
                 self.handed_back += 1
                 waiter.set_exception(PermitsClosed())
-        self._wake.set()
+        if self._runner is not None:
+            self._runner.cancel()
 
-    async def run(self) -> None:
-        """Grant permits until closed."""
+    @property
+    def idle(self) -> bool:
+        return not self._waiters and (self._runner is None or self._runner.done())
+
+    async def _grant(self) -> None:
+        """Grant permits while tasks wait (started by the first waiter, ends with the last)."""
         while not self._closed:
             self._drop_abandoned()
             if not self._waiters:
-                self._wake.clear()
-                await self._wake.wait()
-                continue
+                return
             window = self.limit.window(self._clock())
             asked = self.waiting
             try:
@@ -173,8 +179,62 @@ class StartPermits:
         return int(body["val"])
 
 
+class KeyPermits:
+    """Per-key rate limits (``spec.rateLimit.perKey``): the same windows, counted for each key
+    on ``<prefix>.key.<key>.<window>``; one :class:`StartPermits` per key with waiting tasks."""
+
+    def __init__(self, subject_prefix: str, header: str, limit: WindowLimit) -> None:
+        self.subject_prefix = subject_prefix
+        self.header = header
+        self.limit = limit
+        self._nc: Any = None
+        self._by_key: dict[str, StartPermits] = {}
+        self._closed = False
+        self.waited_seconds = 0.0
+        self.handed_back = 0
+        """Tasks sent back to the queue because their key's limit was spent (or on stop)."""
+
+    def bind(self, nc: Any) -> None:
+        self._nc = nc
+
+    def key_of(self, headers: Mapping[str, str]) -> str | None:
+        value = headers.get(self.header)
+        return value if value else None
+
+    @property
+    def waiting(self) -> int:
+        return sum(p.waiting for p in self._by_key.values())
+
+    def busy(self, key: str) -> bool:
+        """Whether tasks of ``key`` already wait here for its next window."""
+        permits = self._by_key.get(key)
+        return permits is not None and permits.waiting > 0
+
+    async def acquire(self, key: str) -> None:
+        """Return once this task of ``key`` may start; :class:`PermitsClosed` on stop."""
+        if self._closed:
+            raise PermitsClosed
+        permits = self._by_key.get(key)
+        if permits is None:
+            permits = StartPermits(f"{self.subject_prefix}.key.{id_key(key)}", self.limit)
+            permits.bind(self._nc)
+            self._by_key[key] = permits
+        started = time.monotonic()
+        try:
+            await permits.acquire()
+        finally:
+            self.waited_seconds += time.monotonic() - started
+            for idle in [k for k, p in self._by_key.items() if p.idle]:
+                del self._by_key[idle]
+
+    def close(self) -> None:
+        self._closed = True
+        for permits in self._by_key.values():
+            permits.close()
+
+
 def start_permits(settings: WorkerSettings) -> StartPermits | None:
-    """The worker's permits when its pool has a rate limit."""
+    """The worker's permits when its pool has a pool-wide rate limit."""
     prefix, rate, burst = (
         settings.rate_limit_subject_prefix,
         settings.rate_limit_per_second,
@@ -183,3 +243,12 @@ def start_permits(settings: WorkerSettings) -> StartPermits | None:
     if prefix is None or rate is None or burst is None:
         return None
     return StartPermits(prefix, WindowLimit(per_second=rate, burst=burst))
+
+
+def key_permits(settings: WorkerSettings) -> KeyPermits | None:
+    """The worker's per-key permits when its pool limits each key's rate."""
+    prefix, header = settings.rate_limit_subject_prefix, settings.rate_limit_key_header
+    rate, burst = settings.rate_limit_key_per_second, settings.rate_limit_key_burst
+    if prefix is None or header is None or rate is None or burst is None:
+        return None
+    return KeyPermits(prefix, header, WindowLimit(per_second=rate, burst=burst))

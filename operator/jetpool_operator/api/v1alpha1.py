@@ -541,20 +541,82 @@ class SchedulesSpec(ApiModel):
         return self.enabled
 
 
-_RATE_WINDOW = _rule(
-    "!has(self.burst) || (double(self.burst) >= self.perSecond * 0.05"
-    " && double(self.burst) <= self.perSecond * 30.0)",
-    "rateLimit: burst / perSecond (the window the limit is counted over) must be between "
-    "0.05 and 30 seconds",
+HEADER_NAME = r"^[A-Za-z0-9][A-Za-z0-9_-]*$"
+
+
+def _key_header(without: str) -> Any:
+    """The ``header`` field of a per-key limit (one shape, per-limit meaning)."""
+    return Field(
+        min_length=1,
+        max_length=128,
+        pattern=HEADER_NAME,
+        description=f"The task header whose value is the key (e.g. Customer). {without}",
+    )
+
+
+def _window_rule(where: str, required: bool) -> dict[str, str]:
+    """burst / perSecond between 0.05 and 30 s (``required``: perSecond is always set)."""
+    bounds = (
+        "double(self.burst) >= self.perSecond * 0.05 && double(self.burst) <= self.perSecond * 30.0"
+    )
+    return _rule(
+        f"!has(self.burst) || ({'' if required else 'has(self.perSecond) && '}{bounds})",
+        f"{where}: burst / perSecond (the window the limit is counted over) must be between "
+        "0.05 and 30 seconds",
+    )
+
+
+_RATE_WINDOW = _window_rule("rateLimit", required=False)
+_KEY_RATE_WINDOW = _window_rule("rateLimit.perKey", required=True)
+_RATE_SOMETHING = _rule(
+    "has(self.perSecond) || has(self.perKey)", "rateLimit needs perSecond, perKey or both"
 )
+_BURST_DESCRIPTION = (
+    "Starts allowed at once: the limit is kept over consecutive windows of burst/perSecond "
+    "seconds, each allowing burst starts (between 0.05 and 30 s). Default: perSecond/10 "
+    "rounded up (100 ms windows), at least 1."
+)
+
+
+def _burst_of(per_second: float, burst: int | None) -> int:
+    return burst if burst is not None else max(1, math.ceil(per_second / 10))
+
+
+def _window_ok(per_second: float | None, burst: int | None) -> bool:
+    return burst is None or (
+        per_second is not None and per_second * 0.05 <= burst <= per_second * 30
+    )
+
+
+class KeyRateLimitSpec(ApiModel):
+    """Task starts per second for each key (a header), across every worker of the pool."""
+
+    model_config = _cel(_KEY_RATE_WINDOW)
+
+    header: str = _key_header("Tasks without it are limited by perSecond only.")
+    per_second: float = Field(
+        ge=0.05, le=100_000, description="Task starts per second for each key value."
+    )
+    burst: int | None = Field(None, ge=1, le=100_000, description=_BURST_DESCRIPTION)
+
+    @model_validator(mode="after")
+    def _window_in_bounds(self) -> KeyRateLimitSpec:
+        if not _window_ok(self.per_second, self.burst):
+            raise ValueError(_KEY_RATE_WINDOW["message"])
+        return self
+
+    @property
+    def effective_burst(self) -> int:
+        return _burst_of(self.per_second, self.burst)
 
 
 class RateLimitSpec(ApiModel):
     """Tasks started per second across every worker of the pool (docs/flow-control.md)."""
 
-    model_config = _cel(_RATE_WINDOW)
+    model_config = _cel(_RATE_SOMETHING, _RATE_WINDOW)
 
-    per_second: float = Field(
+    per_second: float | None = Field(
+        None,
         ge=0.05,
         le=100_000,
         description=(
@@ -562,47 +624,28 @@ class RateLimitSpec(ApiModel):
             "over the limit wait in the queue (never dropped nor dead-lettered for it)."
         ),
     )
-    burst: int | None = Field(
-        None,
-        ge=1,
-        le=100_000,
-        description=(
-            "Starts allowed at once: the limit is kept over consecutive windows of "
-            "burst/perSecond seconds, each allowing burst starts (between 0.05 and 30 s). "
-            "Default: perSecond/10 rounded up (100 ms windows), at least 1."
-        ),
+    burst: int | None = Field(None, ge=1, le=100_000, description=_BURST_DESCRIPTION)
+    per_key: KeyRateLimitSpec | None = Field(
+        None, description="A limit for each key (a header's value), e.g. per customer."
     )
 
     @model_validator(mode="after")
     def _window_in_bounds(self) -> RateLimitSpec:
-        if self.burst is not None and not (
-            self.per_second * 0.05 <= self.burst <= self.per_second * 30.0
-        ):
+        if self.per_second is None and self.per_key is None:
+            raise ValueError(_RATE_SOMETHING["message"])
+        if not _window_ok(self.per_second, self.burst):
             raise ValueError(_RATE_WINDOW["message"])
         return self
 
     @property
-    def effective_burst(self) -> int:
-        if self.burst is not None:
-            return self.burst
-        return max(1, math.ceil(self.per_second / 10))
-
-
-HEADER_NAME = r"^[A-Za-z0-9][A-Za-z0-9_-]*$"
+    def effective_burst(self) -> int | None:
+        return None if self.per_second is None else _burst_of(self.per_second, self.burst)
 
 
 class KeyedConcurrencySpec(ApiModel):
     """At most maxPerKey tasks with the same key run at once across the pool."""
 
-    header: str = Field(
-        min_length=1,
-        max_length=128,
-        pattern=HEADER_NAME,
-        description=(
-            "The task header whose value is the key (e.g. Customer). Tasks without it are not "
-            "limited."
-        ),
-    )
+    header: str = _key_header("Tasks without it are not limited.")
     max_per_key: int = Field(
         ge=1, le=1000, description="Tasks with the same key running at once, pool-wide."
     )
@@ -1094,9 +1137,10 @@ _DLQ_IMMUTABLE = _rule(
 
 
 _KEYED_NEEDS_TRACKING = _rule(
-    "!has(self.keyedConcurrency) || self.tracking.enabled",
-    "keyedConcurrency needs tracking.enabled: a task handed back while its key is busy must "
-    "not use up an attempt",
+    "(!has(self.keyedConcurrency) && !(has(self.rateLimit) && has(self.rateLimit.perKey)))"
+    " || self.tracking.enabled",
+    "keyedConcurrency and rateLimit.perKey need tracking.enabled: a task handed back while its "
+    "key is busy must not use up an attempt",
 )
 _SCHEDULES_WITHOUT_LIMITS = _rule(
     "(has(self.schedules.enabled) ? !self.schedules.enabled"
@@ -1198,6 +1242,13 @@ class WorkerPoolSpec(ApiModel):
     )
 
     @property
+    def keyed(self) -> bool:
+        """Tasks may go back unrun while their key is busy (keyed concurrency or rate)."""
+        return self.keyed_concurrency is not None or (
+            self.rate_limit is not None and self.rate_limit.per_key is not None
+        )
+
+    @property
     def schedules_active(self) -> bool:
         return self.schedules.active(self.nats.max_msgs, self.nats.max_bytes)
 
@@ -1221,7 +1272,7 @@ class WorkerPoolSpec(ApiModel):
 
     @model_validator(mode="after")
     def _keyed_needs_tracking(self) -> WorkerPoolSpec:
-        if self.keyed_concurrency is not None and not self.tracking.enabled:
+        if self.keyed and not self.tracking.enabled:
             raise ValueError(_KEYED_NEEDS_TRACKING["message"])
         return self
 

@@ -260,9 +260,7 @@ def worker_settings(pool: PoolRef, spec: WorkerPoolSpec) -> WorkerSettings:
             if spec.tracking.enabled and spec.tracking.results.enabled
             else None
         ),
-        rate_limit_subject_prefix=names.rate_limit_subject_prefix,
-        rate_limit_per_second=spec.rate_limit.per_second if spec.rate_limit else None,
-        rate_limit_burst=spec.rate_limit.effective_burst if spec.rate_limit else None,
+        **_rate_limits(names.rate_limit_subject_prefix, spec),
         **_key_limit(names.key_lease_bucket, spec),
         concurrency=spec.concurrency,
         task_timeout_seconds=float(spec.task.timeout_seconds),
@@ -282,6 +280,22 @@ def worker_settings(pool: PoolRef, spec: WorkerPoolSpec) -> WorkerSettings:
         require_signed=spec.security.require_signed,
         encryption_key_file=_path(files, "encryption"),
     )
+
+
+def _rate_limits(prefix: str | None, spec: WorkerPoolSpec) -> dict[str, Any]:
+    """The worker settings of ``spec.rateLimit`` (none when unset)."""
+    limit = spec.rate_limit
+    if limit is None or prefix is None:
+        return {}
+    per_key = limit.per_key
+    return {
+        "rate_limit_subject_prefix": prefix,
+        "rate_limit_per_second": limit.per_second,
+        "rate_limit_burst": limit.effective_burst,
+        "rate_limit_key_header": per_key.header if per_key else None,
+        "rate_limit_key_per_second": per_key.per_second if per_key else None,
+        "rate_limit_key_burst": per_key.effective_burst if per_key else None,
+    }
 
 
 def _key_limit(bucket: str | None, spec: WorkerPoolSpec) -> dict[str, Any]:

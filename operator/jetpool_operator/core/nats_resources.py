@@ -191,10 +191,10 @@ def ack_wait_seconds(spec: WorkerPoolSpec) -> float:
 
 
 def max_deliver(spec: WorkerPoolSpec) -> int:
-    """Deliveries before the server gives a task up. Unlimited with keyed concurrency: a task
+    """Deliveries before the server gives a task up. Unlimited with per-key limits: a task
     whose key is busy goes back unrun, maybe many times, and the workers count its runs
     (``tracking``, required there) to dead-letter it after ``maxAttempts`` runs."""
-    if spec.keyed_concurrency is not None:
+    if spec.keyed:
         return UNLIMITED
     return spec.retry.max_attempts + MAX_DELIVER_MARGIN
 

@@ -34,7 +34,8 @@ def test_rules_sit_on_the_objects_whose_fields_they_compare() -> None:
         ".spec": 6,
         ".spec.nats": 3,
         ".spec.nats.tls": 2,
-        ".spec.rateLimit": 1,
+        ".spec.rateLimit": 2,
+        ".spec.rateLimit.perKey": 1,
         ".spec.retry.backoff": 1,
         ".spec.scaling": 1,
         ".spec.schedules": 1,
@@ -74,9 +75,9 @@ def test_rules_only_read_fields_that_exist_and_are_always_set_or_guarded_by_has(
                     assert part in parent["properties"], f"{path}: {rule['rule']}"
                     node = parent["properties"][part]
                     always_set = part in parent.get("required", []) or "default" in node
-                    is_last = i == len(parts) - 1
-                    assert always_set or (is_last and ref in guarded), (
-                        f"{path}: {ref} may be absent in {rule['rule']!r}"
+                    upto = "." + ".".join(parts[: i + 1])  # has() of a prefix guards it too
+                    assert always_set or upto in guarded, (
+                        f"{path}: {upto} may be absent in {rule['rule']!r}"
                     )
                     parent = node
 
@@ -116,9 +117,29 @@ BAD_SPECS = [
             keyedConcurrency={"header": "Customer", "maxPerKey": 2},
             tracking={"enabled": False},
         ),
-        "keyedConcurrency needs tracking.enabled: a task handed back while its key is busy must "
-        "not use up an attempt",
+        "keyedConcurrency and rateLimit.perKey need tracking.enabled: a task handed back while "
+        "its key is busy must not use up an attempt",
         id="keyed-without-tracking",
+    ),
+    pytest.param(
+        _minimal(
+            rateLimit={"perKey": {"header": "Customer", "perSecond": 5}},
+            tracking={"enabled": False},
+        ),
+        "keyedConcurrency and rateLimit.perKey need tracking.enabled: a task handed back while "
+        "its key is busy must not use up an attempt",
+        id="key-rate-without-tracking",
+    ),
+    pytest.param(
+        _minimal(rateLimit={"burst": 5}),
+        "rateLimit needs perSecond, perKey or both",
+        id="rate-limit-of-nothing",
+    ),
+    pytest.param(
+        _minimal(rateLimit={"perKey": {"header": "Customer", "perSecond": 1, "burst": 40}}),
+        "rateLimit.perKey: burst / perSecond (the window the limit is counted over) must be "
+        "between 0.05 and 30 seconds",
+        id="key-rate-window-too-long",
     ),
     pytest.param(
         _minimal(rateLimit={"perSecond": 50, "burst": 1}),

@@ -172,6 +172,14 @@ class TestWorkerEnvironment:
         unlimited = worker_settings(POOL, spec())
         assert (unlimited.rate_limit_subject_prefix, unlimited.rate_limit_burst) == (None, None)
 
+    def test_a_per_key_rate_limit_reaches_the_workers_without_a_pool_limit(self) -> None:
+        per_key = {"header": "Customer", "perSecond": 5}
+        settings = worker_settings(POOL, spec(rateLimit={"perKey": per_key}))
+        assert (settings.rate_limit_per_second, settings.rate_limit_burst) == (None, None)
+        assert settings.rate_limit_key_header == "Customer"
+        assert (settings.rate_limit_key_per_second, settings.rate_limit_key_burst) == (5, 1)
+        assert settings.rate_limit_subject_prefix == "jetpool.ratelimit.media.resize-images"
+
     def test_ack_wait_covers_the_task_timeout(self) -> None:
         settings = worker_settings(POOL, spec(task={"timeoutSeconds": 60}))
         assert settings.ack_wait_seconds > settings.task_timeout_seconds

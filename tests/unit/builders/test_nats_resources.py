@@ -91,6 +91,8 @@ class TestTaskStream:
         )
         # busy keys send tasks back unrun: the workers count runs instead of the server
         assert resources.consumer.max_deliver == -1
+        per_key = {"perKey": {"header": "Customer", "perSecond": 5}}
+        assert plan("m", "p", spec(rateLimit=per_key)).consumer.max_deliver == -1
         unkeyed = plan("m", "p", spec())
         assert unkeyed.key_leases is None
         assert unkeyed.consumer.max_deliver == 5 + MAX_DELIVER_MARGIN
