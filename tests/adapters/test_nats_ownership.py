@@ -49,6 +49,22 @@ async def test_created_streams_and_consumer_record_their_owner(nc: NATS) -> None
     assert [o.action for o in await ensure_plan(nc, plan)] == ["unchanged"] * 4
 
 
+async def test_the_flow_control_streams_read_back_as_made(nc: NATS) -> None:
+    limits = {
+        "rateLimit": {"perSecond": 50, "perKey": {"header": "Customer", "perSecond": 5}},
+        "keyedConcurrency": {"header": "Customer", "maxPerKey": 2},
+    }
+    spec = WorkerPoolSpec.model_validate(
+        {"image": "w:1", "handler": "a:b", "nats": {"url": "nats://x"}, **limits}
+    )
+    plan = nats_resources.plan(_ns(), "limited", spec, uid="uid-f")
+    created = await ensure_plan(nc, plan)
+    assert [o.action for o in created] == ["created"] * 6
+    # what nats-server normalizes (duplicate window, counters, TTLs) is asked for as such,
+    # so a reconcile changes nothing
+    assert [o.action for o in await ensure_plan(nc, plan)] == ["unchanged"] * 6
+
+
 async def test_a_pool_naming_another_pool_s_stream_is_refused_and_changes_nothing(
     nc: NATS,
 ) -> None:

@@ -13,6 +13,8 @@ from nats.aio.client import Client as NATS
 
 from e2e.testbed.nats_server import NatsServer
 from jetpool_protocol.naming import PoolNames
+from jetpool_protocol.worker_settings import WorkerSettings
+from jetpool_worker.consumer_loop import Worker
 from tests.rates import most_at_once
 from tests.worker import handlers
 from tests.worker.helpers import (
@@ -93,3 +95,37 @@ async def test_a_slot_left_by_a_crashed_holder_frees_itself_after_the_lease(
         await eventually(lambda: every_task_succeeded(pool, [task.id]), within=20, what="run")
     [(started, _)] = handlers.SPANS[task.id]
     assert started - held_at >= 2.5  # it waited for the lease to lapse (TTL granularity ~1 s)
+
+
+async def test_a_task_longer_than_its_lease_keeps_its_slot_by_renewing_it(
+    nc: NATS, nats_server: NatsServer
+) -> None:
+    pool = await keyed_pool(nc, nats_server.url, maxPerKey=1, leaseSeconds=3)
+    long = await pool.client.publish({"sleep": 5}, headers={"Customer": "acme"})
+    await asyncio.sleep(0.2)
+    short = await pool.client.publish({}, headers={"Customer": "acme"})
+    async with running_workers(pool.settings, 2) as workers:
+        await eventually(
+            lambda: every_task_succeeded(pool, [long.id, short.id]), within=20, what="both"
+        )
+        assert all(w.leases is not None and w.leases.lost == 0 for w in workers)
+    [(_, long_ended)] = handlers.SPANS[long.id]
+    [(short_started, _)] = handlers.SPANS[short.id]
+    assert short_started >= long_ended  # 5 s > the 3 s lease: renewals kept the slot
+
+
+def test_a_batch_handler_with_a_per_key_limit_refuses_to_start() -> None:
+    settings = WorkerSettings(
+        pool_name="p",
+        handler="tests.worker.handlers:fill_batch",
+        stream="s",
+        consumer="workers",
+        dead_letter_stream="s-dlq",
+        dead_letter_subject_prefix="jetpool.dlq.n.p",
+        control_key="n.p",
+        stats_subject="jetpool.stats.n.p",
+        key_lease_bucket="s-leases",
+        key_header="Customer",
+    )
+    with pytest.raises(ValueError, match="batch handlers cannot be used with keyedConcurrency"):
+        Worker(settings)

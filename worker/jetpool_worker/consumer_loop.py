@@ -57,9 +57,9 @@ FETCH_EXPIRY_SECONDS = 0.5
 """Short pull requests: a breaker trip or a stop is seen within this long, and no stale pull
 request outlives it on the server."""
 CONFIRM_SENT_TIMEOUT_SECONDS = 2.0
+"""How long a stopping worker waits for the server to confirm it has every pull request."""
 BUSY_KEY_RETRY_SECONDS = 1.0
 """A task handed back because its key is busy comes back after about this long (±50 %)."""
-"""How long a stopping worker waits for the server to confirm it has every pull request."""
 COALESCE_SECONDS = 0.005
 """With fewer than half the slots free, wait this long for more before pulling."""
 MEMORY_RESUME_FRACTION = 0.9
@@ -197,6 +197,13 @@ class Worker:
                 "jetpool_key_rate_limit", "a rate-limit permit of their key", self.key_permits
             )
         self.leases = key_leases(settings, self.worker_id)
+        if self.handler.is_batch and (self.leases is not None or self.key_permits is not None):
+            # A batch holds its tasks' key slots until it ends: two tasks of one key in a batch
+            # (or two batches each holding the other's key) would wait for each other forever.
+            raise ValueError(
+                f"handler {self.handler.name} is a batch handler: batch handlers cannot be used "
+                "with keyedConcurrency or rateLimit.perKey"
+            )
         if self.leases is not None:
             self.metrics.watch_waits("jetpool_key_slot", "a free slot of their key", self.leases)
         self._rss_reader = rss_reader
@@ -745,8 +752,8 @@ class Worker:
 
     async def _process_batch(self, entry: _InFlight, msgs: list[Any]) -> None:
         lingering: list[Any] = []
+        admitted: list[tuple[Any, RawTask, Task, Run]] = []
         try:
-            admitted: list[tuple[Any, RawTask, Task, Run]] = []
             for msg in msgs:
                 try:
                     raw = self._raw(msg)
@@ -769,8 +776,6 @@ class Worker:
             )
             lingering.append(outcomes[0].lingering)
             if entry.released:
-                for _, _, _, run in admitted:
-                    self.tracker.forget(run)
                 return
             for (msg, raw, _, run), outcome in zip(admitted, outcomes, strict=True):
                 try:
@@ -782,6 +787,8 @@ class Worker:
         except Exception:
             log.exception("batch failed unexpectedly; its tasks will be redelivered")
         finally:
+            for _, _, _, run in admitted:  # no late 'running' over a next delivery's steps
+                self.tracker.forget(run)
             self._finish(entry, msgs, lingering)
 
     async def _admit(self, msg: Any, raw: RawTask, entry: _InFlight) -> tuple[Task, Run] | None:
@@ -917,11 +924,12 @@ class Worker:
             return True
         try:
             lease = await leases.try_take(key)
-        except Exception as exc:  # NATS unreachable: wait like for a busy key
+            busy = lease is None
+        except Exception as exc:  # NATS unreachable: wait (a hand-back could not be stored)
             log.debug("could not take a slot of key %r: %s", key, exc)
-            lease = None
+            lease, busy = None, False
         if lease is None:
-            if not may_wait(self._waiting_for_keys(), self.settings.concurrency):
+            if busy and not may_wait(self._waiting_for_keys(), self.settings.concurrency):
                 leases.handed_back += 1
                 delay = BUSY_KEY_RETRY_SECONDS * (0.5 + self._rand())
                 await self._hand_back([msg], f"key {key!r} is busy", delay=delay)

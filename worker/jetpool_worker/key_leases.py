@@ -21,9 +21,10 @@ import asyncio
 import contextlib
 import logging
 import random
+import secrets
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import nats.js.errors
@@ -34,6 +35,8 @@ from jetpool_protocol.worker_settings import WorkerSettings
 log = logging.getLogger(__name__)
 
 EXPECTED_LAST_SUBJECT_SEQUENCE = "Nats-Expected-Last-Subject-Sequence"
+WRONG_LAST_SEQUENCE = 10071
+"""nats-server's error code for a failed expected-last-subject-sequence check."""
 SLOT_PREFIX = "conc"
 FIRST_RETRY_SECONDS = 0.02
 LAST_RETRY_SECONDS = 0.25
@@ -82,6 +85,11 @@ class Lease:
     key: str
     slot: str
     revision: int
+    token: bytes
+    """This lease's value (worker id and a random part): a slot read back after a lost reply
+    tells whether it is still ours."""
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    """Held while the lease is renewed or freed: the two never race on its revision."""
 
 
 class KeyLeases:
@@ -97,7 +105,7 @@ class KeyLeases:
     ) -> None:
         self.bucket = bucket
         self.limit = limit
-        self.worker_id = worker_id.encode()
+        self.worker_id = worker_id
         self._shuffle = shuffle
         self._js: Any = None
         self._kv: Any = None
@@ -128,11 +136,12 @@ class KeyLeases:
         slots = self.limit.slots(key)
         self._shuffle(slots)
         for slot in slots:
+            token = f"{self.worker_id}/{secrets.token_hex(4)}".encode()
             try:
-                revision = await kv.create(slot, self.worker_id, msg_ttl=self.limit.lease_seconds)
+                revision = await kv.create(slot, token, msg_ttl=self.limit.lease_seconds)
             except nats.js.errors.KeyWrongLastSequenceError:
                 continue
-            lease = Lease(key, slot, revision)
+            lease = Lease(key, slot, revision, token)
             self._held.add(lease)
             return lease
         return None
@@ -174,11 +183,16 @@ class KeyLeases:
         task.add_done_callback(self._releasing.discard)
 
     async def _release(self, lease: Lease) -> None:
-        try:
-            kv = await self._bucket()
-            await kv.delete(lease.slot, last=lease.revision)
-        except Exception as exc:  # it frees itself when its TTL passes
-            log.debug("could not free slot %s: %s", lease.slot, exc)
+        async with lease.lock:
+            try:
+                kv = await self._bucket()
+                try:
+                    await kv.delete(lease.slot, last=lease.revision)
+                except nats.js.errors.KeyWrongLastSequenceError:
+                    if await self._still_ours(lease):  # a renewal's lost reply moved it on
+                        await kv.delete(lease.slot, last=lease.revision)
+            except Exception as exc:  # it frees itself when its TTL passes
+                log.debug("could not free slot %s: %s", lease.slot, exc)
         freed = self._freed.get(lease.key)
         if freed is not None:
             freed.set()
@@ -191,24 +205,40 @@ class KeyLeases:
                 await self._renew(lease)
 
     async def _renew(self, lease: Lease) -> None:
-        try:
-            ack = await self._js.publish(
-                f"$KV.{self.bucket}.{lease.slot}",
-                self.worker_id,
-                headers={EXPECTED_LAST_SUBJECT_SEQUENCE: str(lease.revision)},
-                msg_ttl=self.limit.lease_seconds,
-            )
-        except nats.js.errors.KeyWrongLastSequenceError:
-            self._lose(lease)
-        except nats.js.errors.APIError as exc:
-            if exc.err_code == 10071:  # wrong last sequence: someone else holds the slot now
-                self._lose(lease)
-            else:
+        async with lease.lock:
+            if lease not in self._held:  # freed meanwhile
+                return
+            try:
+                ack = await self._js.publish(
+                    f"$KV.{self.bucket}.{lease.slot}",
+                    lease.token,
+                    headers={EXPECTED_LAST_SUBJECT_SEQUENCE: str(lease.revision)},
+                    msg_ttl=self.limit.lease_seconds,
+                )
+            except (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.APIError) as exc:
+                wrong_sequence = isinstance(exc, nats.js.errors.KeyWrongLastSequenceError) or (
+                    exc.err_code == WRONG_LAST_SEQUENCE
+                )
+                if not wrong_sequence:
+                    log.warning("could not renew slot %s: %s", lease.slot, exc)
+                elif not await self._still_ours(lease):
+                    self._lose(lease)
+            except Exception as exc:
                 log.warning("could not renew slot %s: %s", lease.slot, exc)
-        except Exception as exc:
-            log.warning("could not renew slot %s: %s", lease.slot, exc)
-        else:
-            lease.revision = ack.seq
+            else:
+                lease.revision = ack.seq
+
+    async def _still_ours(self, lease: Lease) -> bool:
+        """After a wrong-sequence answer: whether the slot still holds our token (an earlier
+        write of ours whose reply was lost); then its revision is ours to use."""
+        try:
+            entry = await (await self._bucket()).get(lease.slot)
+        except Exception:
+            return False
+        if entry.value != lease.token:
+            return False
+        lease.revision = entry.revision
+        return True
 
     def _lose(self, lease: Lease) -> None:
         self.lost += 1

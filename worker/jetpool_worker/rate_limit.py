@@ -35,8 +35,11 @@ INCREMENT_HEADER = "Nats-Incr"
 REQUEST_TIMEOUT_SECONDS = 2.0
 RETRY_SECONDS = 0.5
 """After a failed count (NATS unreachable), ask again this much later at most."""
-JITTER_SECONDS = 0.002
-"""Workers that all wait for the next window do not ask at the very same instant."""
+JITTER_FRACTION = 0.2
+JITTER_MAX_SECONDS = 0.05
+"""Workers waiting for the next window ask at a random point of its first fifth (at most
+50 ms): whichever worker asks first gets the window's permits, so the first asker must not be
+the same pod (the one whose clock runs ahead) window after window."""
 
 
 class PermitsClosed(Exception):
@@ -68,8 +71,9 @@ class WindowLimit:
 
 
 class StartPermits:
-    """A worker's tasks wait in :meth:`acquire`; :meth:`run` asks the window's counter for all
-    of them at once (one request per window while tasks wait, none while idle)."""
+    """A worker's tasks wait in :meth:`acquire`; :meth:`_grant` asks the window's counter for
+    all of them at once (about one request per window while tasks wait, more when tasks keep
+    arriving within a window that still has permits; none while idle)."""
 
     def __init__(
         self,
@@ -146,7 +150,8 @@ class StartPermits:
             granted = self.limit.granted(asked, total)
             self._release(granted)
             if granted < asked:  # this window is spent: wait for the next one
-                await asyncio.sleep(self._until_next(window) + random.uniform(0, JITTER_SECONDS))
+                jitter = min(JITTER_FRACTION * self.limit.window_seconds, JITTER_MAX_SECONDS)
+                await asyncio.sleep(self._until_next(window) + random.uniform(0, jitter))
 
     def _until_next(self, window: int) -> float:
         return max(0.0, self.limit.window_ends_at(window) - self._clock())

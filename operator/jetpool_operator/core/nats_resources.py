@@ -363,7 +363,9 @@ def rate_limit_stream(
         storage=Storage.MEMORY,
         discard=Discard.OLD,
         max_age_seconds=RATE_WINDOWS_KEPT_SECONDS,
-        duplicate_window_seconds=0.0,
+        # what nats-server makes of 0 (min(max age, 2 min)): asking for it keeps the stream
+        # in sync instead of "updated" on every reconcile
+        duplicate_window_seconds=min(120.0, RATE_WINDOWS_KEPT_SECONDS),
         replicas=spec.nats.replicas,
         description=f"rate-limit windows of {owner}",
         metadata=metadata,
@@ -382,14 +384,19 @@ def key_lease_stream(
     own TTL, so a crashed holder's slot frees by itself. A server restart frees every slot,
     which can let more than ``maxPerKey`` run for as long as the tasks already running last."""
     bucket = names.key_lease_bucket
-    if bucket is None:
+    if bucket is None or spec.keyed_concurrency is None:
         return None
+    # Freeing a slot leaves a delete marker; the max age drops those (a held lease is
+    # republished every third of its TTL, so it never gets that old).
+    max_age = 2.0 * spec.keyed_concurrency.lease_seconds
     return kv_bucket_stream(
         bucket,
         spec,
         description=f"key leases of {owner}",
         metadata=metadata,
         storage=Storage.MEMORY,
+        max_age_seconds=max_age,
+        duplicate_window_seconds=min(120.0, max_age),
         allow_msg_ttl=True,
     )
 
