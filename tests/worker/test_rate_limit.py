@@ -137,3 +137,26 @@ async def test_each_key_keeps_its_own_limit_and_a_hot_key_holds_up_no_other(
     assert (len(starts) - 1) / (max(starts) - min(starts)) <= 5.5
     states = await asyncio.gather(*(pool.client.status(i) for i in hot))
     assert all(s is not None and s.runs == 1 for s in states)  # going back cost no attempt
+
+
+async def test_a_task_whose_deadline_passes_while_it_waits_expires_unrun(
+    nc: NATS, nats_server: NatsServer
+) -> None:
+    pool = await make_tracked_pool(
+        nc, nats_server.url, handler=STAMPED, rateLimit={"perSecond": 1, "burst": 1}
+    )
+    ids = [(await pool.client.publish({}, headers={"Jetpool-Ttl": "1.5"})).id for _ in range(4)]
+
+    async def all_settled() -> bool:
+        states = await asyncio.gather(*(pool.client.status(i) for i in ids))
+        return all(s is not None and s.phase.final for s in states)
+
+    async with running_worker(pool.settings):
+        await eventually(all_settled, within=15, what="every task settled")
+    states = {i: await pool.client.status(i) for i in ids}
+    expired = [i for i, s in states.items() if s is not None and s.phase is TaskPhase.EXPIRED]
+    ran = [i for i in ids if handlers.STARTS[i]]
+    assert len(ran) >= 1  # one a second: at most two start inside the 1.5 s TTL
+    assert len(expired) >= 2
+    assert not set(expired) & set(ran)  # an expired task never started
+    assert len(expired) + len(ran) == len(ids)

@@ -863,14 +863,31 @@ class Worker:
             return None
         if not await self._may_start(msg, run, entry):
             return None
+        if self._may_wait_to_start and task.deadline is not None and self._clock() > task.deadline:
+            self._free_key_slots(entry)
+            await self._dead_letter(
+                msg,
+                run,
+                DeadLetterReason.EXPIRED,
+                "ExpiredTask",
+                f"its deadline {task.deadline.isoformat()} passed while it waited for its key "
+                "or the rate limit",
+                ran=False,
+            )
+            return None
         return task, run
+
+    @property
+    def _may_wait_to_start(self) -> bool:
+        """Whether a validated task can wait before it starts (per-key and rate limits)."""
+        return any(g is not None for g in (self.leases, self.permits, self.key_permits))
 
     async def _may_start(self, msg: Any, run: Run, entry: _InFlight) -> bool:
         """Wait until the task may start: a free slot of its key (``spec.keyedConcurrency``),
         then a permit of the pool's rate limit (``spec.rateLimit``). It keeps its worker slot
         and heartbeats meanwhile. A stopping worker hands it back, a busy key may send it back
         to the queue, and a task cancelled while it waited settles cancelled."""
-        if self.leases is None and self.permits is None and self.key_permits is None:
+        if not self._may_wait_to_start:
             return True
         if not await self._take_key_slot(msg, run, entry):
             return False
