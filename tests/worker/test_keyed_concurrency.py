@@ -12,6 +12,7 @@ import pytest
 from nats.aio.client import Client as NATS
 
 from e2e.testbed.nats_server import NatsServer
+from jetpool import TaskPhase
 from jetpool_protocol.naming import PoolNames
 from jetpool_protocol.worker_settings import WorkerSettings
 from jetpool_worker.consumer_loop import Worker
@@ -101,10 +102,15 @@ async def test_a_task_longer_than_its_lease_keeps_its_slot_by_renewing_it(
     nc: NATS, nats_server: NatsServer
 ) -> None:
     pool = await keyed_pool(nc, nats_server.url, maxPerKey=1, leaseSeconds=3)
-    long = await pool.client.publish({"sleep": 5}, headers={"Customer": "acme"})
-    await asyncio.sleep(0.2)
-    short = await pool.client.publish({}, headers={"Customer": "acme"})
     async with running_workers(pool.settings, 2) as workers:
+        long = await pool.client.publish({"sleep": 5}, headers={"Customer": "acme"})
+
+        async def long_runs() -> bool:
+            state = await long.status()
+            return state is not None and state.phase is TaskPhase.RUNNING
+
+        await eventually(long_runs, what="the long task to hold the key's only slot")
+        short = await pool.client.publish({}, headers={"Customer": "acme"})
         await eventually(
             lambda: every_task_succeeded(pool, [long.id, short.id]), within=20, what="both"
         )

@@ -5,6 +5,7 @@ renders, and the handler's own record of when each task started (``handlers.STAR
 from __future__ import annotations
 
 import asyncio
+import statistics
 import time
 
 import pytest
@@ -52,10 +53,10 @@ async def test_the_limit_holds_across_workers_while_the_pool_doubles(
     assert len(windows) >= 16
     # never above the limit: at most 50/s * 2 s + 2 bursts in any 2 s (docs/flow-control.md)
     assert max(windows) <= 110, windows
-    # and the limit, not the workers, sets the pace (in-process workers on one busy event
-    # loop can fall behind for a moment; the kubectl-level test checks every 5 s window)
-    span = max(starts) - min(starts)
-    assert 45 <= (len(starts) - 1) / span <= 52, (span, windows)
+    # and the limit, not the workers, sets the pace: the typical window is at the limit
+    # (in-process workers sharing one event loop with pytest can fall behind for a moment on
+    # a loaded box, so no floor per window here; the kubectl-level test checks every 5 s)
+    assert 95 <= statistics.median(windows) <= 105, windows
 
 
 async def test_a_stopping_worker_hands_its_waiting_tasks_back_without_using_an_attempt(
@@ -145,7 +146,7 @@ async def test_a_task_whose_deadline_passes_while_it_waits_expires_unrun(
     pool = await make_tracked_pool(
         nc, nats_server.url, handler=STAMPED, rateLimit={"perSecond": 1, "burst": 1}
     )
-    ids = [(await pool.client.publish({}, headers={"Jetpool-Ttl": "1.5"})).id for _ in range(4)]
+    ids = [(await pool.client.publish({}, headers={"Jetpool-Ttl": "1.5"})).id for _ in range(5)]
 
     async def all_settled() -> bool:
         states = await asyncio.gather(*(pool.client.status(i) for i in ids))
@@ -156,7 +157,23 @@ async def test_a_task_whose_deadline_passes_while_it_waits_expires_unrun(
     states = {i: await pool.client.status(i) for i in ids}
     expired = [i for i, s in states.items() if s is not None and s.phase is TaskPhase.EXPIRED]
     ran = [i for i in ids if handlers.STARTS[i]]
-    assert len(ran) >= 1  # one a second: at most two start inside the 1.5 s TTL
+    # one a second in epoch-aligned windows: at most three windows begin inside the 1.5 s TTL
+    assert 1 <= len(ran) <= 3
     assert len(expired) >= 2
     assert not set(expired) & set(ran)  # an expired task never started
     assert len(expired) + len(ran) == len(ids)
+
+
+async def test_tasks_waiting_for_a_permit_count_in_flight_but_never_as_stuck(
+    nc: NATS, nats_server: NatsServer
+) -> None:
+    pool = await make_tracked_pool(
+        nc, nats_server.url, handler=STAMPED, rateLimit={"perSecond": 0.1, "burst": 1}
+    )
+    await pool.client.publish_batch([{}] * 3)
+    async with running_worker(pool.settings) as worker:
+        await eventually(lambda: worker.permits is not None and worker.permits.waiting == 2)
+        await asyncio.sleep(1.5)  # 10 s windows: at most one of the two got its permit since
+        stats = worker.stats()
+    assert stats.in_flight >= 1  # in flight 1.5 s or more, holding its slot while it waits
+    assert stats.oldest_in_flight_seconds < 1.0  # but waiting is not running: not stuck

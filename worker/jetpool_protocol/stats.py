@@ -26,6 +26,7 @@ class WorkerStats(BaseModel):
     dead_lettered: int = 0
     in_flight: int = 0
     oldest_in_flight_seconds: float = 0.0
+    """How long the oldest running handler has run (waiting to start does not count)."""
     fetching: bool = True
     """False while the worker holds back (breaker, memory guard, draining)."""
     paused_reason: str = ""

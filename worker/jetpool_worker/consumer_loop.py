@@ -114,6 +114,9 @@ def delivery_info(msg: Any) -> tuple[str, int, int, datetime]:
 class _InFlight:
     msg: Any
     started: float
+    """Monotonic time it was taken (arrived)."""
+    running_since: float | None = None
+    """Monotonic time its handler started; None while it waits (key, rate limit, batch)."""
     task: asyncio.Task[None] | None = None
     released: bool = False
     slots: int = 1
@@ -722,6 +725,7 @@ class Worker:
                 self.gate.returned(entry.trial_epoch)
                 return
             task, run = admitted
+            entry.running_since = time.monotonic()
             self.tracker.started(run)
             self.tracker.running(run, lambda: self._cancel_running(entry, task))
             try:
@@ -768,6 +772,7 @@ class Worker:
                     self.tracker.started(one[1])  # (a batch is not cancelled mid-run)
             if not admitted:
                 return
+            entry.running_since = time.monotonic()
             outcomes = await run_batch(
                 self.handler,
                 [t for _, _, t, _ in admitted],
@@ -1160,7 +1165,11 @@ class Worker:
 
     def stats(self) -> WorkerStats:
         now = time.monotonic()
-        oldest = max((now - e.started for e in self._in_flight), default=0.0)
+        # the oldest *running* handler: a task waiting for its key or the rate limit is not stuck
+        oldest = max(
+            (now - e.running_since for e in self._in_flight if e.running_since is not None),
+            default=0.0,
+        )
         reason = "draining" if self.draining else self._pause_reason()
         return WorkerStats(
             worker=self.worker_id,
