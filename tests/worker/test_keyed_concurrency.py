@@ -118,7 +118,7 @@ async def test_a_task_longer_than_its_lease_keeps_its_slot_by_renewing_it(
         await eventually(
             lambda: every_task_succeeded(pool, [long.id, short.id]), within=20, what="both"
         )
-        assert all(w.leases is not None and w.leases.lost == 0 for w in workers)
+        assert all(w.gates.leases is not None and w.gates.leases.lost == 0 for w in workers)
     [(_, long_ended)] = handlers.SPANS[long.id]
     [(short_started, _)] = handlers.SPANS[short.id]
     assert short_started >= long_ended  # 5 s > the 3 s lease: renewals kept the slot

@@ -16,6 +16,8 @@ from jetpool import TaskPhase
 from jetpool_operator.adapters.nats import ensure_plan
 from jetpool_operator.api.v1alpha1 import WorkerPoolSpec
 from jetpool_operator.core.nats_resources import plan
+from jetpool_worker.consumer_loop import Worker
+from jetpool_worker.rate_limit import StartPermits
 from tests.rates import sliding_counts
 from tests.worker import handlers
 from tests.worker.helpers import (
@@ -29,6 +31,12 @@ from tests.worker.helpers import (
 pytestmark = pytest.mark.nats
 
 STAMPED = "tests.worker.handlers:stamped"
+
+
+def permits_of(worker: Worker) -> StartPermits:
+    """The worker's pool-wide rate-limit permits (the pool has a limit)."""
+    assert worker.gates.permits is not None
+    return worker.gates.permits
 
 
 async def test_the_limit_holds_across_workers_while_the_pool_doubles(
@@ -72,7 +80,7 @@ async def test_a_stopping_worker_hands_its_waiting_tasks_back_without_using_an_a
     )
     ids = [h.id for h in await pool.client.publish_batch([{}] * 4)]
     async with running_worker(pool.settings) as worker:
-        await eventually(lambda: worker.permits is not None and worker.permits.waiting >= 2)
+        await eventually(lambda: permits_of(worker).waiting >= 2)
     states = [await pool.client.status(i) for i in ids]
     handed_back = [s for s in states if s is not None and s.phase is TaskPhase.QUEUED]
     assert handed_back
@@ -103,7 +111,7 @@ async def test_without_its_counter_stream_the_pool_starts_nothing_and_drops_noth
     await nc.jetstream().delete_stream(desired.rate_limit.name)
     ids = [h.id for h in await pool.client.publish_batch([{}] * 10)]
     async with running_worker(pool.settings) as worker:
-        await eventually(lambda: worker.permits is not None and worker.permits.count_failures > 0)
+        await eventually(lambda: permits_of(worker).count_failures > 0)
         await asyncio.sleep(1)
         assert not any(handlers.STARTS[i] for i in ids)  # fails closed
         await ensure_plan(nc, desired)  # the operator's next reconcile puts it back
@@ -179,7 +187,7 @@ async def test_tasks_waiting_for_a_permit_count_in_flight_but_never_as_stuck(
     )
     await pool.client.publish_batch([{}] * 3)
     async with running_worker(pool.settings) as worker:
-        await eventually(lambda: worker.permits is not None and worker.permits.waiting == 2)
+        await eventually(lambda: permits_of(worker).waiting == 2)
         await asyncio.sleep(1.5)  # 10 s windows: at most one of the two got its permit since
         stats = worker.stats()
     assert stats.in_flight >= 1  # in flight 1.5 s or more, holding its slot while it waits

@@ -45,10 +45,10 @@ from jetpool_worker.execution import (
     run_task,
 )
 from jetpool_worker.handlers import Handler, load_handler
-from jetpool_worker.key_leases import Lease, LeasesClosed, key_leases, may_wait
+from jetpool_worker.key_leases import Lease
 from jetpool_worker.metrics import HealthServer, Metrics
 from jetpool_worker.pull import InboxPuller
-from jetpool_worker.rate_limit import PermitsClosed, key_permits, start_permits
+from jetpool_worker.start_gates import StartGates
 from jetpool_worker.task_tracking import Run, TaskTracker
 
 log = logging.getLogger(__name__)
@@ -58,8 +58,6 @@ FETCH_EXPIRY_SECONDS = 0.5
 request outlives it on the server."""
 CONFIRM_SENT_TIMEOUT_SECONDS = 2.0
 """How long a stopping worker waits for the server to confirm it has every pull request."""
-BUSY_KEY_RETRY_SECONDS = 1.0
-"""A task handed back because its key is busy comes back after about this long (±50 %)."""
 COALESCE_SECONDS = 0.005
 """With fewer than half the slots free, wait this long for more before pulling."""
 MEMORY_RESUME_FRACTION = 0.9
@@ -191,24 +189,8 @@ class Worker:
         self.first_failures = FirstFailures()
         self.counters = _Counters()
         self.tracker = TaskTracker(settings, self.worker_id, clock)
-        self.permits = start_permits(settings)
-        if self.permits is not None:
-            self.metrics.watch_waits("jetpool_rate_limit", "a rate-limit permit", self.permits)
-        self.key_permits = key_permits(settings)
-        if self.key_permits is not None:
-            self.metrics.watch_waits(
-                "jetpool_key_rate_limit", "a rate-limit permit of their key", self.key_permits
-            )
-        self.leases = key_leases(settings, self.worker_id)
-        if self.handler.is_batch and (self.leases is not None or self.key_permits is not None):
-            # A batch holds its tasks' key slots until it ends: two tasks of one key in a batch
-            # (or two batches each holding the other's key) would wait for each other forever.
-            raise ValueError(
-                f"handler {self.handler.name} is a batch handler: batch handlers cannot be used "
-                "with keyedConcurrency or rateLimit.perKey"
-            )
-        if self.leases is not None:
-            self.metrics.watch_waits("jetpool_key_slot", "a free slot of their key", self.leases)
+        self.gates = StartGates(settings, self.worker_id, self.metrics, rand)
+        self.gates.check_handler(self.handler)
         self._rss_reader = rss_reader
         self._rand = rand
         self._clock = clock
@@ -264,12 +246,7 @@ class Worker:
                 return
             self._nc, self._js = nc, nc.jetstream()
             self.tracker.bind(nc, self._js)
-            for permits in (self.permits, self.key_permits):
-                if permits is not None:
-                    permits.bind(nc)
-            if self.leases is not None:
-                self.leases.bind(self._js)
-                background.append(asyncio.create_task(self.leases.renew_held()))
+            background += self.gates.bind(nc, self._js)
             puller = await self._bind()
             if puller is None:
                 return
@@ -596,14 +573,8 @@ class Worker:
 
     def _release_slots(self, entry: _InFlight) -> None:
         self._slots_taken -= entry.slots
-        self._free_key_slots(entry)
+        self.gates.free(entry.leases)
         self._wake.set()
-
-    def _free_key_slots(self, entry: _InFlight) -> None:
-        if self.leases is not None:
-            for lease in entry.leases:
-                self.leases.release_soon(lease)
-        entry.leases.clear()
 
     def _finish(self, entry: _InFlight, msgs: list[Any], lingering: list[Any]) -> None:
         self._in_flight.discard(entry)
@@ -868,8 +839,8 @@ class Worker:
             return None
         if not await self._may_start(msg, run, entry):
             return None
-        if self._may_wait_to_start and task.deadline is not None and self._clock() > task.deadline:
-            self._free_key_slots(entry)
+        if self.gates.active and task.deadline is not None and self._clock() > task.deadline:
+            self.gates.free(entry.leases)
             await self._dead_letter(
                 msg,
                 run,
@@ -882,86 +853,20 @@ class Worker:
             return None
         return task, run
 
-    @property
-    def _may_wait_to_start(self) -> bool:
-        """Whether a validated task can wait before it starts (per-key and rate limits)."""
-        return any(g is not None for g in (self.leases, self.permits, self.key_permits))
-
     async def _may_start(self, msg: Any, run: Run, entry: _InFlight) -> bool:
-        """Wait until the task may start: a free slot of its key (``spec.keyedConcurrency``),
-        then a permit of the pool's rate limit (``spec.rateLimit``). It keeps its worker slot
-        and heartbeats meanwhile. A stopping worker hands it back, a busy key may send it back
-        to the queue, and a task cancelled while it waited settles cancelled."""
-        if not self._may_wait_to_start:
+        """Wait until the pool's start limits let the task run (``start_gates``); False when
+        it went back to the queue or was cancelled while it waited."""
+        if not self.gates.active:
             return True
-        if not await self._take_key_slot(msg, run, entry):
+        go_back = await self.gates.wait(run.raw.headers, entry.leases)
+        if go_back is not None:
+            await self._hand_back([msg], go_back.why, delay=go_back.delay)
             return False
-        if not await self._take_key_permit(msg, run, entry):
-            return False
-        if self.permits is not None:
-            try:
-                await self.permits.acquire()
-            except PermitsClosed:
-                self._free_key_slots(entry)
-                await self._hand_back([msg], "the worker is stopping")
-                return False
         cancelled = self.tracker.is_cancelled(run.task_id)
         if cancelled is not None:
-            self._free_key_slots(entry)
+            self.gates.free(entry.leases)
             await self._cancel_queued(msg, run, cancelled.by)
             return False
-        return True
-
-    def _waiting_for_keys(self) -> int:
-        """Tasks of this worker waiting for their key: a slot or a per-key permit."""
-        return sum(g.waiting for g in (self.leases, self.key_permits) if g is not None)
-
-    async def _take_key_permit(self, msg: Any, run: Run, entry: _InFlight) -> bool:
-        """A permit of the task's key (``spec.rateLimit.perKey``), waiting for its next window
-        while few tasks of this worker wait; False when the task went back instead."""
-        permits = self.key_permits
-        key = None if permits is None else permits.key_of(run.raw.headers)
-        if permits is None or key is None:
-            return True
-        if permits.busy(key) and not may_wait(self._waiting_for_keys(), self.settings.concurrency):
-            permits.handed_back += 1
-            self._free_key_slots(entry)
-            delay = BUSY_KEY_RETRY_SECONDS * (0.5 + self._rand())
-            await self._hand_back([msg], f"key {key!r} is at its rate limit", delay=delay)
-            return False
-        try:
-            await permits.acquire(key)
-        except PermitsClosed:
-            self._free_key_slots(entry)
-            await self._hand_back([msg], "the worker is stopping")
-            return False
-        return True
-
-    async def _take_key_slot(self, msg: Any, run: Run, entry: _InFlight) -> bool:
-        """A slot of the task's key, waiting for one while few tasks of this worker wait;
-        False when the task went back to the queue instead."""
-        leases = self.leases
-        key = None if leases is None else leases.limit.key_of(run.raw.headers)
-        if leases is None or key is None:
-            return True
-        try:
-            lease = await leases.try_take(key)
-            busy = lease is None
-        except Exception as exc:  # NATS unreachable: wait (a hand-back could not be stored)
-            log.debug("could not take a slot of key %r: %s", key, exc)
-            lease, busy = None, False
-        if lease is None:
-            if busy and not may_wait(self._waiting_for_keys(), self.settings.concurrency):
-                leases.handed_back += 1
-                delay = BUSY_KEY_RETRY_SECONDS * (0.5 + self._rand())
-                await self._hand_back([msg], f"key {key!r} is busy", delay=delay)
-                return False
-            try:
-                lease = await leases.take(key)
-            except LeasesClosed:
-                await self._hand_back([msg], "the worker is stopping")
-                return False
-        entry.leases.append(lease)
         return True
 
     def _cancel_running(self, entry: _InFlight, task: Task) -> None:
@@ -1207,12 +1112,7 @@ class Worker:
         """Finish in-flight work within the grace period, hand the rest back at once."""
         self.draining = True
         self.metrics.set_paused("draining", True)
-        if self.permits is not None:
-            self.permits.close()  # tasks waiting to start go back now, not at the grace's end
-        if self.leases is not None:
-            self.leases.close()
-        if self.key_permits is not None:
-            self.key_permits.close()
+        self.gates.close()  # tasks waiting to start go back now, not at the grace's end
         self._hand_back_held_batch()
         grace = self.settings.shutdown_grace_seconds
         log.info("draining: %d tasks in flight, grace %.1fs", len(self._in_flight), grace)
@@ -1235,8 +1135,7 @@ class Worker:
         log.debug("in-flight work settled")
         await self._close_inbox(puller)
         log.debug("late deliveries returned")
-        if self.leases is not None:
-            await self.leases.wait_released()
+        await self.gates.wait_released()
 
     async def _close_inbox(self, puller: InboxPuller) -> None:
         """Wait out our pull requests (each expires within FETCH_EXPIRY_SECONDS), then close

@@ -48,12 +48,6 @@ class LeasesClosed(Exception):
     """The worker is stopping: a task still waiting for its key goes back."""
 
 
-def may_wait(waiting: int, concurrency: int) -> bool:
-    """PURE: another task of a busy key may wait in a worker only while fewer than half its
-    slots wait for their keys (slot or per-key rate); beyond, it goes back to the queue."""
-    return waiting < max(1, concurrency // 2)
-
-
 @dataclass(frozen=True, slots=True)
 class KeyLimit:
     """PURE: the slots of a key and when a task may wait for one."""
