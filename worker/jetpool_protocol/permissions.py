@@ -38,14 +38,19 @@ def worker_permissions(settings: WorkerSettings) -> NatsPermissions:
     subject, so the permission cannot narrow *reading* to one key. Writing needs a publish on
     ``$KV.<bucket>.<key>``, which no worker gets: control cannot be forged from a worker user.
     """
-    stream, consumer = settings.stream, settings.consumer
+    stream = settings.stream
     kv_stream = f"KV_{settings.control_bucket}"
     control_subject = f"$KV.{settings.control_bucket}.{settings.control_key}"
-    publish: tuple[str, ...] = (
+    publish: tuple[str, ...] = tuple(
+        subject
+        for lane in settings.pull_lanes
         # bind, pull and acknowledge (ack, nak, term, in-progress go to the reply subject)
-        f"$JS.API.CONSUMER.INFO.{stream}.{consumer}",
-        f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}",
-        f"$JS.ACK.{stream}.{consumer}.>",
+        for subject in (
+            f"$JS.API.CONSUMER.INFO.{stream}.{lane.consumer}",
+            f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{lane.consumer}",
+            f"$JS.ACK.{stream}.{lane.consumer}.>",
+        )
+    ) + (
         # dead letters: the DLQ stream's subjects under this pool's prefix only
         f"{settings.dead_letter_subject_prefix}.>",
         # stats: this pool's subject only

@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from jetpool_protocol.lanes import Lane, decode_lanes
 from jetpool_protocol.naming import PoolNames
 
 ENV_PREFIX = "JETPOOL_"
@@ -74,6 +75,10 @@ class WorkerSettings(BaseModel):
     """The task header whose value is the key."""
     key_max_running: int = Field(1, ge=1)
     key_lease_seconds: float = Field(30.0, ge=1)
+    lanes: tuple[str, ...] = ()
+    """Laned pools (``spec.priorities``, ``spec.ordered``): every consumer to pull, as
+    ``<consumer>:<weight>:<label>:<single>`` (:class:`jetpool_protocol.lanes.Lane`); empty:
+    the one consumer ``consumer``."""
 
     # execution
     concurrency: int = Field(4, ge=1)
@@ -144,6 +149,21 @@ class WorkerSettings(BaseModel):
         if (self.key_lease_bucket is None) != (self.key_header is None):
             raise ValueError("key_lease_bucket and key_header go together")
         return self
+
+    @model_validator(mode="after")
+    def _lanes_well_formed(self) -> WorkerSettings:
+        lanes = decode_lanes(self.lanes)
+        names = [lane.consumer for lane in lanes]
+        if len(set(names)) != len(names):
+            raise ValueError("lanes name a consumer twice")
+        if lanes and self.consumer not in names:
+            raise ValueError("lanes must include the pool's consumer")
+        return self
+
+    @property
+    def pull_lanes(self) -> tuple[Lane, ...]:
+        """The consumers to pull, with their weights (one lane for a plain pool)."""
+        return decode_lanes(self.lanes) or (Lane(self.consumer, 1, "default"),)
 
     @model_validator(mode="after")
     def _heartbeat_inside_ack_wait(self) -> WorkerSettings:
