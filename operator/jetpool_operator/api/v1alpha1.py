@@ -32,6 +32,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from jetpool_protocol.control import BreakerState
+from jetpool_protocol.lanes import ORDERED_TOKEN
 from jetpool_protocol.schedules import (
     CRON_PATTERN,
     EVERY_PATTERN,
@@ -660,6 +661,100 @@ class KeyedConcurrencySpec(ApiModel):
     )
 
 
+LEVEL_NAME = r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$"
+"""A priority level's name is one subject token and a consumer-name suffix."""
+
+_LEVEL_NOT_ORDERED = _rule(
+    f"self.name != '{ORDERED_TOKEN}'",
+    f"priorities.levels: a level cannot be called {ORDERED_TOKEN!r}: "
+    f"tasks.<namespace>.<pool>.{ORDERED_TOKEN}.<key> is where ordered tasks are published",
+)
+_LEVELS_UNIQUE = _rule(
+    "self.levels.all(l, self.levels.filter(m, m.name == l.name).size() == 1)",
+    "priorities.levels: each level needs a name of its own",
+)
+_DEFAULT_IS_A_LEVEL = _rule(
+    "self.levels.exists(l, l.name == self.default)",
+    "priorities.default must be the name of one of priorities.levels",
+)
+_WEIGHT_DESCRIPTION = (
+    "Share of freed worker slots under contention (stride scheduling): a level with weight "
+    "100 starts 100 tasks for every one of a level with weight 1 while both have tasks waiting."
+)
+
+
+class PriorityLevel(ApiModel):
+    """One priority level: its own subject space and its own durable consumer."""
+
+    model_config = _cel(_LEVEL_NOT_ORDERED)
+
+    name: str = Field(
+        min_length=1,
+        max_length=32,
+        pattern=LEVEL_NAME,
+        description=(
+            "The level's subject token: its tasks are published on "
+            "tasks.<namespace>.<pool>.<name>.<task> and wait in consumer <nats.consumer>-<name>."
+        ),
+    )
+    weight: int = Field(1, ge=1, le=1000, description=_WEIGHT_DESCRIPTION)
+
+
+class PrioritiesSpec(ApiModel):
+    """Priority levels: tasks of a higher level start first whenever a worker slot frees."""
+
+    model_config = _cel(_LEVELS_UNIQUE, _DEFAULT_IS_A_LEVEL)
+
+    levels: list[PriorityLevel] = Field(
+        min_length=2,
+        max_length=5,
+        description="The levels, highest first.",
+    )
+    default: str = Field(
+        min_length=1,
+        max_length=32,
+        pattern=LEVEL_NAME,
+        description=(
+            "The level of tasks published on tasks.<namespace>.<pool>.<task> (one token, as "
+            "without priorities); its tasks wait in consumer <nats.consumer> itself."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _levels_well_formed(self) -> PrioritiesSpec:
+        names = [level.name for level in self.levels]
+        if ORDERED_TOKEN in names:
+            raise ValueError(_LEVEL_NOT_ORDERED["message"])
+        if len(set(names)) != len(names):
+            raise ValueError(_LEVELS_UNIQUE["message"])
+        if self.default not in names:
+            raise ValueError(_DEFAULT_IS_A_LEVEL["message"])
+        return self
+
+
+class OrderedSpec(ApiModel):
+    """Ordered keys: tasks published on tasks.<namespace>.<pool>.ordered.<key> run one at a
+    time per key, in publish order, across the whole pool."""
+
+    partitions: int = Field(
+        8,
+        ge=1,
+        le=64,
+        description=(
+            "Keys are hashed onto this many partitions; each partition runs one task at a "
+            "time, so at most this many ordered tasks run at once pool-wide and keys sharing "
+            "a partition wait for each other. Changing it re-maps keys: drain the ordered "
+            "tasks first."
+        ),
+    )
+    weight: int = Field(
+        1,
+        ge=1,
+        le=1000,
+        description="Each partition's share of freed worker slots under contention.",
+    )
+
+
 _BACKOFF_BOUNDS = _rule(
     "self.initialSeconds <= self.maxSeconds",
     "retry.backoff.initialSeconds must not exceed retry.backoff.maxSeconds",
@@ -1142,6 +1237,17 @@ _KEYED_NEEDS_TRACKING = _rule(
     "keyedConcurrency and rateLimit.perKey need tracking.enabled: a task handed back while its "
     "key is busy must not use up an attempt",
 )
+_LANED = "(has(self.priorities) || has(self.ordered))"
+_LANED_NEEDS_TRACKING = _rule(
+    f"!{_LANED} || self.tracking.enabled",
+    "priorities and ordered need tracking.enabled: their consumers have no delivery cap, so "
+    "workers count a task's runs to dead-letter it",
+)
+_LANED_DEFAULT_SUBJECTS = _rule(
+    f"!{_LANED} || !has(self.nats.subjects) || size(self.nats.subjects) == 0",
+    "priorities and ordered need the default subjects (nats.subjects unset): their levels and "
+    "partitions are laid out under tasks.<namespace>.<pool>",
+)
 _SCHEDULES_WITHOUT_LIMITS = _rule(
     "(has(self.schedules.enabled) ? !self.schedules.enabled"
     " : (!has(self.schedules.periodic) || size(self.schedules.periodic) == 0))"
@@ -1175,6 +1281,8 @@ class WorkerPoolSpec(ApiModel):
         _PERIODIC_UNSIGNED,
         _PERIODIC_SUBJECT,
         _KEYED_NEEDS_TRACKING,
+        _LANED_NEEDS_TRACKING,
+        _LANED_DEFAULT_SUBJECTS,
     )
 
     image: str = Field(
@@ -1204,6 +1312,20 @@ class WorkerPoolSpec(ApiModel):
     keyed_concurrency: KeyedConcurrencySpec | None = Field(
         None,
         description="Pool-wide limit on running tasks per key (a header). Unset: no limit.",
+    )
+    priorities: PrioritiesSpec | None = Field(
+        None,
+        description=(
+            "Priority levels, each with its own consumer; higher levels start first. Unset: "
+            "one level (docs/flow-control.md)."
+        ),
+    )
+    ordered: OrderedSpec | None = Field(
+        None,
+        description=(
+            "Per-key order for tasks published on tasks.<namespace>.<pool>.ordered.<key>. "
+            "Unset: no ordered tasks (docs/flow-control.md)."
+        ),
     )
     scaling: ScalingSpec = _obj(ScalingSpec, "Backlog-driven autoscaling.")
     circuit_breaker: CircuitBreakerSpec = _obj(
@@ -1249,6 +1371,12 @@ class WorkerPoolSpec(ApiModel):
         )
 
     @property
+    def laned(self) -> bool:
+        """Tasks are split over several consumers, one per priority level and ordered
+        partition (:mod:`jetpool_protocol.lanes`)."""
+        return self.priorities is not None or self.ordered is not None
+
+    @property
     def schedules_active(self) -> bool:
         return self.schedules.active(self.nats.max_msgs, self.nats.max_bytes)
 
@@ -1274,6 +1402,14 @@ class WorkerPoolSpec(ApiModel):
     def _keyed_needs_tracking(self) -> WorkerPoolSpec:
         if self.keyed and not self.tracking.enabled:
             raise ValueError(_KEYED_NEEDS_TRACKING["message"])
+        return self
+
+    @model_validator(mode="after")
+    def _laned_needs_tracking_and_default_subjects(self) -> WorkerPoolSpec:
+        if self.laned and not self.tracking.enabled:
+            raise ValueError(_LANED_NEEDS_TRACKING["message"])
+        if self.laned and self.nats.subjects:
+            raise ValueError(_LANED_DEFAULT_SUBJECTS["message"])
         return self
 
     @model_validator(mode="after")
@@ -1419,6 +1555,14 @@ class WorkerPoolStatus(ApiModel):
     desired_replicas: int = Field(0, ge=0, description="Replicas the autoscaler asks for.")
     backlog: int = Field(0, ge=0, description="Tasks waiting in the consumer (num_pending).")
     in_flight: int = Field(0, ge=0, description="Tasks delivered and not yet acknowledged.")
+    backlog_by_level: dict[str, int] | None = Field(
+        None,
+        description=(
+            "Pools with priorities or ordered keys: tasks waiting or running (pending plus "
+            "unacknowledged) per level name, 'default' for a pool with ordered keys only, and "
+            "'ordered' for all ordered partitions together."
+        ),
+    )
     redelivered: int = Field(0, ge=0, description="In-flight tasks delivered more than once.")
     dead_letters: int = Field(0, ge=0, description="Messages in the dead-letter stream.")
     throughput: float = Field(0.0, ge=0, description="Tasks finished per second, all workers.")

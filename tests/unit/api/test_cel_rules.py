@@ -31,9 +31,11 @@ def _minimal(**spec: Any) -> dict[str, Any]:
 
 def test_rules_sit_on_the_objects_whose_fields_they_compare() -> None:
     assert {path: len(rules) for path, rules in _rules().items()} == {
-        ".spec": 6,
+        ".spec": 8,
         ".spec.nats": 3,
         ".spec.nats.tls": 2,
+        ".spec.priorities": 2,
+        ".spec.priorities.levels[]": 1,
         ".spec.rateLimit": 2,
         ".spec.rateLimit.perKey": 1,
         ".spec.retry.backoff": 1,
@@ -111,6 +113,11 @@ def test_immutability_rules_are_transition_rules() -> None:
     assert all("cannot change after creation" in m for m in transition)
 
 
+_LANED: tuple[dict[str, Any], ...] = (
+    {"priorities": {"levels": [{"name": "high"}, {"name": "low"}], "default": "low"}},
+    {"ordered": {}},
+)
+
 BAD_SPECS = [
     pytest.param(
         _minimal(
@@ -129,6 +136,40 @@ BAD_SPECS = [
         "keyedConcurrency and rateLimit.perKey need tracking.enabled: a task handed back while "
         "its key is busy must not use up an attempt",
         id="key-rate-without-tracking",
+    ),
+    *(
+        pytest.param(
+            _minimal(tracking={"enabled": False}, **laned),
+            "priorities and ordered need tracking.enabled: their consumers have no delivery "
+            "cap, so workers count a task's runs to dead-letter it",
+            id=f"{next(iter(laned))}-without-tracking",
+        )
+        for laned in _LANED
+    ),
+    *(
+        pytest.param(
+            _minimal(nats={"url": "nats://n", "subjects": ["tasks.a.b.>"]}, **laned),
+            "priorities and ordered need the default subjects (nats.subjects unset): their "
+            "levels and partitions are laid out under tasks.<namespace>.<pool>",
+            id=f"{next(iter(laned))}-with-custom-subjects",
+        )
+        for laned in _LANED
+    ),
+    pytest.param(
+        _minimal(priorities={"levels": [{"name": "high"}, {"name": "ordered"}], "default": "high"}),
+        "priorities.levels: a level cannot be called 'ordered': "
+        "tasks.<namespace>.<pool>.ordered.<key> is where ordered tasks are published",
+        id="level-called-ordered",
+    ),
+    pytest.param(
+        _minimal(priorities={"levels": [{"name": "high"}, {"name": "high"}], "default": "high"}),
+        "priorities.levels: each level needs a name of its own",
+        id="levels-named-twice",
+    ),
+    pytest.param(
+        _minimal(priorities={"levels": [{"name": "high"}, {"name": "low"}], "default": "normal"}),
+        "priorities.default must be the name of one of priorities.levels",
+        id="default-not-a-level",
     ),
     pytest.param(
         _minimal(rateLimit={"burst": 5}),

@@ -179,3 +179,56 @@ class TestExamples:
     @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
     def test_example_has_no_field_the_apiserver_would_prune(self, path: Path) -> None:
         assert unknown_fields(yaml.safe_load(path.read_text()), root_schema()) == []
+
+
+class TestLanes:
+    LEVELS = ({"name": "high", "weight": 100}, {"name": "normal", "weight": 10}, {"name": "low"})
+
+    def test_a_plain_pool_is_not_laned(self) -> None:
+        assert not WorkerPoolSpec.model_validate(_minimal()).laned
+
+    def test_priorities_keep_their_order_and_default_weights(self) -> None:
+        spec = WorkerPoolSpec.model_validate(
+            _minimal(priorities={"levels": list(self.LEVELS), "default": "normal"})
+        )
+        assert spec.laned
+        assert spec.priorities is not None
+        assert [(lv.name, lv.weight) for lv in spec.priorities.levels] == [
+            ("high", 100),
+            ("normal", 10),
+            ("low", 1),
+        ]
+
+    def test_ordered_defaults_to_eight_partitions_of_weight_one(self) -> None:
+        spec = WorkerPoolSpec.model_validate(_minimal(ordered={}))
+        assert spec.laned
+        assert spec.ordered is not None
+        assert (spec.ordered.partitions, spec.ordered.weight) == (8, 1)
+
+    @pytest.mark.parametrize(
+        "priorities",
+        [
+            {"levels": [{"name": "high"}], "default": "high"},
+            {"levels": [{"name": f"l{i}"} for i in range(6)], "default": "l0"},
+            {"levels": [{"name": "High"}, {"name": "low"}], "default": "low"},
+            {"levels": [{"name": "a.b"}, {"name": "low"}], "default": "low"},
+            {"levels": [{"name": "-a"}, {"name": "low"}], "default": "low"},
+            {"levels": [{"name": "x" * 33}, {"name": "low"}], "default": "low"},
+            {"levels": [{"name": "high", "weight": 0}, {"name": "low"}], "default": "low"},
+            {"levels": [{"name": "high", "weight": 1001}, {"name": "low"}], "default": "low"},
+        ],
+    )
+    def test_bad_levels_are_refused(self, priorities: dict[str, Any]) -> None:
+        with pytest.raises(ValidationError):
+            WorkerPoolSpec.model_validate(_minimal(priorities=priorities))
+
+    @pytest.mark.parametrize(
+        "ordered", [{"partitions": 0}, {"partitions": 65}, {"weight": 0}, {"weight": 1001}]
+    )
+    def test_bad_ordered_settings_are_refused(self, ordered: dict[str, Any]) -> None:
+        with pytest.raises(ValidationError):
+            WorkerPoolSpec.model_validate(_minimal(ordered=ordered))
+
+    def test_status_reads_backlog_by_level(self) -> None:
+        status = WorkerPoolStatus.model_validate({"backlogByLevel": {"high": 3, "ordered": 0}})
+        assert status.backlog_by_level == {"high": 3, "ordered": 0}
