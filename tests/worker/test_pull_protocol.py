@@ -100,6 +100,32 @@ def test_a_message_with_a_reply_subject_is_a_delivery_even_with_a_status_header(
     assert status_of(status) == "408"
 
 
+def test_any_status_ends_a_no_wait_request_even_before_an_older_one_expires():
+    ledger = PullLedger()
+    ledger.sent_no_wait(3, now=0.0)
+    ledger.received()
+    ended = ledger.timed_out(now=0.0)  # 404 No Messages / 408 after the one there was
+    assert ended is not None and ended.delivered == 1
+    assert ledger.owed(now=0.0) == 0
+
+
+def test_a_no_wait_request_given_all_it_asked_for_ends_without_a_status():
+    ledger = PullLedger()
+    ledger.sent_no_wait(2, now=0.0)
+    assert ledger.received() is None
+    done = ledger.received()
+    assert done is not None and done.delivered == 2
+    assert len(ledger) == 0
+
+
+def test_only_requests_that_wait_on_the_server_count_as_waiting():
+    ledger = PullLedger()
+    ledger.sent_no_wait(2, now=0.0)
+    assert not ledger.waiting
+    ledger.sent(1, now=0.0, expires=2.0)
+    assert ledger.waiting
+
+
 # ------------------------------------------------------------------ the puller (real server)
 
 
@@ -261,3 +287,64 @@ async def test_a_task_delivered_after_the_worker_stopped_is_handed_back_not_run(
     assert handlers.DONE[task_id] == 0
     await msg.ack()
     await sub.unsubscribe()
+
+
+@pytest.mark.nats
+async def test_a_sweep_takes_what_is_there_now_and_returns_without_waiting(
+    nc: NATS, nats_server: NatsServer
+):
+    pool = await make_pool(nc.jetstream(), nats_server.url)
+    for i in range(3):
+        await publish_task(nc.jetstream(), pool, f"s{i}")
+    rec = Recorder()
+    puller = rec.puller(nc, pool, expires=5.0)
+    await puller.start()
+    assert await puller.sweep(2) == 2
+    assert await puller.sweep(5) == 1  # one left: a short answer, then the status
+    assert await puller.sweep(5) == 0  # empty: 404 at once
+    assert len(rec.delivered) == 3
+    assert rec.changes == 0  # a sweep's end is its own answer, not a reason to pull again
+    assert puller.owed() == 0
+    for msg in rec.delivered:
+        await msg.ack()
+    await puller.close()
+
+
+@pytest.mark.nats
+async def test_a_sweep_of_a_consumer_at_its_max_ack_pending_is_held_not_answered(
+    nc: NATS, nats_server: NatsServer
+):
+    """Why ordered partitions are never swept (jetpool_worker.lanes): the server holds a
+    no_wait pull while the partition's one task runs, instead of answering it."""
+    js = nc.jetstream()
+    pool = await make_pool(js, nats_server.url)
+    await js.delete_consumer(pool.settings.stream, "workers")  # a WorkQueue: one reader
+    await js.add_consumer(
+        pool.settings.stream,
+        api.ConsumerConfig(
+            durable_name="single",
+            ack_policy=api.AckPolicy.EXPLICIT,
+            max_ack_pending=1,
+            filter_subject=f"{pool.subject_prefix}.>",
+        ),
+    )
+    for i in range(2):
+        await publish_task(js, pool, f"m{i}")
+    rec = Recorder()
+    puller = InboxPuller(
+        nc,
+        pool.settings.stream,
+        "single",
+        on_message=rec.on_message,
+        on_change=rec.on_change,
+        expires=5.0,
+    )
+    await puller.start()
+    assert await puller.sweep(1) == 1
+    held = asyncio.create_task(puller.sweep(1))
+    await asyncio.sleep(0.5)
+    assert not held.done()
+    await rec.delivered[0].ack()  # the partition frees: the held pull is served
+    assert await held == 1
+    await rec.delivered[1].ack()
+    await puller.close()

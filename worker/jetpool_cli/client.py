@@ -36,7 +36,8 @@ from jetpool_cli import scheduling
 from jetpool_cli.connection import ConnectOptions, connect
 from jetpool_cli.errors import ClientError
 from jetpool_cli.publishing import JSON_CONTENT_TYPE, OutgoingTask, TaskOptions, build_task
-from jetpool_protocol.naming import KV_STREAM_PREFIX, PoolNames
+from jetpool_protocol import lanes
+from jetpool_protocol.naming import KV_STREAM_PREFIX, PoolNames, nats_token
 from jetpool_protocol.schedules import ScheduleError, ScheduleInfo, check_cron, check_every
 from jetpool_protocol.task_state import (
     CancelRequest,
@@ -164,6 +165,34 @@ class Client:
         """``tasks.<ns>.<pool>.<name>``: a subject of the pool's default subject space."""
         return self.names.default_subjects[0].removesuffix(">") + name
 
+    def task_subject(
+        self,
+        subject: str | None = None,
+        *,
+        priority: str | None = None,
+        ordered_key: str | None = None,
+    ) -> str:
+        """Where a task goes: ``subject``, or a priority level's subject
+        (``tasks.<ns>.<pool>.<level>.task``), or an ordered key's (``...ordered.<key>``, run one
+        at a time in publish order per key), or the default subject. docs/flow-control.md."""
+        chosen = [
+            name
+            for name, v in (
+                ("subject", subject),
+                ("priority", priority),
+                ("ordered_key", ordered_key),
+            )
+            if v is not None
+        ]
+        if len(chosen) > 1:
+            raise ClientError(f"give one of subject, priority, ordered_key (got {chosen})")
+        base = self.default_subject("").removesuffix(".")
+        if priority is not None:
+            return lanes.level_subject(base, nats_token(priority), "task")
+        if ordered_key is not None:
+            return lanes.ordered_subject(base, nats_token(ordered_key))
+        return subject or self.default_subject()
+
     def _kv_subject(self, key: str) -> str:
         return f"$KV.{self.bucket}.{key}"
 
@@ -177,6 +206,8 @@ class Client:
         task_id: str | None = None,
         headers: Mapping[str, str] | None = None,
         created_at: datetime | None = None,
+        priority: str | None = None,
+        ordered_key: str | None = None,
     ) -> OutgoingTask:
         """The task exactly as it goes on the wire (headers, signature, encryption).
         ``created_at`` (default now) starts its TTL: a delayed task's is its release time."""
@@ -192,7 +223,7 @@ class Client:
                 raise ClientError("only bytes can be sent with a non-JSON content type")
             body = json.dumps(payload, separators=(",", ":")).encode()
         return build_task(
-            subject or self.default_subject(),
+            self.task_subject(subject, priority=priority, ordered_key=ordered_key),
             body,
             task_id or uuid.uuid4().hex,
             created_at=created_at or datetime.now(UTC),
@@ -209,13 +240,22 @@ class Client:
         delay: timedelta | float | None = None,
         at: datetime | None = None,
         track: bool = True,
+        priority: str | None = None,
+        ordered_key: str | None = None,
     ) -> TaskHandle:
         """Publish one task (JSON-encoded unless ``payload`` is bytes). ``delay``/``at``
         hold it back until then (a server-side schedule). ``track`` records it as queued
-        (or scheduled) so its status reads back at once."""
+        (or scheduled) so its status reads back at once. ``priority`` (a level of the pool's
+        ``spec.priorities``) or ``ordered_key`` (``spec.ordered``) pick its lane."""
         run_at = _run_at(delay, at)
         task = self.build(
-            payload, subject=subject, task_id=task_id, headers=headers, created_at=run_at
+            payload,
+            subject=subject,
+            task_id=task_id,
+            headers=headers,
+            created_at=run_at,
+            priority=priority,
+            ordered_key=ordered_key,
         )
         return await self.publish_built(task, at=run_at, track=track)
 
@@ -253,11 +293,12 @@ class Client:
         subject: str | None = None,
         concurrency: int = 64,
         track: bool = True,
+        priority: str | None = None,
     ) -> list[TaskHandle]:
         """Publish many tasks with up to ``concurrency`` acknowledgements outstanding; the
         handles come back in the order of ``payloads``. A failure cancels the rest and is
         raised (inside an ``ExceptionGroup``); tasks published before it stay published."""
-        tasks = [self.build(p, subject=subject) for p in payloads]
+        tasks = [self.build(p, subject=subject, priority=priority) for p in payloads]
         handles: list[TaskHandle | None] = [None] * len(tasks)
         gate = asyncio.Semaphore(max(1, concurrency))
 

@@ -100,3 +100,13 @@ def encode_lanes(lanes: tuple[Lane, ...]) -> tuple[str, ...]:
 
 def decode_lanes(entries: tuple[str, ...]) -> tuple[Lane, ...]:
     return tuple(Lane.decode(entry) for entry in entries)
+
+
+def published_subject(stored: str) -> str:
+    """The subject an ordered task was published on, from the one the stream stored it under
+    (``...ordered.<p>.<key>`` → ``...ordered.<key>``): what its signature covers and what a
+    replay from the dead-letter queue publishes again. Other subjects come back unchanged."""
+    tokens = stored.split(".")
+    if len(tokens) >= 3 and tokens[-3] == ORDERED_TOKEN and tokens[-2].isdigit():
+        return ".".join((*tokens[:-2], tokens[-1]))
+    return stored

@@ -41,16 +41,17 @@ def worker_permissions(settings: WorkerSettings) -> NatsPermissions:
     stream = settings.stream
     kv_stream = f"KV_{settings.control_bucket}"
     control_subject = f"$KV.{settings.control_bucket}.{settings.control_key}"
-    publish: tuple[str, ...] = tuple(
-        subject
-        for lane in settings.pull_lanes
-        # bind, pull and acknowledge (ack, nak, term, in-progress go to the reply subject)
-        for subject in (
-            f"$JS.API.CONSUMER.INFO.{stream}.{lane.consumer}",
-            f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{lane.consumer}",
-            f"$JS.ACK.{stream}.{lane.consumer}.>",
-        )
-    ) + (
+    publish: tuple[str, ...] = (
+        *(
+            subject
+            for lane in settings.pull_lanes
+            # bind, pull and acknowledge (ack, nak, term, in-progress go to the reply subject)
+            for subject in (
+                f"$JS.API.CONSUMER.INFO.{stream}.{lane.consumer}",
+                f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{lane.consumer}",
+                f"$JS.ACK.{stream}.{lane.consumer}.>",
+            )
+        ),
         # dead letters: the DLQ stream's subjects under this pool's prefix only
         f"{settings.dead_letter_subject_prefix}.>",
         # stats: this pool's subject only

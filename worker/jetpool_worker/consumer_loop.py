@@ -28,6 +28,7 @@ from jetpool_protocol.credentials import load_credentials_file
 from jetpool_protocol.dead_letter import DeadLetterReason, DeadLetterRecord
 from jetpool_protocol.envelope import CancelFlag, ExpiredTask, InvalidTask, Task, parse_task
 from jetpool_protocol.keyring import Keyring, load_keyring
+from jetpool_protocol.lanes import published_subject
 from jetpool_protocol.security import unseal
 from jetpool_protocol.stats import WorkerStats
 from jetpool_protocol.task_state import TaskError, TaskPhase
@@ -46,6 +47,7 @@ from jetpool_worker.execution import (
 )
 from jetpool_worker.handlers import Handler, load_handler
 from jetpool_worker.key_leases import Lease
+from jetpool_worker.lanes import LanePuller
 from jetpool_worker.metrics import HealthServer, Metrics
 from jetpool_worker.pull import InboxPuller
 from jetpool_worker.start_gates import StartGates
@@ -59,6 +61,8 @@ request outlives it on the server."""
 CONFIRM_SENT_TIMEOUT_SECONDS = 2.0
 """How long a stopping worker waits for the server to confirm it has every pull request."""
 COALESCE_SECONDS = 0.005
+LANE_RESWEEP_SECONDS = 0.5
+"""A laned worker with free slots but no parked pull on some lane sweeps again this often."""
 """With fewer than half the slots free, wait this long for more before pulling."""
 MEMORY_RESUME_FRACTION = 0.9
 LIVENESS_STALE_SECONDS = 10.0
@@ -191,6 +195,7 @@ class Worker:
         self.tracker = TaskTracker(settings, self.worker_id, clock)
         self.gates = StartGates(settings, self.worker_id, self.metrics, rand)
         self.gates.check_handler(self.handler)
+        self._ordered = any(lane.single for lane in settings.pull_lanes)
         self._rss_reader = rss_reader
         self._rand = rand
         self._clock = clock
@@ -202,7 +207,7 @@ class Worker:
         self._arrivals: list[Any] = []
         self._flush_scheduled = False
         self._handing_back: set[asyncio.Task[None]] = set()
-        self._puller: InboxPuller | None = None
+        self._puller: InboxPuller | LanePuller | None = None
         self._batches: BatchFiller[tuple[Any, int | None]] | None = (
             BatchFiller(self.handler.batch_max_size, self.handler.batch_fill_timeout)
             if self.handler.batch_max_size is not None
@@ -406,20 +411,29 @@ class Worker:
             return
         log.debug("nats client error: %s", exc)
 
-    async def _bind(self) -> InboxPuller | None:
-        """Bind to the operator-made durable consumer, waiting for it if it is not there yet."""
+    async def _bind(self) -> InboxPuller | LanePuller | None:
+        """Bind to the operator-made durable consumers (one, or one per lane of a laned pool),
+        waiting for them if they are not there yet."""
         s = self.settings
+        lanes = s.pull_lanes
         while not self._stop.is_set():
             try:
-                await self._js.consumer_info(s.stream, s.consumer)
-                puller = InboxPuller(
-                    self._nc,
-                    s.stream,
-                    s.consumer,
-                    on_message=self._arrive,
-                    on_change=self._wake.set,
-                    expires=FETCH_EXPIRY_SECONDS,
-                )
+                for lane in lanes:
+                    await self._js.consumer_info(s.stream, lane.consumer)
+                puller: InboxPuller | LanePuller
+                if len(lanes) > 1:
+                    puller = LanePuller(
+                        self._nc, s.stream, lanes, on_message=self._arrive, on_change=self._wake.set
+                    )
+                else:
+                    puller = InboxPuller(
+                        self._nc,
+                        s.stream,
+                        s.consumer,
+                        on_message=self._arrive,
+                        on_change=self._wake.set,
+                        expires=FETCH_EXPIRY_SECONDS,
+                    )
                 await puller.start()
                 self._puller = puller
                 return puller
@@ -449,7 +463,7 @@ class Worker:
             for w in waiters:
                 w.cancel()
 
-    async def _fetch_loop(self, puller: InboxPuller) -> None:
+    async def _fetch_loop(self, puller: InboxPuller | LanePuller) -> None:
         """Keep pull requests out for exactly the free slots (within the breaker's allowance).
 
         Deliveries arrive through :meth:`_arrive`, not here: this loop only asks for them.
@@ -472,7 +486,10 @@ class Worker:
                 if want <= 0:
                     continue
                 self.fetch_requests += 1
-                await puller.pull(want)
+                if isinstance(puller, InboxPuller):
+                    await puller.pull(want)
+                elif await puller.fill(want) == 0:
+                    await self._wait_wake(LANE_RESWEEP_SECONDS)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -481,7 +498,7 @@ class Worker:
                 await self._sleep_unless_stopped(0.2)
         self._show_pause(paused_for, "")
 
-    def _wanted(self, puller: InboxPuller) -> int:
+    def _wanted(self, puller: InboxPuller | LanePuller) -> int:
         """How many more messages to ask for: free slots and trial budget, minus those owed."""
         s = self.settings
         owed = puller.owed()
@@ -491,7 +508,7 @@ class Worker:
             want = min(want, allowance - owed)
         return want
 
-    async def _pull_size(self, puller: InboxPuller) -> int:
+    async def _pull_size(self, puller: InboxPuller | LanePuller) -> int:
         """The next pull's batch; waits briefly for a few more free slots so pulls come in
         batches, not singles. 0 when the worker should stop or pause instead."""
         s = self.settings
@@ -677,7 +694,7 @@ class Worker:
     def _raw(self, msg: Any) -> RawTask:
         stream, sequence, attempt, published_at = delivery_info(msg)
         return RawTask(
-            subject=msg.subject,
+            subject=published_subject(msg.subject) if self._ordered else msg.subject,
             stream=stream,
             sequence=sequence,
             payload=msg.data,
@@ -1108,7 +1125,7 @@ class Worker:
 
     # ------------------------------------------------------------------ shutdown
 
-    async def _shutdown(self, puller: InboxPuller) -> None:
+    async def _shutdown(self, puller: InboxPuller | LanePuller) -> None:
         """Finish in-flight work within the grace period, hand the rest back at once."""
         self.draining = True
         self.metrics.set_paused("draining", True)
@@ -1137,7 +1154,7 @@ class Worker:
         log.debug("late deliveries returned")
         await self.gates.wait_released()
 
-    async def _close_inbox(self, puller: InboxPuller) -> None:
+    async def _close_inbox(self, puller: InboxPuller | LanePuller) -> None:
         """Wait out our pull requests (each expires within FETCH_EXPIRY_SECONDS), then close
         the inbox; whatever arrives meanwhile is nak'd by :meth:`_flush_arrivals`."""
         if self._nc.is_connected:

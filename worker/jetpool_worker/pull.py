@@ -11,11 +11,12 @@ the worker never asks for more than it has room for; :class:`InboxPuller` is the
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +33,8 @@ EXPIRY_GRACE_SECONDS = 0.25
 was lost, e.g. in a disconnect): the server has dropped it by then."""
 CLOCK_TOLERANCE_SECONDS = 0.1
 """A 408 ends the oldest request only if that one can have expired by now (send-time skew)."""
+NO_WAIT_ANSWER_SECONDS = 2.0
+"""A ``no_wait`` request unanswered this long is taken as ended (its status was lost)."""
 
 
 def status_of(msg: Any) -> str | None:
@@ -49,6 +52,11 @@ class _Request:
     remaining: int
     expires_at: float
     """When the server expires it (local clock, from the send)."""
+    no_wait: bool = False
+    """Answered at once: the messages there are, then (if short) a 404 or 408 status."""
+    delivered: int = 0
+    waiter: Any = None
+    """Opaque to the ledger: whoever waits for this request's end (``InboxPuller.sweep``)."""
 
 
 class PullLedger:
@@ -61,28 +69,45 @@ class PullLedger:
     def __init__(self) -> None:
         self._requests: deque[_Request] = deque()
 
-    def sent(self, batch: int, now: float, expires: float) -> None:
-        self._requests.append(_Request(batch, now + expires))
+    def sent(self, batch: int, now: float, expires: float, *, waiter: Any = None) -> None:
+        self._requests.append(_Request(batch, now + expires, waiter=waiter))
 
-    def received(self) -> None:
+    def sent_no_wait(self, batch: int, now: float, *, waiter: Any = None) -> None:
+        self._requests.append(
+            _Request(batch, now + NO_WAIT_ANSWER_SECONDS, no_wait=True, waiter=waiter)
+        )
+
+    def received(self) -> _Request | None:
+        """A delivery; returns the request it completed, if any."""
         if self._requests:
-            self._requests[0].remaining -= 1
-            if self._requests[0].remaining <= 0:
-                self._requests.popleft()
+            oldest = self._requests[0]
+            oldest.remaining -= 1
+            oldest.delivered += 1
+            if oldest.remaining <= 0:
+                return self._requests.popleft()
+        return None
 
-    def timed_out(self, now: float) -> None:
-        """A 408 (or 404): the oldest request ended, if it can have expired already."""
-        if self._requests and self._requests[0].expires_at - CLOCK_TOLERANCE_SECONDS <= now:
-            self._requests.popleft()
+    def timed_out(self, now: float) -> _Request | None:
+        """A 408 (or 404): the oldest request ended, if it is a ``no_wait`` one (any status
+        ends those) or can have expired already. Returns the request ended, if any."""
+        if self._requests and (
+            self._requests[0].no_wait
+            or self._requests[0].expires_at - CLOCK_TOLERANCE_SECONDS <= now
+        ):
+            return self._requests.popleft()
+        return None
 
-    def rejected(self) -> None:
+    def rejected(self) -> _Request | None:
         """A 409 "Exceeded ..." refuses the request just sent; the others stand."""
         if self._requests:
-            self._requests.pop()
+            return self._requests.pop()
+        return None
 
-    def reset(self) -> None:
+    def reset(self) -> list[_Request]:
         """The server dropped every request (consumer deleted, leadership change)."""
+        dropped = list(self._requests)
         self._requests.clear()
+        return dropped
 
     def reached_server_by(self, when: float, expires: float) -> None:
         """Every request sent so far reached the server by ``when`` (a flush returned then), so
@@ -92,9 +117,11 @@ class PullLedger:
         for request in self._requests:
             request.expires_at = max(request.expires_at, when + expires)
 
-    def expire(self, now: float) -> None:
+    def expire(self, now: float) -> list[_Request]:
+        gone = []
         while self._requests and self._requests[0].expires_at + EXPIRY_GRACE_SECONDS <= now:
-            self._requests.popleft()
+            gone.append(self._requests.popleft())
+        return gone
 
     def owed(self, now: float) -> int:
         self.expire(now)
@@ -109,6 +136,11 @@ class PullLedger:
 
     def __len__(self) -> int:
         return len(self._requests)
+
+    @property
+    def waiting(self) -> bool:
+        """A request that waits on the server for messages (not ``no_wait``) is out."""
+        return any(not r.no_wait for r in self._requests)
 
 
 class InboxPuller:
@@ -154,8 +186,38 @@ class InboxPuller:
             self.ledger.rejected()
             raise
 
+    async def sweep(self, batch: int) -> int:
+        """Take up to ``batch`` messages that are there now (a ``no_wait`` pull), without
+        waiting on the server for more; returns how many came (fewer: the consumer had no
+        more, or its ``max_ack_pending`` is reached)."""
+        done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self.ledger.sent_no_wait(batch, self._clock(), waiter=done)
+        body = {"batch": batch, "no_wait": True}
+        try:
+            await self._nc.publish(self._subject, json.dumps(body).encode(), reply=self.inbox)
+        except Exception:
+            self.ledger.rejected()
+            raise
+        try:
+            async with asyncio.timeout(NO_WAIT_ANSWER_SECONDS):
+                return await asyncio.shield(done)
+        except TimeoutError:  # its status was lost: the ledger forgets it by its expiry
+            return 0
+
     def owed(self) -> int:
+        self._ended(self.ledger.expire(self._clock()))
         return self.ledger.owed(self._clock())
+
+    @property
+    def waiting(self) -> bool:
+        self._ended(self.ledger.expire(self._clock()))
+        return self.ledger.waiting
+
+    @staticmethod
+    def _ended(requests: Sequence[_Request | None]) -> None:
+        for request in requests:
+            if request is not None and request.waiter is not None and not request.waiter.done():
+                request.waiter.set_result(request.delivered)
 
     async def confirm_sent(self, within_seconds: float) -> None:
         """Round-trip the connection so the ledger knows when the server had every request
@@ -168,33 +230,39 @@ class InboxPuller:
         self.ledger.reached_server_by(self._clock(), self._expires)
 
     def quiet_in(self) -> float:
+        self._ended(self.ledger.expire(self._clock()))
         return self.ledger.quiet_in(self._clock())
 
     @property
     def pulling(self) -> bool:
-        self.ledger.expire(self._clock())
+        self._ended(self.ledger.expire(self._clock()))
         return len(self.ledger) > 0
 
     async def _receive(self, msg: Any) -> None:
         status = status_of(msg)
         if status is None:
-            self.ledger.received()
+            completed = self.ledger.received()
             await self._on_message(msg)
+            self._ended([completed])
             return
         if status == IDLE_HEARTBEAT:
             return
         description = str(msg.headers.get(DESCRIPTION_HEADER, ""))
+        ended: list[_Request | None] = []
         if status in (REQUEST_TIMEOUT, NO_MESSAGES):
-            self.ledger.timed_out(self._clock())
+            ended = [self.ledger.timed_out(self._clock())]
         elif status == CONFLICT and description.startswith("Exceeded"):
             log.warning("pull request refused: %s %s", status, description)
-            self.ledger.rejected()
+            ended = [self.ledger.rejected()]
         elif status == CONFLICT:
             log.info("pull requests dropped by the server: %s %s", status, description)
-            self.ledger.reset()
+            ended = list(self.ledger.reset())
         else:
             log.warning("unexpected pull status %s %s", status, description)
-        self._on_change()
+        self._ended(ended)
+        if not all(r is not None and r.no_wait for r in ended) or not ended:
+            # a sweep's own end is reported to the sweep, not as a reason to pull again
+            self._on_change()
 
     async def close(self) -> None:
         """Stop listening; messages already received still go through ``on_message``."""
