@@ -376,6 +376,9 @@ def _to_nats_stream(config: nr.StreamConfig) -> api.StreamConfig:
         allow_msg_schedules=config.allow_msg_schedules or None,
         allow_msg_counter=config.allow_msg_counter or None,
         allow_msg_ttl=config.allow_msg_ttl or None,
+        subject_transform=None
+        if config.subject_transform is None
+        else api.SubjectTransform(*config.subject_transform),
     )
 
 
@@ -406,6 +409,9 @@ def _from_nats_stream(config: api.StreamConfig) -> nr.StreamConfig:
         allow_msg_schedules=bool(config.allow_msg_schedules),
         allow_msg_counter=bool(config.allow_msg_counter),
         allow_msg_ttl=bool(config.allow_msg_ttl),
+        subject_transform=None
+        if config.subject_transform is None
+        else (config.subject_transform.src, config.subject_transform.dest),
     )
 
 
@@ -479,10 +485,13 @@ def _refuse(verdicts: Iterable[tenancy.Verdict]) -> None:
 
 
 async def ensure_plan(nc: NATS, plan: nr.NatsPlan) -> list[EnsureOutcome]:
-    """Create or update the task stream, dead-letter stream and consumer; never delete.
+    """Create or update the task stream, dead-letter stream and consumers; never delete.
 
     Ownership comes first: :class:`NotOwner` is raised before anything is changed when a
-    stream or the consumer exists and is not the pool's (see :func:`tenancy.judge_claim`).
+    stream or a consumer exists and is not the pool's (see :func:`tenancy.judge_claim`).
+    A laned pool's consumers (:attr:`~nr.NatsPlan.consumers`) are each ensured like the
+    pool's own; one a changed spec no longer plans (a removed level, fewer partitions) is
+    left alone.
     Raises :class:`ResourceConflict` (after handling what it could) when something exists in
     an incompatible shape; the message says what differs and what the user can do.
     """
@@ -523,6 +532,18 @@ async def ensure_plan(nc: NATS, plan: nr.NatsPlan) -> list[EnsureOutcome]:
         for name, info in observed.items()
         if info is not None
     )
+    consumers = await asyncio.gather(*(_consumer_info(js, c) for c in plan.consumers))
+    _refuse(
+        tenancy.judge_claim(
+            "consumer",
+            f"{consumer.stream}/{consumer.durable_name}",
+            plan.owner,
+            info.config.metadata,
+            adopt_existing=plan.adopt_existing,
+        )
+        for consumer, info in zip(plan.consumers, consumers, strict=True)
+        if info is not None
+    )
     for desired in streams:
         info = observed[desired.name]
         if info is None:
@@ -537,32 +558,8 @@ async def ensure_plan(nc: NATS, plan: nr.NatsPlan) -> list[EnsureOutcome]:
                 lambda d=desired: js.update_stream(_to_nats_stream(d)),  # type: ignore[misc]
             )
         )
-    consumer = plan.consumer
-    try:
-        cinfo = await js.consumer_info(consumer.stream, consumer.durable_name)
-    except NotFoundError:
-        await js.add_consumer(consumer.stream, _to_nats_consumer(consumer))
-        outcomes.append(EnsureOutcome("consumer", consumer.durable_name, "created"))
-    else:
-        _refuse(
-            [
-                tenancy.judge_claim(
-                    "consumer",
-                    f"{consumer.stream}/{consumer.durable_name}",
-                    plan.owner,
-                    cinfo.config.metadata,
-                    adopt_existing=plan.adopt_existing,
-                )
-            ]
-        )
-        outcomes.append(
-            await _reconcile(
-                "consumer",
-                consumer.durable_name,
-                nr.diff_consumer(consumer, _from_nats_consumer(consumer.stream, cinfo.config)),
-                lambda: js.add_consumer(consumer.stream, _to_nats_consumer(consumer)),
-            )
-        )
+    for consumer, cinfo in zip(plan.consumers, consumers, strict=True):
+        outcomes.append(await _ensure_consumer(js, consumer, cinfo))
     if prefix is not None:
         task_stream = observed[plan.task_stream.name]
         subjects = {} if task_stream is None else task_stream.state.subjects or {}
@@ -571,6 +568,31 @@ async def ensure_plan(nc: NATS, plan: nr.NatsPlan) -> list[EnsureOutcome]:
     if conflicts:
         raise ResourceConflict("; ".join(conflicts))
     return outcomes
+
+
+async def _consumer_info(
+    js: JetStreamContext, consumer: nr.ConsumerConfig
+) -> api.ConsumerInfo | None:
+    try:
+        info: api.ConsumerInfo = await js.consumer_info(consumer.stream, consumer.durable_name)
+    except NotFoundError:  # the consumer, or its stream (created further on)
+        return None
+    return info
+
+
+async def _ensure_consumer(
+    js: JetStreamContext, consumer: nr.ConsumerConfig, observed: api.ConsumerInfo | None
+) -> EnsureOutcome:
+    """Create the consumer, or bring it to ``consumer`` in place (its owner was judged)."""
+    if observed is None:
+        await js.add_consumer(consumer.stream, _to_nats_consumer(consumer))
+        return EnsureOutcome("consumer", consumer.durable_name, "created")
+    return await _reconcile(
+        "consumer",
+        consumer.durable_name,
+        nr.diff_consumer(consumer, _from_nats_consumer(consumer.stream, observed.config)),
+        lambda: js.add_consumer(consumer.stream, _to_nats_consumer(consumer)),
+    )
 
 
 SCHEDULE_REFUSALS = {10189: "pattern", 10190: "target subject", 10223: "time zone"}

@@ -16,9 +16,10 @@ from dataclasses import dataclass, fields
 from enum import StrEnum
 
 from jetpool_operator.api.v1alpha1 import WorkerPoolSpec
-from jetpool_operator.core import periodic_schedules
+from jetpool_operator.core import lanes, periodic_schedules
 from jetpool_operator.core.periodic_schedules import ScheduleMessage
 from jetpool_operator.core.tenancy import Owner
+from jetpool_protocol.lanes import Lane
 from jetpool_protocol.naming import KV_STREAM_PREFIX, PoolNames
 
 ACK_WAIT_MARGIN_SECONDS = 30.0
@@ -93,6 +94,9 @@ class StreamConfig:
     """A counter stream (``Nats-Incr``): the rate limit's windows."""
     allow_msg_ttl: bool = False
     """Per-message TTLs (``Nats-TTL``): the key leases."""
+    subject_transform: tuple[str, str] | None = None
+    """(source, destination) applied to a message's subject as it is stored: the ordered
+    keys' partitions (:mod:`~jetpool_operator.core.lanes`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,8 +141,15 @@ class NatsPlan:
     names: ResolvedNames
     task_stream: StreamConfig
     consumer: ConsumerConfig
+    """The pool's durable consumer (``nats.consumer``); a laned pool's default level."""
     dead_letter_stream: StreamConfig
     owner: Owner
+    lane_consumers: tuple[ConsumerConfig, ...] = ()
+    """A laned pool's other consumers: one per other priority level, then one per ordered
+    partition (:mod:`~jetpool_operator.core.lanes`). Empty for a plain pool."""
+    lanes: tuple[Lane, ...] = ()
+    """A laned pool's lanes in the workers' order (their consumers are ``consumer`` and
+    ``lane_consumers``); empty for a plain pool."""
     task_state: StreamConfig | None = None
     """The stream behind the task-state KV bucket (``KV_<bucket>``)."""
     rate_limit: StreamConfig | None = None
@@ -155,6 +166,11 @@ class NatsPlan:
     """Subject prefixes the operator grants the pool's namespace (they count as its own
     when adopting an unowned stream)."""
 
+    @property
+    def consumers(self) -> tuple[ConsumerConfig, ...]:
+        """Every consumer of the task stream, the pool's own first."""
+        return (self.consumer, *self.lane_consumers)
+
 
 def default_stream(namespace: str, pool: str, recorded: str | None = None) -> str:
     """The pool's default task stream. A pool whose status already records the default of
@@ -169,9 +185,14 @@ def resolve_names(
     """``recorded_stream`` is ``status.nats.stream``, which only matters for legacy names."""
     defaults = PoolNames(namespace=namespace, pool=pool)
     stream = spec.nats.stream or default_stream(namespace, pool, recorded_stream)
+    laned = lanes.layout(namespace, pool, spec.nats.consumer, spec)
     return ResolvedNames(
         stream=stream,
-        subjects=tuple(spec.nats.subjects or defaults.default_subjects),
+        subjects=(
+            laned.stream_subjects
+            if laned is not None
+            else tuple(spec.nats.subjects or defaults.default_subjects)
+        ),
         consumer=spec.nats.consumer,
         dead_letter_stream=spec.dead_letter.stream or f"{stream}-dlq",
         dead_letter_subject_prefix=defaults.dead_letter_subject_prefix,
@@ -193,8 +214,10 @@ def ack_wait_seconds(spec: WorkerPoolSpec) -> float:
 def max_deliver(spec: WorkerPoolSpec) -> int:
     """Deliveries before the server gives a task up. Unlimited with per-key limits: a task
     whose key is busy goes back unrun, maybe many times, and the workers count its runs
-    (``tracking``, required there) to dead-letter it after ``maxAttempts`` runs."""
-    if spec.keyed:
+    (``tracking``, required there) to dead-letter it after ``maxAttempts`` runs. The same for
+    laned pools, on every consumer: a worker hands back what it pulled beyond its free slots,
+    and an ordered partition's held task must never be dropped by the server."""
+    if spec.keyed or spec.laned:
         return UNLIMITED
     return spec.retry.max_attempts + MAX_DELIVER_MARGIN
 
@@ -223,6 +246,7 @@ def plan(
     """The desired task stream, durable consumer and dead-letter stream of one pool, each
     stamped with the pool as owner."""
     names = resolve_names(namespace, pool, spec, recorded_stream)
+    laned = lanes.layout(namespace, pool, names.consumer, spec)
     stamp = Owner(namespace, pool, uid)
     metadata = stamp.metadata()
     owner = f"jetpool WorkerPool {namespace}/{pool}"
@@ -244,17 +268,30 @@ def plan(
         metadata=metadata,
         allow_rollup=schedules is not None,
         allow_msg_schedules=schedules is not None,
+        subject_transform=None if laned is None else laned.transform,
     )
-    consumer = ConsumerConfig(
-        stream=names.stream,
-        durable_name=names.consumer,
-        filter_subjects=names.subjects,
-        ack_wait_seconds=ack_wait_seconds(spec),
-        max_deliver=max_deliver(spec),
-        max_ack_pending=max_ack_pending(spec),
-        description=f"workers of {owner}",
-        metadata=metadata,
-    )
+
+    def consumer(name: str, subjects: tuple[str, ...], single: bool, lane: str) -> ConsumerConfig:
+        return ConsumerConfig(
+            stream=names.stream,
+            durable_name=name,
+            filter_subjects=subjects,
+            ack_wait_seconds=ack_wait_seconds(spec),
+            max_deliver=max_deliver(spec),
+            max_ack_pending=1 if single else max_ack_pending(spec),
+            description=f"workers of {owner}{lane}",
+            metadata=metadata,
+        )
+
+    if laned is None:
+        consumers = [consumer(names.consumer, names.subjects, False, "")]
+    else:
+        consumers = [
+            consumer(lc.name, lc.filter_subjects, lc.lane.single, f", lane {lc.lane.label}")
+            for lc in laned.lanes
+        ]
+        # the pool's own consumer first (the default level), the others in lane order
+        consumers.sort(key=lambda c: c.durable_name != names.consumer)
     dead_letters = StreamConfig(
         name=names.dead_letter_stream,
         subjects=(f"{names.dead_letter_subject_prefix}.>",),
@@ -271,14 +308,16 @@ def plan(
     return NatsPlan(
         names=names,
         task_stream=task_stream,
-        consumer=consumer,
+        consumer=consumers[0],
         dead_letter_stream=dead_letters,
         owner=stamp,
+        lane_consumers=tuple(consumers[1:]),
+        lanes=() if laned is None else laned.worker_lanes,
         task_state=task_state_stream(names, spec, owner, metadata),
         rate_limit=rate_limit_stream(names, spec, owner, metadata),
         key_leases=key_lease_stream(names, spec, owner, metadata),
         periodic=periodic_schedules.desired(
-            schedules, PoolNames(namespace, pool).default_subjects[0].removesuffix(">"), spec
+            schedules, f"{lanes.base_subject(namespace, pool)}.", spec
         )
         if schedules
         else (),
