@@ -17,7 +17,9 @@ from decimal import Decimal
 from typing import Any
 
 from jetpool_operator.api.v1alpha1 import API_VERSION, KIND, SecretKeyRef, WorkerPoolSpec
+from jetpool_operator.core import lanes
 from jetpool_operator.core.nats_resources import ack_wait_seconds, resolve_names
+from jetpool_protocol.lanes import encode_lanes
 from jetpool_protocol.worker_settings import WorkerSettings
 
 CONTAINER_NAME = "worker"
@@ -237,6 +239,7 @@ def _path(files: dict[str, _SecretFile], role: str) -> str | None:
 def worker_settings(pool: PoolRef, spec: WorkerPoolSpec) -> WorkerSettings:
     """The worker's whole configuration (the protocol's env contract) for this pool."""
     names = resolve_names(pool.namespace, pool.name, spec, pool.recorded_stream)
+    laned = lanes.layout(pool.namespace, pool.name, names.consumer, spec)
     files = _secret_files(spec)
     backoff = spec.retry.backoff
     return WorkerSettings(
@@ -262,6 +265,7 @@ def worker_settings(pool: PoolRef, spec: WorkerPoolSpec) -> WorkerSettings:
         ),
         **_rate_limits(names.rate_limit_subject_prefix, spec),
         **_key_limit(names.key_lease_bucket, spec),
+        lanes=() if laned is None else encode_lanes(laned.worker_lanes),
         concurrency=spec.concurrency,
         task_timeout_seconds=float(spec.task.timeout_seconds),
         max_payload_bytes=spec.task.max_payload_bytes,

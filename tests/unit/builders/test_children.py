@@ -180,6 +180,34 @@ class TestWorkerEnvironment:
         assert (settings.rate_limit_key_per_second, settings.rate_limit_key_burst) == (5, 1)
         assert settings.rate_limit_subject_prefix == "jetpool.ratelimit.media.resize-images"
 
+    def test_a_plain_pool_renders_no_lanes(self) -> None:
+        assert "JETPOOL_LANES" not in env_map(build_deployment(POOL, spec(), replicas=1))
+
+    def test_a_laned_pool_renders_its_lanes_levels_first_then_partitions(self) -> None:
+        pool_spec = spec(
+            priorities={
+                "levels": [{"name": "high", "weight": 100}, {"name": "normal", "weight": 10}],
+                "default": "normal",
+            },
+            ordered={"partitions": 2, "weight": 3},
+        )
+        env = env_map(build_deployment(POOL, pool_spec, replicas=1))
+        assert env["JETPOOL_LANES"] == (
+            "workers-high:100:high:0,workers:10:normal:0,"
+            "workers-ordered-0:3:ordered:1,workers-ordered-1:3:ordered:1"
+        )
+        parsed = WorkerSettings.from_env({k: v for k, v in env.items() if isinstance(v, str)})
+        assert [lane.consumer for lane in parsed.pull_lanes] == [
+            "workers-high",
+            "workers",
+            "workers-ordered-0",
+            "workers-ordered-1",
+        ]
+
+    def test_ordered_keys_alone_keep_workers_as_the_default_lane(self) -> None:
+        settings = worker_settings(POOL, spec(ordered={"partitions": 1}))
+        assert settings.lanes == ("workers:1:default:0", "workers-ordered-0:1:ordered:1")
+
     def test_ack_wait_covers_the_task_timeout(self) -> None:
         settings = worker_settings(POOL, spec(task={"timeoutSeconds": 60}))
         assert settings.ack_wait_seconds > settings.task_timeout_seconds
