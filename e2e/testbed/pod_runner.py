@@ -90,6 +90,17 @@ class PodRunner:
                 if p.process.poll() is None and namespace in (None, p.namespace)
             )
 
+    def kill(self, name: str) -> None:
+        """SIGKILL a pod's process (a crash: no graceful stop); it is restarted like a
+        kubelet would, after the crash-loop delay."""
+        with self._lock:
+            for proc in self.processes.values():
+                if proc.name == name and proc.process.poll() is None:
+                    log.info("killing pod %s/%s (SIGKILL)", proc.namespace, proc.name)
+                    proc.process.kill()
+                    return
+        raise LookupError(f"no running process for pod {name}")
+
     # -- loop ---------------------------------------------------------------------------------
 
     def _run(self) -> None:

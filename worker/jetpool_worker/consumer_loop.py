@@ -435,6 +435,8 @@ class Worker:
                         expires=FETCH_EXPIRY_SECONDS,
                     )
                 await puller.start()
+                if isinstance(puller, LanePuller):
+                    self.metrics.watch_lanes(puller.pulled)
                 self._puller = puller
                 return puller
             except Exception as exc:

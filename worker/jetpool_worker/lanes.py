@@ -105,23 +105,29 @@ class LanePuller:
         self.lanes = tuple(lanes)
         self.shares = StrideShares([lane.weight for lane in self.lanes])
 
-        async def arrived(msg: Any) -> None:
-            await on_message(msg)
-            on_change()  # a parked lane gave a task: sweep it for more
+        self.delivered = [0] * len(self.lanes)
+        """Tasks each lane gave this worker (``jetpool_lane_tasks_pulled_total``)."""
+
+        def arrived(lane: int) -> Callable[[Any], Awaitable[None]]:
+            async def deliver(msg: Any) -> None:
+                self.delivered[lane] += 1
+                await on_message(msg)
+                on_change()  # a parked lane gave a task: sweep it for more
+
+            return deliver
 
         self.pullers = [
             InboxPuller(
                 nc,
                 stream,
                 lane.consumer,
-                on_message=arrived,
+                on_message=arrived(i),
                 on_change=on_change,
                 expires=expires,
                 api_prefix=api_prefix,
             )
-            for lane in self.lanes
+            for i, lane in enumerate(self.lanes)
         ]
-        self.taken_by_lane = [0] * len(self.lanes)
 
     async def start(self) -> None:
         for puller in self.pullers:
@@ -148,7 +154,6 @@ class LanePuller:
             got = await asyncio.gather(*(self.pullers[i].sweep(n) for i, n in sweeps.items()))
             for (lane, wanted), came in zip(sweeps.items(), got, strict=True):
                 self.shares.taken(lane, came)
-                self.taken_by_lane[lane] += came
                 if came < wanted:
                     self.shares.emptied(lane)
                     candidates.remove(lane)
@@ -168,6 +173,13 @@ class LanePuller:
         for lane in idle[:free]:
             await self.pullers[lane].pull(1)
         return len(idle[:free])
+
+    def pulled(self) -> list[tuple[str, str, int]]:
+        """(label, consumer, tasks delivered) per lane."""
+        return [
+            (lane.label, lane.consumer, count)
+            for lane, count in zip(self.lanes, self.delivered, strict=True)
+        ]
 
     def owed(self) -> int:
         return sum(p.owed() for p in self.pullers)

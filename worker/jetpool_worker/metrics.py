@@ -121,6 +121,26 @@ class _WaitCollector(Collector):
         return [waiting, waited, handed_back]
 
 
+class _LaneCollector(Collector):
+    """Tasks each lane of a laned pool gave this worker, read from the puller."""
+
+    def __init__(
+        self, lanes: Callable[[], Iterable[tuple[str, str, int]]], labels: dict[str, str]
+    ) -> None:
+        self.lanes = lanes
+        self.names, self.values = list(labels), list(labels.values())
+
+    def collect(self) -> Iterable[Metric]:
+        pulled = CounterMetricFamily(
+            "jetpool_lane_tasks_pulled",
+            "Tasks a lane (priority level or ordered partition) gave this worker.",
+            labels=[*self.names, "lane", "consumer"],
+        )
+        for label, consumer, count in self.lanes():
+            pulled.add_metric([*self.values, label, consumer], count)
+        return [pulled]
+
+
 class WaitGauge(Protocol):
     """What a gate that holds tasks back reports."""
 
@@ -188,6 +208,10 @@ class Metrics:
         """Export a gate's waits as ``<prefix>_waiting_tasks``, ``_wait_seconds_total`` and
         ``_handed_back_total``."""
         self.registry.register(_WaitCollector(prefix, what, gate, self._labels))
+
+    def watch_lanes(self, lanes: Callable[[], Iterable[tuple[str, str, int]]]) -> None:
+        """Export ``jetpool_lane_tasks_pulled_total`` from (label, consumer, count) rows."""
+        self.registry.register(_LaneCollector(lanes, self._labels))
 
     def failed(self, error_type: str) -> None:
         self._failed.labels(**self._labels, error_type=error_type).inc()
