@@ -136,11 +136,14 @@ SPANS: dict[str, list[tuple[float, float]]] = defaultdict(list)
 
 
 async def spanned(task: Task) -> None:
-    """Records when it ran, sleeping ``{"sleep": s}`` in between (keyed concurrency)."""
+    """Records when it ran, sleeping ``{"sleep": s}`` in between (keyed concurrency, ordered
+    keys); ``{"fail_first": true}`` raises after its first run, ``{"raise": msg}`` always."""
     started = time.monotonic()
     spec = task.json() if task.payload else {}
     await asyncio.sleep(float(spec.get("sleep", 0)))
     SPANS[task.id].append((started, time.monotonic()))
+    if "raise" in spec or (spec.get("fail_first") and task.attempt == 1):
+        raise RuntimeError(spec.get("raise", "first run fails"))
 
 
 def lifecycle_sync(task: Task) -> object:

@@ -105,7 +105,8 @@ def test_any_status_ends_a_no_wait_request_even_before_an_older_one_expires():
     ledger.sent_no_wait(3, now=0.0)
     ledger.received()
     ended = ledger.timed_out(now=0.0)  # 404 No Messages / 408 after the one there was
-    assert ended is not None and ended.delivered == 1
+    assert ended is not None
+    assert ended.delivered == 1
     assert ledger.owed(now=0.0) == 0
 
 
@@ -114,7 +115,8 @@ def test_a_no_wait_request_given_all_it_asked_for_ends_without_a_status():
     ledger.sent_no_wait(2, now=0.0)
     assert ledger.received() is None
     done = ledger.received()
-    assert done is not None and done.delivered == 2
+    assert done is not None
+    assert done.delivered == 2
     assert len(ledger) == 0
 
 

@@ -257,7 +257,15 @@ class Client:
             priority=priority,
             ordered_key=ordered_key,
         )
-        return await self.publish_built(task, at=run_at, track=track)
+        try:
+            return await self.publish_built(task, at=run_at, track=track)
+        except nats.js.errors.NoStreamResponseError as exc:
+            if priority is None and ordered_key is None:
+                raise
+            lane = f"level {priority!r} in spec.priorities" if priority else "spec.ordered"
+            raise ClientError(
+                f"no stream takes {task.subject}: the pool has no {lane} (docs/flow-control.md)"
+            ) from exc
 
     async def publish_built(
         self,
