@@ -46,6 +46,7 @@ from jetpool_operator.core import (
     autoscaler,
     circuit_breaker,
     health,
+    lanes,
     nats_resources,
     observation,
     stranded,
@@ -570,6 +571,7 @@ async def reconcile(
         "desiredReplicas": decision.replicas,
         "backlog": None if backlog is None else backlog.pending,
         "inFlight": None if backlog is None else backlog.ack_pending,
+        "backlogByLevel": observed.backlog_by_level,
         "redelivered": None if backlog is None else backlog.redelivered,
         "deadLetters": dead_letters,
         "throughput": _round(stats.throughput, 2),
@@ -642,6 +644,7 @@ def task_counts(
 @dataclass(frozen=True)
 class NatsObservation:
     backlog: ConsumerBacklog | None
+    """Every consumer of the pool together (a laned pool has several)."""
     dead_letters: int | None
     key: ConnectionKey | None
     problem: tuple[str, str] | None
@@ -649,6 +652,25 @@ class NatsObservation:
     """The isolation rules stopped the pool (:mod:`~jetpool_operator.core.tenancy`)."""
     listed: bool = False
     """A fresh batched listing covered the pool's streams this tick."""
+    backlog_by_level: dict[str, int] | None = None
+    """A laned pool's backlog per lane label (``status.backlogByLevel``); None otherwise."""
+
+
+async def read_backlog(
+    rt: OperatorRuntime, key: ConnectionKey, plan: nats_resources.NatsPlan
+) -> tuple[ConsumerBacklog, dict[str, int] | None]:
+    """The pool's backlog over all its consumers (one request each, concurrently; a plain
+    pool asks its one consumer, as always), and a laned pool's backlog per lane label."""
+    names = [c.durable_name for c in plan.consumers]
+    read = await asyncio.gather(
+        *(rt.nats.consumer_backlog(key, plan.names.stream, name) for name in names)
+    )
+    by_level = (
+        lanes.backlog_by_label(plan.lanes, {n: b.backlog for n, b in zip(names, read, strict=True)})
+        if plan.lanes
+        else None
+    )
+    return ConsumerBacklog.total(read), by_level
 
 
 async def sync_nats(
@@ -699,11 +721,10 @@ async def sync_nats(
             if observation.needs_consumer_info(streams):
                 # (an empty WorkQueue stream holds nothing that could be stranded)
                 await _sweep_stranded_tasks(rt, pool, key, plan, post_event, mono)
-                backlog = await rt.nats.consumer_backlog(
-                    key, plan.names.stream, plan.names.consumer
-                )
+                backlog, by_level = await read_backlog(rt, key, plan)
             else:
                 backlog = ConsumerBacklog(pending=0, ack_pending=0, redelivered=0, waiting=0)
+                by_level = lanes.backlog_by_label(plan.lanes, {}) if plan.lanes else None
             if streams is not None and streams.dead_letters is not None:
                 dead_letters = streams.dead_letters.messages
             else:
@@ -719,7 +740,9 @@ async def sync_nats(
         pool.nats_plan = None
         detail = summarize_nats_failure(spec.nats.url, exc)
         return NatsObservation(None, None, key, (Reason.NATS_UNREACHABLE, detail))
-    return NatsObservation(backlog, dead_letters, key, None, listed=streams is not None)
+    return NatsObservation(
+        backlog, dead_letters, key, None, listed=streams is not None, backlog_by_level=by_level
+    )
 
 
 def _listed_streams(
@@ -1069,6 +1092,7 @@ def _export_metrics(pool: PoolRuntime, status: Mapping[str, Any], state: Breaker
     metrics.POOL_DEAD_LETTERS.labels(*labels).set(status["deadLetters"] or 0)
     metrics.POOL_BREAKER_OPEN.labels(*labels).set(1 if state is BreakerState.OPEN else 0)
     metrics.POOL_HEALTHY.labels(*labels).set(1 if status["health"]["healthy"] else 0)
+    metrics.set_level_backlog(*labels, status["backlogByLevel"])
 
 
 async def _write_status(

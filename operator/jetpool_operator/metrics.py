@@ -6,6 +6,7 @@ Pool gauges mirror ``status`` so dashboards and alerts need no kube-state-metric
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -58,6 +59,28 @@ POOL_GAUGES = (
     POOL_HEALTHY,
 )
 
+POOL_LEVEL_BACKLOG = Gauge(
+    "jetpool_pool_level_backlog",
+    "Tasks pending or awaiting ack per priority level of a pool with priorities or ordered "
+    "keys (level 'ordered': all ordered partitions; 'default': the unordered tasks of a pool "
+    "with ordered keys only).",
+    [*_POOL, "level"],
+)
+_levels: dict[tuple[str, str], set[str]] = {}
+
+
+def set_level_backlog(namespace: str, pool: str, by_level: Mapping[str, int] | None) -> None:
+    """A laned pool's ``status.backlogByLevel``; a level no longer there (or a pool whose
+    backlog could not be read, or that is no longer laned) loses its series."""
+    current = dict(by_level or {})
+    for level in _levels.pop((namespace, pool), set()) - current.keys():
+        with contextlib.suppress(KeyError):
+            POOL_LEVEL_BACKLOG.remove(namespace, pool, level)
+    for level, value in current.items():
+        POOL_LEVEL_BACKLOG.labels(namespace, pool, level).set(value)
+    if current:
+        _levels[(namespace, pool)] = set(current)
+
 
 _POOL_COUNTERS = (RECONCILES, ERRORS, SCALE_EVENTS, BREAKER_TRIPS)
 _counted: dict[tuple[str, str], set[tuple[Counter, tuple[str, ...]]]] = {}
@@ -74,6 +97,7 @@ def forget_pool(namespace: str, pool: str) -> None:
     for gauge in POOL_GAUGES:
         with contextlib.suppress(KeyError):
             gauge.remove(namespace, pool)
+    set_level_backlog(namespace, pool, None)
     for counter, labels in _counted.pop((namespace, pool), set()):
         with contextlib.suppress(KeyError):
             counter.remove(namespace, pool, *labels)

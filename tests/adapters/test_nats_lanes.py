@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from nats.aio.client import Client as NATS
 
-from jetpool_operator.adapters.nats import ensure_plan
+from e2e.testbed.nats_server import NatsServer
+from jetpool_operator.adapters.nats import ConnectionKey, ResourceConflict, ensure_plan
 from jetpool_operator.api.v1alpha1 import WorkerPoolSpec
+from jetpool_operator.controller import OperatorRuntime, sync_nats
 from jetpool_operator.core import nats_resources
 from jetpool_operator.core.lanes import base_subject
+from jetpool_operator.core.observation import ObservationMode
 
 pytestmark = pytest.mark.nats
 
@@ -129,3 +132,49 @@ async def test_dropping_ordered_keys_removes_the_transform(nc: NATS) -> None:
     info = await nc.jetstream().stream_info(levels.task_stream.name)
     assert info.config.subject_transform is None
     assert {o.action for o in await ensure_plan(nc, levels)} == {"unchanged"}
+
+
+async def test_the_tick_reads_every_lane_and_sums_the_backlog(nats_server: NatsServer) -> None:
+    ns = _ns()
+    pool_spec = WorkerPoolSpec.model_validate(
+        {
+            "image": "w:1",
+            "handler": "a:b",
+            "nats": {"url": nats_server.url},
+            "priorities": PRIORITIES,
+            "ordered": {"partitions": 4},
+        }
+    )
+    plan = nats_resources.plan(ns, "lanes", pool_spec, uid="uid-l")
+    operator = OperatorRuntime(kube=cast(Any, None), observation_mode=ObservationMode.PER_POOL)
+    pool = operator.start_pool(ns, "lanes")
+    try:
+        seen = await sync_nats(operator, pool, pool_spec, plan, lambda *_: None, 0.0)
+        assert seen.problem is None
+        assert seen.backlog_by_level == {"high": 0, "normal": 0, "low": 0, "ordered": 0}
+        js = (await operator.nats.get(ConnectionKey(nats_server.url))).jetstream()
+        base = base_subject(ns, "lanes")
+        for subject in ("high.a", "high.b", "a", "normal.b", "ordered.k1", "ordered.k2"):
+            await js.publish(f"{base}.{subject}", b"x")
+        seen = await sync_nats(operator, pool, pool_spec, plan, lambda *_: None, 1.0)
+        assert seen.backlog_by_level == {"high": 2, "normal": 2, "low": 0, "ordered": 2}
+        assert seen.backlog is not None
+        assert seen.backlog.pending == 6
+    finally:
+        await operator.stop_pool(pool)
+        await operator.nats.close()
+
+
+async def test_a_consumer_left_behind_that_overlaps_is_a_conflict_naming_the_way_out(
+    nc: NATS,
+) -> None:
+    ns = _ns()
+    await ensure_plan(nc, _plan(ns, priorities=PRIORITIES))
+    # back to one consumer over everything: workers-high and workers-low still read theirs
+    with pytest.raises(ResourceConflict, match="nats consumer rm") as refused:
+        await ensure_plan(nc, _plan(ns))
+    assert "'workers'" in str(refused.value)
+    # a moved default level: workers would take high's subjects
+    moved = {**PRIORITIES, "default": "high"}
+    with pytest.raises(ResourceConflict, match="another consumer"):
+        await ensure_plan(nc, _plan(ns, priorities=moved))

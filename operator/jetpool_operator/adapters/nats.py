@@ -120,6 +120,17 @@ class ConsumerBacklog:
         """What still needs a worker: undelivered plus delivered-but-unacked (as KEDA counts)."""
         return self.pending + self.ack_pending
 
+    @classmethod
+    def total(cls, backlogs: Iterable[ConsumerBacklog]) -> ConsumerBacklog:
+        """A laned pool's consumers together: the pool's backlog (every count sums)."""
+        parts = list(backlogs)
+        return cls(
+            pending=sum(b.pending for b in parts),
+            ack_pending=sum(b.ack_pending for b in parts),
+            redelivered=sum(b.redelivered for b in parts),
+            waiting=sum(b.waiting for b in parts),
+        )
+
 
 class NatsRefused(ServerRefusal):
     """A server answered and refused us (TLS verification, authorization): not a network
@@ -584,16 +595,33 @@ async def _ensure_consumer(
     js: JetStreamContext, consumer: nr.ConsumerConfig, observed: api.ConsumerInfo | None
 ) -> EnsureOutcome:
     """Create the consumer, or bring it to ``consumer`` in place (its owner was judged)."""
-    if observed is None:
-        await js.add_consumer(consumer.stream, _to_nats_consumer(consumer))
-        return EnsureOutcome("consumer", consumer.durable_name, "created")
-    return await _reconcile(
-        "consumer",
-        consumer.durable_name,
-        nr.diff_consumer(consumer, _from_nats_consumer(consumer.stream, observed.config)),
-        lambda: js.add_consumer(consumer.stream, _to_nats_consumer(consumer)),
-    )
+    try:
+        if observed is None:
+            await js.add_consumer(consumer.stream, _to_nats_consumer(consumer))
+            return EnsureOutcome("consumer", consumer.durable_name, "created")
+        return await _reconcile(
+            "consumer",
+            consumer.durable_name,
+            nr.diff_consumer(consumer, _from_nats_consumer(consumer.stream, observed.config)),
+            lambda: js.add_consumer(consumer.stream, _to_nats_consumer(consumer)),
+        )
+    except APIError as exc:
+        if exc.err_code != OVERLAPPING_FILTERS:
+            raise
+        return EnsureOutcome(
+            "consumer",
+            consumer.durable_name,
+            "conflict",
+            f"consumer {consumer.durable_name!r} would read subjects another consumer of "
+            f"stream {consumer.stream!r} reads ({', '.join(consumer.filter_subjects)}), which a "
+            "WorkQueue stream refuses: a priority level, partition or default level the spec "
+            "dropped or moved left its consumer behind (jetpool never deletes one); let it "
+            "drain, delete it (nats consumer rm), and the pool reconciles",
+        )
 
+
+OVERLAPPING_FILTERS = 10100
+"""nats-server: "filtered consumer not unique on workqueue stream"."""
 
 SCHEDULE_REFUSALS = {10189: "pattern", 10190: "target subject", 10223: "time zone"}
 

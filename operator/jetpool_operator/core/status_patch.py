@@ -14,7 +14,16 @@ from collections.abc import Mapping
 from typing import Any
 
 VOLATILE_STATUS = frozenset(
-    {"backlog", "inFlight", "redelivered", "deadLetters", "throughput", "errorRate", "tasks"}
+    {
+        "backlog",
+        "inFlight",
+        "backlogByLevel",
+        "redelivered",
+        "deadLetters",
+        "throughput",
+        "errorRate",
+        "tasks",
+    }
 )
 
 
