@@ -22,35 +22,12 @@ from jetpool_operator.core.nats_resources import (
 )
 from jetpool_protocol.lanes import Lane, decode_lanes
 
+from ..subjects import matches, overlap
 from .support import spec
 
 BASE = "tasks.media.resize"
 LEVELS = [{"name": "high", "weight": 100}, {"name": "normal", "weight": 10}, {"name": "low"}]
 PRIORITIES = {"levels": LEVELS, "default": "normal"}
-
-
-def matches(pattern: str, subject: str) -> bool:
-    """NATS subject matching: ``*`` is one token, ``>`` one or more trailing tokens."""
-    want, have = pattern.split("."), subject.split(".")
-    for i, token in enumerate(want):
-        if token == ">":
-            return len(have) > i
-        if i >= len(have) or (token != "*" and token != have[i]):
-            return False
-    return len(have) == len(want)
-
-
-def overlap(a: str, b: str) -> bool:
-    """Whether some subject matches both filters."""
-    left, right = a.split("."), b.split(".")
-    for x, y in itertools.zip_longest(left, right):
-        if x is None or y is None:
-            return False
-        if ">" in (x, y):
-            return True
-        if "*" not in (x, y) and x != y:
-            return False
-    return True
 
 
 def stored(subject: str, transform: tuple[str, str] | None, partition: int) -> str:

@@ -10,6 +10,8 @@ from hypothesis import strategies as st
 from jetpool_protocol.naming import MAX_STREAM_NAME, PoolNames
 from jetpool_protocol.worker_settings import WorkerSettings
 
+from ..subjects import matches
+
 _ALNUM = "abcdefghijklmnopqrstuvwxyz0123456789"
 
 
@@ -117,17 +119,6 @@ def test_a_spelled_out_stream_name_decodes_back_to_its_namespace_and_pool(
     assert (namespace, pool.replace("_", ".")) == pair
 
 
-def _matches(pattern: str, subject: str) -> bool:
-    """NATS subject matching: ``*`` is one token, a final ``>`` one or more."""
-    want, have = pattern.split("."), subject.split(".")
-    for i, token in enumerate(want):
-        if token == ">":
-            return len(have) > i
-        if i >= len(have) or (token != "*" and token != have[i]):
-            return False
-    return len(want) == len(have)
-
-
 @given(PAIRS)
 def test_an_inbox_prefix_is_one_literal_subject_token_outside_the_default_inboxes(
     pair: tuple[str, str],
@@ -136,7 +127,7 @@ def test_an_inbox_prefix_is_one_literal_subject_token_outside_the_default_inboxe
     assert SUBJECT_TOKEN.match(prefix), prefix
     assert prefix.startswith("_INBOX_")
     assert len(prefix) <= len("_INBOX_") + 63 + 1 + 253
-    assert not _matches("_INBOX.>", f"{prefix}.Rc2Zrub2Iyk9kJhN0wZXbV")
+    assert not matches("_INBOX.>", f"{prefix}.Rc2Zrub2Iyk9kJhN0wZXbV")
 
 
 @settings(max_examples=3000)
@@ -148,8 +139,8 @@ def test_no_pool_s_inbox_permission_matches_another_pool_s_inboxes(
         return
     mine, theirs = PoolNames(*one).inbox_prefix, PoolNames(*other).inbox_prefix
     inbox = f"{theirs}.Rc2Zrub2Iyk9kJhN0wZXbV.abcd"
-    assert not _matches(f"{mine}.>", inbox)
-    assert _matches(f"{theirs}.>", inbox)
+    assert not matches(f"{mine}.>", inbox)
+    assert matches(f"{theirs}.>", inbox)
 
 
 @given(PAIRS)

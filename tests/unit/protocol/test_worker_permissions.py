@@ -9,20 +9,11 @@ from jetpool_protocol.naming import PoolNames
 from jetpool_protocol.permissions import worker_permissions
 from jetpool_protocol.worker_settings import WorkerSettings
 
-
-def _matches(pattern: str, subject: str) -> bool:
-    """NATS subject matching: ``*`` is one token, a final ``>`` one or more."""
-    want, have = pattern.split("."), subject.split(".")
-    for i, token in enumerate(want):
-        if token == ">":
-            return len(have) > i
-        if i >= len(have) or (token != "*" and token != have[i]):
-            return False
-    return len(want) == len(have)
+from ..subjects import matches
 
 
 def _allowed(publish: tuple[str, ...], subject: str) -> bool:
-    return any(_matches(p, subject) for p in publish)
+    return any(matches(p, subject) for p in publish)
 
 
 def _settings(namespace: str, pool: str) -> WorkerSettings:
