@@ -21,8 +21,8 @@ from jetpool_operator.core.nats_resources import (
     plan,
 )
 from jetpool_protocol.lanes import Lane, decode_lanes
+from tests.unit.subjects import matches, overlap
 
-from ..subjects import matches, overlap
 from .support import spec
 
 BASE = "tasks.media.resize"

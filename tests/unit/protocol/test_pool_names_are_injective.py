@@ -9,8 +9,7 @@ from hypothesis import strategies as st
 
 from jetpool_protocol.naming import MAX_STREAM_NAME, PoolNames
 from jetpool_protocol.worker_settings import WorkerSettings
-
-from ..subjects import matches
+from tests.unit.subjects import matches
 
 _ALNUM = "abcdefghijklmnopqrstuvwxyz0123456789"
 

@@ -8,8 +8,7 @@ from hypothesis import strategies as st
 from jetpool_protocol.naming import PoolNames
 from jetpool_protocol.permissions import worker_permissions
 from jetpool_protocol.worker_settings import WorkerSettings
-
-from ..subjects import matches
+from tests.unit.subjects import matches
 
 
 def _allowed(publish: tuple[str, ...], subject: str) -> bool:
