@@ -662,6 +662,7 @@ class KeyedConcurrencySpec(ApiModel):
 
 
 LEVEL_NAME = r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$"
+LevelName = Annotated[str, StringConstraints(min_length=1, max_length=32, pattern=LEVEL_NAME)]
 """A priority level's name is one subject token and a consumer-name suffix."""
 
 _LEVEL_NOT_ORDERED = _rule(
@@ -688,10 +689,7 @@ class PriorityLevel(ApiModel):
 
     model_config = _cel(_LEVEL_NOT_ORDERED)
 
-    name: str = Field(
-        min_length=1,
-        max_length=32,
-        pattern=LEVEL_NAME,
+    name: LevelName = Field(
         description=(
             "The level's subject token: its tasks are published on "
             "tasks.<namespace>.<pool>.<name>.<task> and wait in consumer <nats.consumer>-<name>."
@@ -710,10 +708,7 @@ class PrioritiesSpec(ApiModel):
         max_length=5,
         description="The levels, highest first.",
     )
-    default: str = Field(
-        min_length=1,
-        max_length=32,
-        pattern=LEVEL_NAME,
+    default: LevelName = Field(
         description=(
             "The level of tasks published on tasks.<namespace>.<pool>.<task> (one token, as "
             "without priorities); its tasks wait in consumer <nats.consumer> itself."
