@@ -1,19 +1,23 @@
-"""Flow control as a user meets it: WorkerPools with ``spec.rateLimit`` or
-``spec.keyedConcurrency`` applied with kubectl, tasks published with ``jetpool.Client``, pools
-scaled mid-run, and the handler's own record of when each task started and ended
-(``tests/e2e/handlers.py:paced``)."""
+"""Flow control as a user meets it: WorkerPools with ``spec.rateLimit``,
+``spec.keyedConcurrency``, ``spec.priorities`` or ``spec.ordered`` applied with kubectl, tasks
+published with ``jetpool.Client``, pools scaled mid-run, workers killed, and the handler's own
+record of when each task started and ended (``tests/e2e/handlers.py:paced``)."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import random
+import time
 from typing import Any
 
 import pytest
+from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from e2e.testbed.cluster import Cluster, eventually
+from e2e.testbed.pod_runner import PodRunner
 from jetpool import Client
 from tests.e2e.conftest import NatsEndpoint
 from tests.e2e.test_scaling_and_breaker import status, wait_until, worker_pool
@@ -22,6 +26,8 @@ from tests.rates import most_at_once, sliding_counts
 pytestmark = [pytest.mark.kube, pytest.mark.nats, pytest.mark.e2e]
 
 PACED = "tests.e2e.handlers:paced"
+FETCH_CYCLE_SECONDS = 0.5
+"""A worker's pull expiry and re-sweep interval (``consumer_loop``)."""
 
 
 async def recorded(kv: KeyValue, prefix: str) -> dict[str, float]:
@@ -128,6 +134,168 @@ async def test_keyed_concurrency_2_never_runs_more_than_2_tasks_of_a_key_at_once
     print(json.dumps({"tasks": len(tasks), "most_running_per_key": peaks}))
     assert all(peak <= 2 for peak in peaks.values()), peaks
     assert max(peaks.values()) == 2  # the limit is used, not one at a time
+    dlq = status(cluster, namespace, name)["nats"]["deadLetterStream"]
+    assert (await nc.jetstream().stream_info(dlq)).state.messages == 0
+    await nc.close()
+
+
+@pytest.mark.usefixtures("operator", "pod_runner")
+@pytest.mark.timeout(300)
+async def test_high_priority_tasks_overtake_a_low_backlog_and_low_keeps_its_share(
+    cluster: Cluster, namespace: str, nats_endpoint: NatsEndpoint, record: KeyValue
+) -> None:
+    name = "ranked"
+    cluster.apply(
+        worker_pool(
+            name,
+            nats_endpoint.pod_url,
+            f"e2e-{namespace}",
+            handler=PACED,
+            concurrency=4,
+            priorities={
+                "levels": [{"name": "high", "weight": 9}, {"name": "low", "weight": 1}],
+                "default": "low",
+            },
+            scaling={"minReplicas": 2, "maxReplicas": 2, "pollIntervalSeconds": 1},
+        ),
+        "-n",
+        namespace,
+    )
+    eventually(lambda: ready(cluster, namespace, name, 2), timeout=180, what="two workers")
+    nc = await nats_endpoint.connect()
+    client = Client(nc, namespace=namespace, pool=name)
+    lows = [h.id for h in await client.publish_batch([{"sleep": 0.1}] * 600)]
+
+    async def started(count: int) -> bool:
+        return len(await recorded(record, "start.")) >= count
+
+    await wait_until(lambda: started(40), 60, "low tasks running")
+
+    def by_level() -> dict[str, int]:
+        return status(cluster, namespace, name).get("backlogByLevel") or {}
+
+    # One high task at a time behind the low backlog: each starts within one fetch cycle
+    waits = []
+    for _ in range(5):
+        published = time.time()
+        high = await client.publish({"sleep": 0.1}, priority="high")
+        await wait_until(
+            lambda task_id=high.id: started_one(record, task_id), 10, "the high task started"
+        )
+        waits.append((await recorded(record, "start."))[high.id] - published)
+        await asyncio.sleep(0.5)
+    levels_seen = by_level()
+    # A burst of high tasks: while both levels wait, low still gets its 1 in 10
+    burst_at = time.time()
+    highs = [h.id for h in await client.publish_batch([{"sleep": 0.1}] * 300, priority="high")]
+
+    async def all_done() -> bool:
+        return len(await recorded(record, "done.")) >= len(lows) + 5 + len(highs)
+
+    await wait_until(all_done, 180, "every task done")
+    starts = await recorded(record, "start.")
+    last_high = max(starts[i] for i in highs)
+    low_meanwhile = sum(1 for i in lows if burst_at <= starts[i] <= last_high)
+    share = low_meanwhile / (low_meanwhile + len(highs))
+    low_left_at_burst = sum(1 for i in lows if starts[i] > burst_at)
+    print(
+        json.dumps(
+            {
+                "high_start_after_publish_s": [round(w, 3) for w in waits],
+                "low_share_during_high_burst": round(share, 3),
+                "low_waiting_at_burst": low_left_at_burst,
+                "backlog_by_level": levels_seen,
+            }
+        )
+    )
+    assert low_left_at_burst > len(highs) // 3  # low still had a backlog all through the burst
+    assert all(w < FETCH_CYCLE_SECONDS for w in waits), waits
+    assert 0.05 <= share <= 0.18, share  # weights 9:1
+    assert levels_seen.get("low", 0) > 0
+    assert await recorded(record, "restart.") == {}
+    dlq = status(cluster, namespace, name)["nats"]["deadLetterStream"]
+    assert (await nc.jetstream().stream_info(dlq)).state.messages == 0
+    await nc.close()
+
+
+async def started_one(kv: KeyValue, task_id: str) -> bool:
+    try:
+        await kv.get(f"start.{task_id}")
+    except KeyNotFoundError:
+        return False
+    return True
+
+
+@pytest.mark.usefixtures("operator")
+@pytest.mark.timeout(420)
+async def test_ordered_keys_run_in_publish_order_without_overlap_when_a_worker_is_killed(
+    cluster: Cluster,
+    namespace: str,
+    nats_endpoint: NatsEndpoint,
+    record: KeyValue,
+    pod_runner: PodRunner | None,
+) -> None:
+    name = "ordered"
+    cluster.apply(
+        worker_pool(
+            name,
+            nats_endpoint.pod_url,
+            f"e2e-{namespace}",
+            handler=PACED,
+            concurrency=4,
+            ordered={"partitions": 8},
+            task={"timeoutSeconds": 5},  # a killed worker's task is redelivered after ~this
+            scaling={"minReplicas": 4, "maxReplicas": 4, "pollIntervalSeconds": 1},
+        ),
+        "-n",
+        namespace,
+    )
+    eventually(lambda: ready(cluster, namespace, name, 4), timeout=180, what="four workers")
+    nc = await nats_endpoint.connect()
+    client = Client(nc, namespace=namespace, pool=name)
+    rng = random.Random(20)
+    keys = [f"account-{i}" for i in range(20)]
+    plan = [(rng.choice(keys), round(rng.uniform(0.01, 0.06), 3)) for _ in range(1000)]
+    by_key: dict[str, list[str]] = {k: [] for k in keys}
+
+    async def publish_key(key: str) -> None:
+        for k, sleep in plan:
+            if k == key:  # one key's tasks one after another: that is its publish order
+                handle = await client.publish({"sleep": sleep}, ordered_key=key)
+                by_key[key].append(handle.id)
+
+    await asyncio.gather(*(publish_key(k) for k in keys))
+
+    async def done_at_least(count: int) -> bool:
+        return len(await recorded(record, "done.")) >= count
+
+    await wait_until(lambda: done_at_least(300), 120, "a third done")
+    victim = next(
+        p["metadata"]["name"]
+        for p in cluster.get_json(
+            "pods", "-n", namespace, "-l", "app.kubernetes.io/name=jetpool-worker"
+        )["items"]
+        if p["status"].get("phase") == "Running"
+    )
+    if pod_runner is not None:
+        pod_runner.kill(victim)  # SIGKILL of the worker process
+    else:
+        cluster.kubectl("delete", "pod", victim, "-n", namespace, "--grace-period=0", "--force")
+    await wait_until(lambda: done_at_least(len(plan)), 240, "every task done")
+    starts, ends = await recorded(record, "start."), await recorded(record, "done.")
+    reruns = await recorded(record, "restart.")
+    assert set(ends) == {i for ids in by_key.values() for i in ids}  # nothing lost
+    out_of_order = [
+        (a, b)
+        for ids in by_key.values()
+        for a, b in itertools.pairwise(ids)
+        if not ends[a] <= starts[b]  # b's first start after a's last end: order, no overlap
+    ]
+    print(
+        json.dumps({"tasks": len(plan), "keys": len(keys), "reran": len(reruns), "victim": victim})
+    )
+    assert out_of_order == [], out_of_order[:5]
+    assert len(reruns) <= 4  # at most what the killed worker had running (its concurrency)
     dlq = status(cluster, namespace, name)["nats"]["deadLetterStream"]
     assert (await nc.jetstream().stream_info(dlq)).state.messages == 0
     await nc.close()
