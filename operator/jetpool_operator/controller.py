@@ -498,7 +498,9 @@ async def reconcile(
         autoscaler.ScalingObservation(
             current_replicas=current,
             ready_replicas=ready_now,
-            backlog=None if backlog is None else backlog.backlog,
+            backlog=None
+            if backlog is None
+            else lanes.scaling_backlog(backlog.backlog, observed.backlog_by_level, spec),
             in_flight=stats.in_flight,
             error_rate=window_rate,
             breaker=breaker.state,

@@ -20,6 +20,7 @@ the publisher gets "no responders" instead of a task nobody would ever read.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -114,3 +115,15 @@ def backlog_by_label(lanes: Iterable[Lane], backlogs: Mapping[str, int]) -> dict
     for lane in lanes:
         out[lane.label] = out.get(lane.label, 0) + backlogs.get(lane.consumer, 0)
     return out
+
+
+def scaling_backlog(total: int, by_label: Mapping[str, int] | None, spec: WorkerPoolSpec) -> int:
+    """The backlog the autoscaler sizes the pool for. Ordered tasks count only as far as more
+    workers can run them: one task per partition at a time, so beyond ``ceil(partitions /
+    concurrency)`` workers' worth (``targetBacklogPerReplica`` each) a deeper ordered backlog
+    asks for workers that would only wait. ``status.backlog`` keeps the true total."""
+    if spec.ordered is None or not by_label:
+        return total
+    ordered = by_label.get(ORDERED_LABEL, 0)
+    useful_workers = math.ceil(spec.ordered.partitions / spec.concurrency)
+    return total - ordered + min(ordered, useful_workers * spec.scaling.target_backlog_per_replica)

@@ -263,3 +263,23 @@ class TestBacklogByLabel:
 
     def test_no_lanes_no_labels(self) -> None:
         assert lanes.backlog_by_label((), {"workers": 3}) == {}
+
+
+class TestScalingBacklog:
+    def test_ordered_tasks_ask_only_for_the_workers_that_can_run_them(self) -> None:
+        pool = spec(
+            concurrency=4,
+            ordered={"partitions": 8},
+            scaling={"targetBacklogPerReplica": 10},
+        )
+        # 8 partitions run 8 tasks at once: two workers of 4, i.e. 20 tasks of backlog
+        assert lanes.scaling_backlog(1000, {"default": 0, "ordered": 1000}, pool) == 20
+        assert lanes.scaling_backlog(1015, {"default": 1000, "ordered": 15}, pool) == 1015
+        assert lanes.scaling_backlog(1100, {"default": 1000, "ordered": 100}, pool) == 1020
+
+    def test_pools_without_ordered_keys_scale_on_the_whole_backlog(self) -> None:
+        assert (
+            lanes.scaling_backlog(500, {"high": 400, "normal": 100}, spec(priorities=PRIORITIES))
+            == 500
+        )
+        assert lanes.scaling_backlog(500, None, spec()) == 500
