@@ -167,3 +167,36 @@ async def test_a_dead_lettered_task_releases_its_key_and_keeps_the_published_sub
     dead = DeadLetterRecord.model_validate_json(record.data or b"")
     # what the publisher used (a replay publishes there and the stream re-partitions it)
     assert dead.original_subject.endswith(".ordered.acct-9")
+
+
+async def test_empty_ordered_partitions_hold_only_their_share_of_a_busy_worker(
+    nc: NATS, nats_server: NatsServer
+) -> None:
+    """8 empty partitions on a worker of 4 slots: levels keep 3 of them (one waits on a
+    partition), not one slot in many."""
+    pool = await laned_pool(
+        nc, nats_server.url, STAMPED, concurrency=4, priorities=LEVELS, ordered={}
+    )
+    lows = [h.id for h in await pool.client.publish_batch([{"sleep": 0.01}] * 300)]
+    async with running_worker(pool.settings):
+        started = time.monotonic()
+        await eventually(lambda: all(handlers.STARTS.get(i) for i in lows), within=60, interval=0.2)
+        took = time.monotonic() - started
+    # 300 tasks of 10 ms on 3 slots is about 1 s; slots held by empty partitions (2 s each)
+    # would take minutes
+    assert took < 15, took
+
+
+async def test_ordered_tasks_still_run_while_the_levels_keep_every_slot_busy(
+    nc: NATS, nats_server: NatsServer
+) -> None:
+    pool = await laned_pool(
+        nc, nats_server.url, STAMPED, concurrency=4, priorities=LEVELS, ordered={"partitions": 4}
+    )
+    await pool.client.publish_batch([{"sleep": 0.05}] * 400)
+    async with running_worker(pool.settings):
+        await eventually(lambda: len(handlers.STARTS) >= 20, within=20)
+        ordered = [(await pool.client.publish({}, ordered_key=f"acct-{i}")).id for i in range(8)]
+        await eventually(
+            lambda: all(handlers.STARTS.get(i) for i in ordered), within=30, interval=0.2
+        )

@@ -186,7 +186,7 @@ class Client:
         ]
         if len(chosen) > 1:
             raise ClientError(f"give one of subject, priority, ordered_key (got {chosen})")
-        base = self.default_subject("").removesuffix(".")
+        base = self.names.task_base
         if priority is not None:
             return lanes.level_subject(base, nats_token(priority), "task")
         if ordered_key is not None:

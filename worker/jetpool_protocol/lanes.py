@@ -102,11 +102,15 @@ def decode_lanes(entries: tuple[str, ...]) -> tuple[Lane, ...]:
     return tuple(Lane.decode(entry) for entry in entries)
 
 
-def published_subject(stored: str) -> str:
+def published_subject(stored: str, base: str) -> str:
     """The subject an ordered task was published on, from the one the stream stored it under
-    (``...ordered.<p>.<key>`` → ``...ordered.<key>``): what its signature covers and what a
-    replay from the dead-letter queue publishes again. Other subjects come back unchanged."""
-    tokens = stored.split(".")
-    if len(tokens) >= 3 and tokens[-3] == ORDERED_TOKEN and tokens[-2].isdigit():
-        return ".".join((*tokens[:-2], tokens[-1]))
-    return stored
+    (``<base>.ordered.<p>.<key>`` → ``<base>.ordered.<key>``): what its signature covers and
+    what a replay from the dead-letter queue publishes again. Any other subject (e.g.
+    ``<base>.high.ordered.2024.report``) comes back unchanged."""
+    prefix = f"{base}.{ORDERED_TOKEN}."
+    if not stored.startswith(prefix):
+        return stored
+    partition, _, key = stored[len(prefix) :].partition(".")
+    if not partition.isdigit() or not key or "." in key:
+        return stored
+    return f"{prefix}{key}"

@@ -132,8 +132,13 @@ class PoolNames:
         return f"tasks.{nats_token(self.namespace)}."
 
     @property
+    def task_base(self) -> str:
+        """``tasks.<ns>.<pool>``: the pool's default subject space without its ``.>``."""
+        return f"tasks.{nats_token(self.namespace)}.{nats_token(self.pool)}"
+
+    @property
     def default_subjects(self) -> list[str]:
-        return [f"tasks.{nats_token(self.namespace)}.{nats_token(self.pool)}.>"]
+        return [f"{self.task_base}.>"]
 
     @property
     def dead_letter_subject_prefix(self) -> str:

@@ -79,6 +79,9 @@ class WorkerSettings(BaseModel):
     """Laned pools (``spec.priorities``, ``spec.ordered``): every consumer to pull, as
     ``<consumer>:<weight>:<label>:<single>`` (:class:`jetpool_protocol.lanes.Lane`); empty:
     the one consumer ``consumer``."""
+    ordered_pulls_per_worker: int = Field(1, ge=1)
+    """Ordered partitions (``single`` lanes) this worker keeps a pull waiting on while the
+    priority levels keep it busy (``spec.ordered.pullsPerWorker``)."""
 
     # execution
     concurrency: int = Field(4, ge=1)

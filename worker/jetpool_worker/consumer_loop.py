@@ -29,6 +29,7 @@ from jetpool_protocol.dead_letter import DeadLetterReason, DeadLetterRecord
 from jetpool_protocol.envelope import CancelFlag, ExpiredTask, InvalidTask, Task, parse_task
 from jetpool_protocol.keyring import Keyring, load_keyring
 from jetpool_protocol.lanes import published_subject
+from jetpool_protocol.naming import PoolNames
 from jetpool_protocol.security import unseal
 from jetpool_protocol.stats import WorkerStats
 from jetpool_protocol.task_state import TaskError, TaskPhase
@@ -61,6 +62,9 @@ request outlives it on the server."""
 CONFIRM_SENT_TIMEOUT_SECONDS = 2.0
 """How long a stopping worker waits for the server to confirm it has every pull request."""
 COALESCE_SECONDS = 0.005
+CANCEL_WAIT_SECONDS = 5.0
+"""At the grace period's end, how long cancelled handlers get to end before their tasks go
+back (a handler that swallows the cancellation is not waited for longer)."""
 LANE_RESWEEP_SECONDS = 0.5
 """A laned worker with free slots but no parked pull on some lane sweeps again this often."""
 """With fewer than half the slots free, wait this long for more before pulling."""
@@ -195,7 +199,13 @@ class Worker:
         self.tracker = TaskTracker(settings, self.worker_id, clock)
         self.gates = StartGates(settings, self.worker_id, self.metrics, rand)
         self.gates.check_handler(self.handler)
-        self._ordered = any(lane.single for lane in settings.pull_lanes)
+        self._ordered = (
+            PoolNames(settings.pool_namespace, settings.pool_name).task_base
+            if any(lane.single for lane in settings.pull_lanes)
+            else ""
+        )
+        """The pool's subject base when it has ordered keys (their stored subjects carry the
+        partition, which the task's own subject does not); empty otherwise."""
         self._rss_reader = rss_reader
         self._rand = rand
         self._clock = clock
@@ -423,7 +433,12 @@ class Worker:
                 puller: InboxPuller | LanePuller
                 if len(lanes) > 1:
                     puller = LanePuller(
-                        self._nc, s.stream, lanes, on_message=self._arrive, on_change=self._wake.set
+                        self._nc,
+                        s.stream,
+                        lanes,
+                        on_message=self._arrive,
+                        on_change=self._wake.set,
+                        ordered_pulls=s.ordered_pulls_per_worker,
                     )
                 else:
                     puller = InboxPuller(
@@ -696,7 +711,7 @@ class Worker:
     def _raw(self, msg: Any) -> RawTask:
         stream, sequence, attempt, published_at = delivery_info(msg)
         return RawTask(
-            subject=published_subject(msg.subject) if self._ordered else msg.subject,
+            subject=published_subject(msg.subject, self._ordered) if self._ordered else msg.subject,
             stream=stream,
             sequence=sequence,
             payload=msg.data,
@@ -1139,18 +1154,22 @@ class Worker:
         if pending:
             await asyncio.wait(pending, timeout=grace)
         left = [e for e in self._in_flight if e.task is not None and not e.task.done()]
-        delay = self._hand_back_delay()
         for entry in left:
             entry.released = True
+            assert entry.task is not None
+            entry.task.cancel()
+        if left:
+            # The handlers end before their tasks go back: an ordered task handed back while
+            # its handler still ran could start on another worker alongside it.
+            await asyncio.wait([e.task for e in left if e.task], timeout=CANCEL_WAIT_SECONDS)
+        delay = self._hand_back_delay()
+        for entry in left:
             msgs = entry.msg if isinstance(entry.msg, list) else [entry.msg]
             for m in msgs:
                 with contextlib.suppress(Exception):
                     await m.nak(delay=delay or None)
-            assert entry.task is not None
-            entry.task.cancel()
         if left:
             log.warning("grace period over: handed %d unfinished tasks back", len(left))
-            await asyncio.gather(*(e.task for e in left if e.task), return_exceptions=True)
         log.debug("in-flight work settled")
         await self._close_inbox(puller)
         log.debug("late deliveries returned")

@@ -1,14 +1,19 @@
 """Pulling a laned pool: several consumers (priority levels, ordered partitions), one worker.
 
-Each lane is one durable consumer (``jetpool_protocol.lanes``). A worker with free slots
-*sweeps* the lanes: ``no_wait`` pulls, sized by :class:`StrideShares`, that take what is there
-now and never wait; a lane that gives fewer than asked is empty for the rest of the sweep and
-its slots go to the next (work-conserving). When a sweep finds nothing, the worker *parks* one
-waiting pull of batch 1 on as many lanes as it has free slots, highest share first; the first
-delivery (or expiry) wakes it for the next sweep. Ordered partitions (one task in flight
-pool-wide) are never swept, only given waiting pulls of batch 1 in their turn: the server holds
-a ``no_wait`` pull on a consumer at its ``max_ack_pending`` instead of answering it. A worker
-never asks for more than it has free slots, so nothing is over-delivered and handed back.
+Each lane is one durable consumer (``jetpool_protocol.lanes``). A worker with free slots:
+
+1. keeps a pull of one task waiting on ``ordered_pulls`` ordered partitions (rotating over
+   them, so the pool's workers cover every partition between them). Partitions are never
+   swept: nats-server holds a ``no_wait`` pull on a consumer at its ``max_ack_pending`` (a
+   partition whose one task runs elsewhere) instead of answering it;
+2. *sweeps* the priority levels: ``no_wait`` pulls, sized by :class:`StrideShares`, that take
+   what is there now and never wait; a level that gives fewer than asked is empty for the
+   rest of the sweep and its slots go to the next (work-conserving);
+3. when that finds nothing, *parks* one waiting pull of batch 1 on as many lanes as it has
+   free slots, levels first (highest first), then further partitions; the first delivery (or
+   expiry) wakes it for the next sweep.
+
+It never asks for more than it has free slots, so nothing is over-delivered and handed back.
 
 Why not one consumer over every level: it delivers in stream order, so a high-priority task
 waits behind every low one queued before it (26 s behind 18k tasks in the research,
@@ -20,6 +25,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import random
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +40,11 @@ log = logging.getLogger(__name__)
 
 PARK_EXPIRY_SECONDS = 2.0
 """A parked pull's life; an idle worker re-parks this often."""
+ORDERED_PULL_EXPIRY_SECONDS = 0.5
+"""A pull waiting on an ordered partition moves on to the next partition this often."""
+PROBE_INTERVAL_SECONDS = 0.05
+"""A level found empty is swept again at most this often while others keep the worker busy
+(a task published there waits at most this long for the next freed slot)."""
 
 
 @dataclass
@@ -39,53 +52,70 @@ class _Share:
     weight: int
     passed: float = 0.0
     """Slots taken so far divided by the weight (stride scheduling's "pass")."""
-    active: bool = True
-    """False once found empty, until it gives tasks again."""
+    active: bool = False
+    """Giving tasks; False until the first and once found empty."""
+    probed_at: float = -math.inf
 
 
 class StrideShares:
-    """PURE: who gets freed slots. Under contention lane i gets ``weight_i / Σ weights`` of
-    the slots (stride scheduling: each slot taken advances the lane's pass by 1/weight, the
-    lowest pass goes next, ties to the earlier, i.e. higher, lane). A lane coming back from
-    empty joins at the lowest pass of the busy lanes: served next, but owed no burst for the
-    time it was idle. So a high-priority task published behind a low backlog takes the next
-    freed slot, and low still gets its share while high stays busy.
+    """PURE: which level gets freed slots. Under contention level i gets ``weight_i / Σ
+    weights`` of the slots (stride scheduling: each slot taken advances the level's pass by
+    1/weight; the lowest pass goes next). A level coming back from empty joins at the pass of
+    the latest slot handed out (virtual time): served next (ties go to the returning level,
+    then to the higher one), but owed no burst for its idle time and keeping no lead from
+    before it. So a high-priority task published behind a low backlog takes the next freed
+    slot, and a low level that had run dry is tried again and gets its share back.
     """
 
-    def __init__(self, weights: Sequence[int]) -> None:
+    def __init__(self, weights: Sequence[int], clock: Callable[[], float] = time.monotonic) -> None:
         self._shares = [_Share(w) for w in weights]
+        self._clock = clock
+        self._now = 0.0
+        """Virtual time: the pass at which the latest slot was handed out."""
 
-    def allot(self, free: int, candidates: Sequence[int], caps: dict[int, int]) -> dict[int, int]:
-        """How many of ``free`` slots each candidate lane is asked for, at most its cap."""
-        floor = min((s.passed for s in self._shares if s.active), default=0.0)
-        passes = {}
-        for i in candidates:
-            share = self._shares[i]
-            passes[i] = share.passed if share.active else max(share.passed, floor)
+    def askable(self, candidates: Sequence[int]) -> list[int]:
+        """The candidates worth a sweep now: active ones, and empty ones not tried lately."""
+        now = self._clock()
+        return [
+            i
+            for i in candidates
+            if self._shares[i].active or now - self._shares[i].probed_at >= PROBE_INTERVAL_SECONDS
+        ]
+
+    def _pass(self, lane: int) -> float:
+        share = self._shares[lane]
+        return share.passed if share.active else self._now
+
+    def allot(
+        self, free: int, candidates: Sequence[int], caps: dict[int, int] | None = None
+    ) -> dict[int, int]:
+        """How many of ``free`` slots each candidate level is asked for, at most its cap."""
+        caps = caps or {}
+        passes = {i: self._pass(i) for i in candidates}
         given: dict[int, int] = {}
         for _ in range(free):
             open_ = [i for i in candidates if given.get(i, 0) < caps.get(i, free)]
             if not open_:
                 break
-            pick = min(open_, key=lambda i: (passes[i], i))
+            pick = min(open_, key=lambda i: (passes[i], self._shares[i].active, i))
             given[pick] = given.get(pick, 0) + 1
             passes[pick] += 1 / self._shares[pick].weight
         return given
 
     def taken(self, lane: int, count: int) -> None:
+        if count <= 0:
+            return
         share = self._shares[lane]
-        if count and not share.active:
-            floor = min((s.passed for s in self._shares if s.active), default=share.passed)
-            share.passed = max(share.passed, floor)
+        if not share.active:
+            share.passed = self._now
             share.active = True
+        self._now = max(self._now, share.passed + (count - 1) / share.weight)
         share.passed += count / share.weight
 
     def emptied(self, lane: int) -> None:
-        self._shares[lane].active = False
-
-    def order(self) -> list[int]:
-        """Lanes by who would be served first (parking order)."""
-        return sorted(range(len(self._shares)), key=lambda i: (self._shares[i].passed, i))
+        share = self._shares[lane]
+        share.active = False
+        share.probed_at = self._clock()
 
 
 class LanePuller:
@@ -99,11 +129,17 @@ class LanePuller:
         *,
         on_message: Callable[[Any], Awaitable[None]],
         on_change: Callable[[], None],
-        expires: float = PARK_EXPIRY_SECONDS,
+        ordered_pulls: int = 1,
         api_prefix: str = "$JS.API",
+        rand: Callable[[], float] = random.random,
     ) -> None:
         self.lanes = tuple(lanes)
-        self.shares = StrideShares([lane.weight for lane in self.lanes])
+        self.levels = [i for i, lane in enumerate(self.lanes) if not lane.single]
+        self.partitions = [i for i, lane in enumerate(self.lanes) if lane.single]
+        self.shares = StrideShares([self.lanes[i].weight for i in self.levels])
+        self.ordered_pulls = ordered_pulls
+        self._cursor = int(rand() * len(self.partitions)) if self.partitions else 0
+        """Where this worker's rotation over the partitions is (workers start apart)."""
 
         self.delivered = [0] * len(self.lanes)
         """Tasks each lane gave this worker (``jetpool_lane_tasks_pulled_total``)."""
@@ -112,7 +148,7 @@ class LanePuller:
             async def deliver(msg: Any) -> None:
                 self.delivered[lane] += 1
                 await on_message(msg)
-                on_change()  # a parked lane gave a task: sweep it for more
+                on_change()  # a waiting pull gave a task: sweep for more
 
             return deliver
 
@@ -123,7 +159,7 @@ class LanePuller:
                 lane.consumer,
                 on_message=arrived(i),
                 on_change=on_change,
-                expires=expires,
+                expires=ORDERED_PULL_EXPIRY_SECONDS if lane.single else PARK_EXPIRY_SECONDS,
                 api_prefix=api_prefix,
             )
             for i, lane in enumerate(self.lanes)
@@ -134,42 +170,49 @@ class LanePuller:
             await puller.start()
 
     async def fill(self, free: int) -> int:
-        """Ask for up to ``free`` tasks, lanes by their shares; park when every lane is empty.
+        """Ask for up to ``free`` tasks (module docstring: partitions, sweeps, parking).
         Returns how many tasks were taken or pulls left waiting (0: nothing more to ask)."""
-        candidates = [i for i, p in enumerate(self.pullers) if self._may_ask(i, p)]
-        caps = {i: 1 for i, lane in enumerate(self.lanes) if lane.single}
         progress = 0
+        watched = sum(1 for i in self.partitions if len(self.pullers[i].ledger))
+        for lane in self._next_partitions(min(free, self.ordered_pulls - watched)):
+            await self.pullers[lane].pull(1)
+            free -= 1
+            progress += 1
+        levels = [n for n, i in enumerate(self.levels) if not self.pullers[i].waiting]
+        candidates = self.shares.askable(levels)
         while free > 0 and candidates:
-            asked = self.shares.allot(free, candidates, caps)
-            sweeps = {i: n for i, n in asked.items() if not self.lanes[i].single}
-            for lane in asked.keys() - sweeps.keys():
-                # An ordered partition: a sweep there would hang while its one task runs
-                # elsewhere (the server holds a no_wait pull at max_ack_pending), so it gets
-                # a pull that waits, served the moment the partition's running task is acked.
-                await self.pullers[lane].pull(1)
-                self.shares.taken(lane, 1)
-                candidates.remove(lane)
-                free -= 1
-                progress += 1
-            got = await asyncio.gather(*(self.pullers[i].sweep(n) for i, n in sweeps.items()))
-            for (lane, wanted), came in zip(sweeps.items(), got, strict=True):
-                self.shares.taken(lane, came)
+            asked = self.shares.allot(free, candidates)
+            got = await asyncio.gather(
+                *(self.pullers[self.levels[n]].sweep(k) for n, k in asked.items())
+            )
+            for (level, wanted), came in zip(asked.items(), got, strict=True):
+                self.shares.taken(level, came)
                 if came < wanted:
-                    self.shares.emptied(lane)
-                    candidates.remove(lane)
+                    self.shares.emptied(level)
+                    candidates.remove(level)
             free -= sum(got)
             progress += sum(got)
         if progress == 0 and free > 0:
             progress += await self._park(free)
         return progress
 
-    def _may_ask(self, lane: int, puller: InboxPuller) -> bool:
-        if self.lanes[lane].single:
-            return len(puller.ledger) == 0
-        return not puller.waiting
+    def _next_partitions(self, count: int) -> list[int]:
+        """The next ``count`` partitions in this worker's rotation that it has no pull on."""
+        chosen: list[int] = []
+        for step in range(len(self.partitions)):
+            if len(chosen) >= count:
+                break
+            lane = self.partitions[(self._cursor + step) % len(self.partitions)]
+            if len(self.pullers[lane].ledger) == 0:
+                chosen.append(lane)
+        if chosen:
+            self._cursor = (self.partitions.index(chosen[-1]) + 1) % len(self.partitions)
+        return chosen
 
     async def _park(self, free: int) -> int:
-        idle = [i for i in self.shares.order() if len(self.pullers[i].ledger) == 0]
+        """Every lane empty: waiting pulls, levels first (highest first), then partitions."""
+        idle = [i for i in self.levels if len(self.pullers[i].ledger) == 0]
+        idle += self._next_partitions(max(0, free - len(idle)))
         for lane in idle[:free]:
             await self.pullers[lane].pull(1)
         return len(idle[:free])

@@ -72,10 +72,10 @@ class PullLedger:
     def sent(self, batch: int, now: float, expires: float, *, waiter: Any = None) -> None:
         self._requests.append(_Request(batch, now + expires, waiter=waiter))
 
-    def sent_no_wait(self, batch: int, now: float, *, waiter: Any = None) -> None:
-        self._requests.append(
-            _Request(batch, now + NO_WAIT_ANSWER_SECONDS, no_wait=True, waiter=waiter)
-        )
+    def sent_no_wait(self, batch: int, now: float, *, waiter: Any = None) -> _Request:
+        request = _Request(batch, now + NO_WAIT_ANSWER_SECONDS, no_wait=True, waiter=waiter)
+        self._requests.append(request)
+        return request
 
     def received(self) -> _Request | None:
         """A delivery; returns the request it completed, if any."""
@@ -88,13 +88,23 @@ class PullLedger:
         return None
 
     def timed_out(self, now: float) -> _Request | None:
-        """A 408 (or 404): the oldest request ended, if it is a ``no_wait`` one (any status
-        ends those) or can have expired already. Returns the request ended, if any."""
-        if self._requests and (
-            self._requests[0].no_wait
-            or self._requests[0].expires_at - CLOCK_TOLERANCE_SECONDS <= now
-        ):
-            return self._requests.popleft()
+        """A 408 Request Timeout: the oldest waiting request ended, if it can have expired
+        already (else the oldest ``no_wait`` one). Returns the request ended, if any."""
+        for request in self._requests:
+            if not request.no_wait:
+                if request.expires_at - CLOCK_TOLERANCE_SECONDS <= now:
+                    self._requests.remove(request)
+                    return request
+                break
+        return self.answered()
+
+    def answered(self) -> _Request | None:
+        """A 404 No Messages or 408 Requests Pending: only a ``no_wait`` request gets those,
+        the oldest one. Returns it, if any."""
+        for request in self._requests:
+            if request.no_wait:
+                self._requests.remove(request)
+                return request
         return None
 
     def rejected(self) -> _Request | None:
@@ -191,7 +201,7 @@ class InboxPuller:
         waiting on the server for more; returns how many came (fewer: the consumer had no
         more, or its ``max_ack_pending`` is reached)."""
         done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self.ledger.sent_no_wait(batch, self._clock(), waiter=done)
+        request = self.ledger.sent_no_wait(batch, self._clock(), waiter=done)
         body = {"batch": batch, "no_wait": True}
         try:
             await self._nc.publish(self._subject, json.dumps(body).encode(), reply=self.inbox)
@@ -202,7 +212,7 @@ class InboxPuller:
             async with asyncio.timeout(NO_WAIT_ANSWER_SECONDS):
                 return await asyncio.shield(done)
         except TimeoutError:  # its status was lost: the ledger forgets it by its expiry
-            return 0
+            return request.delivered
 
     def owed(self) -> int:
         self._ended(self.ledger.expire(self._clock()))
@@ -249,7 +259,9 @@ class InboxPuller:
             return
         description = str(msg.headers.get(DESCRIPTION_HEADER, ""))
         ended: list[_Request | None] = []
-        if status in (REQUEST_TIMEOUT, NO_MESSAGES):
+        if status == NO_MESSAGES or (status == REQUEST_TIMEOUT and "Pending" in description):
+            ended = [self.ledger.answered()]
+        elif status == REQUEST_TIMEOUT:
             ended = [self.ledger.timed_out(self._clock())]
         elif status == CONFLICT and description.startswith("Exceeded"):
             log.warning("pull request refused: %s %s", status, description)

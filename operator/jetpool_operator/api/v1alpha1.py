@@ -666,9 +666,10 @@ LevelName = Annotated[str, StringConstraints(min_length=1, max_length=32, patter
 """A priority level's name is one subject token and a consumer-name suffix."""
 
 _LEVEL_NOT_ORDERED = _rule(
-    f"self.name != '{ORDERED_TOKEN}'",
-    f"priorities.levels: a level cannot be called {ORDERED_TOKEN!r}: "
-    f"tasks.<namespace>.<pool>.{ORDERED_TOKEN}.<key> is where ordered tasks are published",
+    f"!self.name.startsWith('{ORDERED_TOKEN}')",
+    f"priorities.levels: a level's name cannot start with {ORDERED_TOKEN!r}: "
+    f"tasks.<namespace>.<pool>.{ORDERED_TOKEN}.<key> is where ordered tasks are published, and "
+    f"<consumer>-{ORDERED_TOKEN}-<n> are the ordered partitions' consumers",
 )
 _LEVELS_UNIQUE = _rule(
     "self.levels.all(l, self.levels.filter(m, m.name == l.name).size() == 1)",
@@ -718,7 +719,7 @@ class PrioritiesSpec(ApiModel):
     @model_validator(mode="after")
     def _levels_well_formed(self) -> PrioritiesSpec:
         names = [level.name for level in self.levels]
-        if ORDERED_TOKEN in names:
+        if any(name.startswith(ORDERED_TOKEN) for name in names):
             raise ValueError(_LEVEL_NOT_ORDERED["message"])
         if len(set(names)) != len(names):
             raise ValueError(_LEVELS_UNIQUE["message"])
@@ -742,12 +743,21 @@ class OrderedSpec(ApiModel):
             "tasks first."
         ),
     )
-    weight: int = Field(
-        1,
+    pulls_per_worker: int | None = Field(
+        None,
         ge=1,
-        le=1000,
-        description="Each partition's share of freed worker slots under contention.",
+        le=64,
+        description=(
+            "Ordered partitions each worker keeps a pull waiting on, each holding one of its "
+            "slots while it waits (the workers rotate over the partitions); more while the "
+            "priority levels have nothing. Default: a quarter of concurrency, at least 1, at "
+            "most partitions."
+        ),
     )
+
+    def effective_pulls_per_worker(self, concurrency: int) -> int:
+        wanted = self.pulls_per_worker or max(1, concurrency // 4)
+        return max(1, min(wanted, self.partitions, concurrency))
 
 
 _BACKOFF_BOUNDS = _rule(

@@ -266,6 +266,9 @@ def worker_settings(pool: PoolRef, spec: WorkerPoolSpec) -> WorkerSettings:
         **_rate_limits(names.rate_limit_subject_prefix, spec),
         **_key_limit(names.key_lease_bucket, spec),
         lanes=() if laned is None else encode_lanes(laned.worker_lanes),
+        ordered_pulls_per_worker=(
+            spec.ordered.effective_pulls_per_worker(spec.concurrency) if spec.ordered else 1
+        ),
         concurrency=spec.concurrency,
         task_timeout_seconds=float(spec.task.timeout_seconds),
         max_payload_bytes=spec.task.max_payload_bytes,

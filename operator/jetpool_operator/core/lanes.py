@@ -71,7 +71,7 @@ class Layout:
 
 def base_subject(namespace: str, pool: str) -> str:
     """``tasks.<ns>.<pool>``: the pool's default subject space without its ``.>``."""
-    return PoolNames(namespace, pool).default_subjects[0].removesuffix(".>")
+    return PoolNames(namespace, pool).task_base
 
 
 def layout(namespace: str, pool: str, consumer: str, spec: WorkerPoolSpec) -> Layout | None:
@@ -100,7 +100,7 @@ def layout(namespace: str, pool: str, consumer: str, spec: WorkerPoolSpec) -> La
         transform = ordered_transform(base, spec.ordered.partitions)
         lanes += (
             LaneConsumer(
-                Lane(ordered_consumer(consumer, p), spec.ordered.weight, ORDERED_LABEL, True),
+                Lane(ordered_consumer(consumer, p), 1, ORDERED_LABEL, True),
                 (ordered_partition_filter(base, p),),
             )
             for p in range(spec.ordered.partitions)

@@ -230,6 +230,18 @@ def max_ack_pending(spec: WorkerPoolSpec) -> int:
     return max(MIN_MAX_ACK_PENDING, 2 * spec.scaling.max_replicas * spec.concurrency)
 
 
+def lane_max_ack_pending(spec: WorkerPoolSpec, single: bool) -> int:
+    """A laned pool's consumers: an ordered partition hands out one task at a time; a level
+    has no limit unless the spec sets one, because nats-server holds a worker's ``no_wait``
+    sweep of a consumer at its limit instead of answering it (and workers never take more
+    than their free slots anyway, retries waiting in backoff included)."""
+    if single:
+        return 1
+    if spec.nats.max_ack_pending is not None:
+        return spec.nats.max_ack_pending
+    return UNLIMITED
+
+
 def _limit(value: int) -> int:
     return value if value > 0 else UNLIMITED
 
@@ -278,7 +290,9 @@ def plan(
             filter_subjects=subjects,
             ack_wait_seconds=ack_wait_seconds(spec),
             max_deliver=max_deliver(spec),
-            max_ack_pending=1 if single else max_ack_pending(spec),
+            max_ack_pending=max_ack_pending(spec)
+            if laned is None
+            else lane_max_ack_pending(spec, single),
             description=f"workers of {owner}{lane}",
             metadata=metadata,
         )

@@ -155,11 +155,15 @@ BAD_SPECS = [
         )
         for laned in _LANED
     ),
-    pytest.param(
-        _minimal(priorities={"levels": [{"name": "high"}, {"name": "ordered"}], "default": "high"}),
-        "priorities.levels: a level cannot be called 'ordered': "
-        "tasks.<namespace>.<pool>.ordered.<key> is where ordered tasks are published",
-        id="level-called-ordered",
+    *(
+        pytest.param(
+            _minimal(priorities={"levels": [{"name": "high"}, {"name": name}], "default": "high"}),
+            "priorities.levels: a level's name cannot start with 'ordered': "
+            "tasks.<namespace>.<pool>.ordered.<key> is where ordered tasks are published, and "
+            "<consumer>-ordered-<n> are the ordered partitions' consumers",
+            id=f"level-called-{name}",
+        )
+        for name in ("ordered", "ordered-0")
     ),
     pytest.param(
         _minimal(priorities={"levels": [{"name": "high"}, {"name": "high"}], "default": "high"}),

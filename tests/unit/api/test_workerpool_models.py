@@ -199,11 +199,23 @@ class TestLanes:
             ("low", 1),
         ]
 
-    def test_ordered_defaults_to_eight_partitions_of_weight_one(self) -> None:
-        spec = WorkerPoolSpec.model_validate(_minimal(ordered={}))
+    def test_ordered_defaults_to_eight_partitions_watched_by_a_quarter_of_each_worker(
+        self,
+    ) -> None:
+        spec = WorkerPoolSpec.model_validate(_minimal(ordered={}, concurrency=12))
         assert spec.laned
         assert spec.ordered is not None
-        assert (spec.ordered.partitions, spec.ordered.weight) == (8, 1)
+        assert spec.ordered.partitions == 8
+        assert spec.ordered.effective_pulls_per_worker(12) == 3
+        assert spec.ordered.effective_pulls_per_worker(2) == 1  # at least one
+        assert spec.ordered.effective_pulls_per_worker(64) == 8  # at most the partitions
+
+    def test_pulls_per_worker_is_bounded_by_the_partitions_and_the_concurrency(self) -> None:
+        spec = WorkerPoolSpec.model_validate(
+            _minimal(ordered={"partitions": 4, "pullsPerWorker": 6}, concurrency=5)
+        )
+        assert spec.ordered is not None
+        assert spec.ordered.effective_pulls_per_worker(5) == 4
 
     @pytest.mark.parametrize(
         "priorities",
@@ -223,7 +235,8 @@ class TestLanes:
             WorkerPoolSpec.model_validate(_minimal(priorities=priorities))
 
     @pytest.mark.parametrize(
-        "ordered", [{"partitions": 0}, {"partitions": 65}, {"weight": 0}, {"weight": 1001}]
+        "ordered",
+        [{"partitions": 0}, {"partitions": 65}, {"pullsPerWorker": 0}, {"weight": 1}],
     )
     def test_bad_ordered_settings_are_refused(self, ordered: dict[str, Any]) -> None:
         with pytest.raises(ValidationError):

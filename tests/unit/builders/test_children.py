@@ -189,13 +189,15 @@ class TestWorkerEnvironment:
                 "levels": [{"name": "high", "weight": 100}, {"name": "normal", "weight": 10}],
                 "default": "normal",
             },
-            ordered={"partitions": 2, "weight": 3},
+            ordered={"partitions": 2, "pullsPerWorker": 2},
+            concurrency=8,
         )
         env = env_map(build_deployment(POOL, pool_spec, replicas=1))
         assert env["JETPOOL_LANES"] == (
             "workers-high:100:high:0,workers:10:normal:0,"
-            "workers-ordered-0:3:ordered:1,workers-ordered-1:3:ordered:1"
+            "workers-ordered-0:1:ordered:1,workers-ordered-1:1:ordered:1"
         )
+        assert env["JETPOOL_ORDERED_PULLS_PER_WORKER"] == "2"
         parsed = WorkerSettings.from_env({k: v for k, v in env.items() if isinstance(v, str)})
         assert [lane.consumer for lane in parsed.pull_lanes] == [
             "workers-high",

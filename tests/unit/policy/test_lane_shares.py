@@ -1,56 +1,92 @@
-"""Stride shares: which lane of a laned pool gets the worker slots that free up."""
+"""Stride shares: which priority level gets the worker slots that free up."""
 
 from __future__ import annotations
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from jetpool_worker.lanes import StrideShares
+from jetpool_worker.lanes import PROBE_INTERVAL_SECONDS, StrideShares
 
 
-def serve(shares: StrideShares, backlogged: list[int], slots: int) -> list[int]:
-    """Hand out ``slots`` one at a time to always-backlogged lanes; count who got each."""
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def serve(shares: StrideShares, backlogged: list[bool], slots: int, clock: Clock) -> list[int]:
+    """Hand out ``slots`` one at a time as a worker does: ask the askable levels, a level
+    with nothing gives nothing and counts as found empty. Counts who started each task."""
     got = [0] * len(backlogged)
     for _ in range(slots):
-        asked = shares.allot(1, [i for i, b in enumerate(backlogged) if b], {})
-        (lane,) = asked
-        shares.taken(lane, 1)
-        got[lane] += 1
+        clock.now += 0.01
+        candidates = shares.askable(range(len(backlogged)))
+        while candidates:
+            asked = shares.allot(1, candidates)
+            (level,) = asked
+            if backlogged[level]:
+                shares.taken(level, 1)
+                got[level] += 1
+                break
+            shares.emptied(level)
+            candidates.remove(level)
     return got
 
 
-def test_under_contention_each_lane_gets_its_weight_share():
-    got = serve(StrideShares([6, 3, 1]), [1, 1, 1], 1000)
+def test_under_contention_each_level_gets_its_weight_share():
+    clock = Clock()
+    got = serve(StrideShares([6, 3, 1], clock), [True, True, True], 1000, clock)
     assert got == [600, 300, 100]
 
 
 def test_a_level_back_from_empty_takes_the_next_slot_but_is_owed_no_burst():
-    shares = StrideShares([100, 1])
-    serve(shares, [0, 1], 50)  # only low had work for a long time
-    shares.emptied(0)
-    # high comes back: it is served first, then high and low share 100:1 from here on,
-    # not 5000 high slots in a row to "catch up"
-    got = serve(shares, [1, 1], 202)
-    assert got[0] >= 199
+    clock = Clock()
+    shares = StrideShares([100, 1], clock)
+    serve(shares, [False, True], 50, clock)  # only low had work for a while
+    got = serve(shares, [True, True], 202, clock)  # high comes back
+    assert got[0] >= 199  # 100:1 from here on, not a catch-up burst either way
     assert got[1] >= 1
-    first = shares.allot(1, [0, 1], {})
-    assert list(first) == [0]
 
 
-def test_a_sweep_asks_each_lane_for_its_share_of_the_free_slots_within_caps():
+def test_a_level_found_empty_is_tried_again_while_another_keeps_every_slot_busy():
+    clock = Clock()
+    shares = StrideShares([9, 1], clock)
+    serve(shares, [True, False], 100, clock)  # low empty: found so, high busy
+    got = serve(shares, [True, True], 1000, clock)  # low's backlog arrives, one slot at a time
+    assert 80 <= got[1] <= 120  # its 10 %, not 0
+
+
+def test_a_lead_from_running_alone_is_not_kept_over_an_idle_pool():
+    clock = Clock()
+    shares = StrideShares([9, 1], clock)
+    serve(shares, [True, False], 900, clock)  # high ran alone for a long time
+    serve(shares, [False, False], 5, clock)  # then nothing anywhere
+    got = serve(shares, [True, True], 10, clock)
+    assert got[0] >= 8  # high first again, at 9:1, not low catching up
+
+
+def test_an_empty_level_is_swept_at_most_once_per_probe_interval():
+    clock = Clock()
+    shares = StrideShares([1, 1], clock)
+    shares.emptied(1)
+    assert shares.askable([0, 1]) == [0]  # 1 was just found empty
+    clock.now += PROBE_INTERVAL_SECONDS
+    assert shares.askable([0, 1]) == [0, 1]
+
+
+def test_a_sweep_asks_each_level_for_its_share_of_the_free_slots():
     shares = StrideShares([3, 1, 1])
-    asked = shares.allot(8, [0, 1, 2], {2: 1})
-    assert sum(asked.values()) == 8
-    assert asked[2] == 1
+    for level in range(3):
+        shares.taken(level, 1)
+    asked = shares.allot(10, [0, 1, 2])
+    assert sum(asked.values()) == 10
     assert asked[0] > asked[1]
 
 
-def test_only_candidate_lanes_are_asked():
-    assert StrideShares([5, 1]).allot(4, [1], {}) == {1: 4}
-
-
-def test_nothing_is_asked_beyond_the_caps():
-    assert StrideShares([1, 1]).allot(10, [0, 1], {0: 1, 1: 1}) == {0: 1, 1: 1}
+def test_only_candidate_levels_are_asked():
+    assert StrideShares([5, 1]).allot(4, [1]) == {1: 4}
 
 
 @given(
@@ -59,20 +95,20 @@ def test_nothing_is_asked_beyond_the_caps():
     data=st.data(),
 )
 def test_a_sweep_never_asks_for_more_than_the_free_slots(weights, free, data):
-    lanes = list(range(len(weights)))
-    candidates = data.draw(st.lists(st.sampled_from(lanes), unique=True))
-    caps = data.draw(st.dictionaries(st.sampled_from(lanes), st.integers(0, 5)))
+    levels = list(range(len(weights)))
+    candidates = data.draw(st.lists(st.sampled_from(levels), unique=True))
+    caps = data.draw(st.dictionaries(st.sampled_from(levels), st.integers(0, 5)))
     asked = StrideShares(weights).allot(free, candidates, caps)
     assert sum(asked.values()) <= free
     assert set(asked) <= set(candidates)
     assert all(n <= caps.get(i, free) for i, n in asked.items())
-    uncapped = sum(caps.get(i, free) for i in candidates)
-    assert sum(asked.values()) == min(free, uncapped)
+    assert sum(asked.values()) == min(free, sum(caps.get(i, free) for i in candidates))
 
 
 @given(weights=st.lists(st.integers(1, 20), min_size=2, max_size=5))
 def test_long_run_shares_match_the_weights_within_one_slot(weights):
     slots = sum(weights) * 20
-    got = serve(StrideShares(weights), [1] * len(weights), slots)
-    for lane, weight in enumerate(weights):
-        assert abs(got[lane] - 20 * weight) <= 1
+    clock = Clock()
+    got = serve(StrideShares(weights, clock), [True] * len(weights), slots, clock)
+    for level, weight in enumerate(weights):
+        assert abs(got[level] - 20 * weight) <= 1
