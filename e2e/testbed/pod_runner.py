@@ -51,7 +51,10 @@ class PodRunner:
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="jetpool-pods-")))
     processes: dict[str, PodProcess] = field(default_factory=dict)
     exited: list[tuple[str, int]] = field(default_factory=list)
-    """(pod name, exit code) of every process that ended, for assertions."""
+    """(pod name, exit code) of every process that ended, for assertions (not those a test
+    killed on purpose with :meth:`kill`)."""
+    killed: set[str] = field(default_factory=set)
+    """Pods whose process a test killed."""
 
     def __post_init__(self) -> None:
         api_client = kubernetes.config.new_client_from_config(config_file=self.kubeconfig)
@@ -97,6 +100,7 @@ class PodRunner:
             for proc in self.processes.values():
                 if proc.name == name and proc.process.poll() is None:
                     log.info("killing pod %s/%s (SIGKILL)", proc.namespace, proc.name)
+                    self.killed.add(proc.name)
                     proc.process.kill()
                     return
         raise LookupError(f"no running process for pod {name}")
@@ -131,7 +135,8 @@ class PodRunner:
                     self._terminate(proc)
                 code = proc.process.poll()
                 if code is not None:
-                    self.exited.append((proc.name, code))
+                    if proc.name not in self.killed:
+                        self.exited.append((proc.name, code))
                     log.info("pod %s/%s process exited with %s", proc.namespace, proc.name, code)
                     del self.processes[uid]
                     if uid in live:

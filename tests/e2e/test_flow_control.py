@@ -31,14 +31,22 @@ FETCH_CYCLE_SECONDS = 0.5
 
 
 async def recorded(kv: KeyValue, prefix: str) -> dict[str, float]:
-    """``<prefix><id>`` -> the wall-clock seconds the handler recorded, read in one watch."""
-    watcher = await kv.watch(f"{prefix}>", ignore_deletes=True)
+    """``<prefix><id>`` -> the wall-clock seconds the handler recorded.
+
+    The keys come from the bucket's stream (per-subject counts), then each value is read. Not
+    a KV watch: nats-py ends a watch's initial values by a consumer info that races the
+    deliveries, and under load it ends early, with keys missing."""
+    status = await kv.status()
+    stream, subject_prefix = status.stream_info.config.name, f"$KV.{status.bucket}."
+    js = kv._js  # nats-py keeps the bucket's JetStream context private
+    info = await js.stream_info(stream, subjects_filter=f"{subject_prefix}{prefix}>")
+    keys = [s.removeprefix(subject_prefix) for s in (info.state.subjects or {})]
     values: dict[str, float] = {}
-    try:
-        while (entry := await watcher.updates(timeout=10)) is not None:
-            values[entry.key.removeprefix(prefix)] = float(entry.value or b"0")
-    finally:
-        await watcher.stop()
+    for start in range(0, len(keys), 200):
+        chunk = keys[start : start + 200]
+        entries = await asyncio.gather(*(kv.get(key) for key in chunk))
+        for key, entry in zip(chunk, entries, strict=True):
+            values[key.removeprefix(prefix)] = float(entry.value or b"0")
     return values
 
 
