@@ -549,6 +549,7 @@ async def reconcile(
             breaker=breaker.state,
             breaker_since=breaker.since,
             paused=spec.paused,
+            workers=stats.signals,
         ),
         pool.health_memory,
         now,

@@ -123,3 +123,16 @@ async def lifecycle(task: Task) -> object:
         raise InjectedFailure(str(work.get("raise", "the first run fails")))
     await kv.put(f"end.{task.id}", b"returned")
     return work.get("return")
+
+
+_HELD: list[bytearray] = []
+
+
+async def hog(task: Task) -> None:
+    """Holds ``{"hold_mb": n}`` MiB for the rest of the process's life (pushing the worker
+    over its memory guard), then records ``held.<id>`` with the wall-clock time."""
+    work = json.loads(task.payload) if task.payload else {}
+    block = bytearray(int(work.get("hold_mb", 0)) * 1024 * 1024)
+    block[::4096] = b"\x01" * len(block[::4096])  # touch every page: resident, not just mapped
+    _HELD.append(block)
+    await (await bucket()).put(f"held.{task.id}", repr(time.time()).encode())

@@ -77,8 +77,16 @@ async def test_stats_are_published_periodically_on_the_stats_subject(
         await publish_task(js, pool, task_id)
         await eventually(lambda: any(s.succeeded == 1 for s in received), what="stats with success")
     await sub.unsubscribe()
-    assert received[-1].worker == pool.settings.worker_id
-    assert received[-1].pool == pool.settings.pool_name
+    last = received[-1]
+    assert last.worker == pool.settings.worker_id
+    assert last.pool == pool.settings.pool_name
+    # what health needs to judge the worker (core/worker_signals.py)
+    assert last.concurrency == pool.settings.concurrency
+    assert last.pulled_ago_seconds is not None
+    assert last.pulled_ago_seconds < 5
+    assert last.control_read_ago_seconds is not None
+    assert last.control_read_ago_seconds < 10
+    assert last.lingering_threads == 0
 
 
 @pytest.mark.nats

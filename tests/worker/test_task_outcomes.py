@@ -376,3 +376,20 @@ async def test_a_task_longer_than_the_ack_wait_is_kept_alive_by_heartbeats(
     # Without heartbeats the second worker would have got a redelivery after 1 s.
     assert len(handlers.ATTEMPT_TIMES[task_id]) == 1
     assert await stream_messages(js, pool) == 0
+
+
+async def test_a_sync_handler_past_its_timeout_is_reported_as_a_lingering_thread_until_it_ends(
+    nc: NATS, nats_server: NatsServer
+):
+    js = nc.jetstream()
+    pool = await make_pool(
+        js,
+        nats_server.url,
+        handler="tests.worker.handlers:handle_sync",
+        task_timeout_seconds=0.2,
+        retry_max_attempts=1,
+    )
+    async with running_worker(pool.settings) as worker:
+        await publish_task(js, pool, tid(), {"sleep": 1.5})
+        await eventually(lambda: worker.stats().lingering_threads == 1, within=5)
+        await eventually(lambda: worker.stats().lingering_threads == 0, within=5)

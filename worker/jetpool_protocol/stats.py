@@ -30,6 +30,16 @@ class WorkerStats(BaseModel):
     fetching: bool = True
     """False while the worker holds back (breaker, memory guard, draining)."""
     paused_reason: str = ""
+    """Why not: ``memory``, ``draining`` or the breaker's ``breaker_<state>`` (e.g.
+    ``breaker_state_unknown`` before the control state was first read)."""
+    concurrency: int = 0
+    """The worker's slots (0 from workers older than this field)."""
+    lingering_threads: int = 0
+    """Sync handlers that overran their timeout and still hold a thread."""
+    pulled_ago_seconds: float | None = None
+    """Since the worker last asked NATS for tasks or got one; None: not yet."""
+    control_read_ago_seconds: float | None = None
+    """Since the worker last read the pool's control (breaker) state; None: never."""
     control_epoch: int = 0
     trial_succeeded: int = 0
     """Successes during the current HalfOpen epoch (only the trial worker has these)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -25,11 +26,14 @@ log = logging.getLogger(__name__)
 class BreakerGate:
     """PURE gate: the current control state plus this worker's HalfOpen trial budget."""
 
-    def __init__(self, worker_id: str) -> None:
+    def __init__(self, worker_id: str, clock: Callable[[], float] = time.monotonic) -> None:
         self.worker_id = worker_id
         self.state = ControlState()
         self.known = False
         """Nothing is fetched until the control entry (or its absence) has been read once."""
+        self._clock = clock
+        self.read_at: float | None = None
+        """When the control state was last read (the watch rereads it at least every 5 s)."""
         self.trial_fetched = 0
         self.trial_succeeded = 0
         self.trial_failed = 0
@@ -47,7 +51,16 @@ class BreakerGate:
                 )
         self.state = state
         self.known = True
+        self.read_at = self._clock()
         self.changed.set()
+
+    def read_again(self) -> None:
+        """The control state was read and found as it was."""
+        self.read_at = self._clock()
+
+    def read_age(self) -> float | None:
+        """Seconds since the control state was last read; None: never read."""
+        return None if self.read_at is None else self._clock() - self.read_at
 
     @property
     def is_trial(self) -> bool:
@@ -144,6 +157,7 @@ async def watch_control(
                 if entry is None:  # initial marker: nothing stored yet
                     if not gate.known:
                         gate.update(ControlState())
+                    gate.read_again()
                     continue
                 if not hasattr(entry, "value"):  # the watcher was stopped under us
                     break
@@ -153,6 +167,7 @@ async def watch_control(
         except nats.js.errors.NotFoundError:
             if not gate.known or gate.state.breaker is not BreakerState.CLOSED:
                 gate.update(ControlState())
+            gate.read_again()  # no bucket (yet): Closed, and that is known
         except Exception as exc:
             log.debug("control watch on %s/%s failed (%s); retrying", bucket, key, exc)
         finally:

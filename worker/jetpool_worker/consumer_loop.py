@@ -234,6 +234,9 @@ class Worker:
         self.last_tick = time.monotonic()
         self.health_server: HealthServer | None = None
         self.fetch_requests = 0
+        self._pulled_at: float | None = None
+        """When the worker last asked for tasks or got one (monotonic)."""
+        self._lingering = 0
         self.dead_letter_publish_failures = 0
         self._nc: Any = None
         self._js: Any = None
@@ -503,6 +506,7 @@ class Worker:
                 if want <= 0:
                     continue
                 self.fetch_requests += 1
+                self._pulled_at = time.monotonic()
                 if isinstance(puller, InboxPuller):
                     await puller.pull(want)
                 elif await puller.fill(want) == 0:
@@ -558,6 +562,7 @@ class Worker:
         """A delivery on the inbox. Dispatched from a soon callback, so a burst read in one go
         is admitted (and batched for batch handlers) together."""
         self._arrivals.append(msg)
+        self._pulled_at = time.monotonic()
         if not self._flush_scheduled:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush_arrivals)
@@ -620,6 +625,7 @@ class Worker:
             return
         # A timed-out sync handler still runs in its thread: keep the slot until it returns.
         self.metrics.lingering_threads.inc()
+        self._lingering += 1
         loop = asyncio.get_running_loop()
 
         def done(_: Any) -> None:
@@ -629,6 +635,7 @@ class Worker:
 
     def _lingering_done(self, entry: _InFlight) -> None:
         self.metrics.lingering_threads.dec()
+        self._lingering -= 1
         self._release_slots(entry)
 
     def _hand_back_delay(self) -> float:
@@ -1123,7 +1130,11 @@ class Worker:
             in_flight=self._slots_taken,
             oldest_in_flight_seconds=oldest,
             fetching=not reason,
-            paused_reason=reason,
+            paused_reason=self.gate.paused_reason if reason == "breaker" else reason,
+            concurrency=self.settings.concurrency,
+            lingering_threads=self._lingering,
+            pulled_ago_seconds=None if self._pulled_at is None else now - self._pulled_at,
+            control_read_ago_seconds=self.gate.read_age(),
             control_epoch=self.gate.state.epoch,
             trial_succeeded=self.gate.trial_succeeded,
             trial_failed=self.gate.trial_failed,

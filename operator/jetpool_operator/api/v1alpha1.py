@@ -1488,7 +1488,8 @@ class HealthIssue(ApiModel):
         min_length=1,
         description=(
             "CamelCase issue kind: Starvation, StuckTasks, DeadLetterGrowth, HighErrorRate, "
-            "UnavailableReplicas, NatsUnreachable or BreakerOpen (docs/health.md)."
+            "UnavailableReplicas, NatsUnreachable, BreakerOpen, WorkersMemoryPaused, "
+            "WorkersControlUnknown, LingeringHandlers or WorkersNotFetching (docs/health.md)."
         ),
     )
     severity: IssueSeverity = Field(description="Info, Warning or Critical.")

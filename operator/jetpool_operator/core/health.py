@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+from jetpool_operator.core.worker_signals import WorkerSignals, named
 from jetpool_protocol.control import BreakerState
 
 
@@ -40,6 +41,10 @@ class IssueType(StrEnum):
     UNAVAILABLE_REPLICAS = "UnavailableReplicas"
     NATS_UNREACHABLE = "NatsUnreachable"
     BREAKER_OPEN = "BreakerOpen"
+    WORKERS_MEMORY_PAUSED = "WorkersMemoryPaused"
+    WORKERS_CONTROL_UNKNOWN = "WorkersControlUnknown"
+    LINGERING_HANDLERS = "LingeringHandlers"
+    WORKERS_NOT_FETCHING = "WorkersNotFetching"
 
 
 @dataclass(frozen=True)
@@ -85,6 +90,8 @@ class HealthObservation:
     breaker: BreakerState = BreakerState.CLOSED
     breaker_since: datetime | None = None
     paused: bool = False
+    workers: WorkerSignals = field(default_factory=WorkerSignals)
+    """What the live workers report is wrong with them, by worker id."""
 
 
 @dataclass(frozen=True)
@@ -280,9 +287,57 @@ def assess(
             short,
         )
 
+    for kind, severity, message in _worker_issues(obs.workers):
+        since = track.held_since(kind.value, True)
+        assert since is not None
+        add(kind, severity, message, since)
+
     order = {Severity.CRITICAL: 0, Severity.WARNING: 1}
     issues.sort(key=lambda i: (order[i.severity], i.type.value))
     health = Health(healthy=not issues, issues=tuple(issues))
     return health, HealthMemory(
         since=tuple(sorted(track.current.items())), dead_letter_samples=samples
     )
+
+
+def _worker_issues(signals: WorkerSignals) -> list[tuple[IssueType, Severity, str]]:
+    """Issues the workers report themselves, each naming the workers (shown at once: the
+    workers already waited out their own thresholds)."""
+    out = []
+    if signals.memory_paused:
+        out.append(
+            (
+                IssueType.WORKERS_MEMORY_PAUSED,
+                Severity.WARNING,
+                f"paused by their memory guard (RSS above memoryLimitBytes), taking no "
+                f"tasks: {named(signals.memory_paused)}",
+            )
+        )
+    if signals.control_unknown:
+        out.append(
+            (
+                IssueType.WORKERS_CONTROL_UNKNOWN,
+                Severity.WARNING,
+                f"cannot read the breaker state (control watch lost), so may not follow "
+                f"the breaker: {named(signals.control_unknown)}",
+            )
+        )
+    if signals.lingering:
+        out.append(
+            (
+                IssueType.LINGERING_HANDLERS,
+                Severity.WARNING,
+                "sync handlers past their timeout still hold threads and slots: "
+                + named(f"{worker} ({count})" for worker, count in signals.lingering),
+            )
+        )
+    if signals.not_pulling:
+        out.append(
+            (
+                IssueType.WORKERS_NOT_FETCHING,
+                Severity.CRITICAL,
+                f"ready with free slots but not asking NATS for tasks: "
+                f"{named(signals.not_pulling)}",
+            )
+        )
+    return out

@@ -24,6 +24,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
+from jetpool_operator.core.worker_signals import (
+    DEFAULT_LIMITS,
+    SignalLimits,
+    WorkerSignals,
+    read_signals,
+)
 from jetpool_protocol.stats import WorkerStats
 
 
@@ -189,6 +195,8 @@ class PoolStats:
     """Trial successes reported for the breaker epoch passed to :func:`aggregate`."""
     trial_failed: int = 0
     last_progress_at: datetime | None = None
+    signals: WorkerSignals = field(default_factory=WorkerSignals)
+    """What the live workers report is wrong with them (``core/worker_signals.py``)."""
 
     @property
     def throughput(self) -> float:
@@ -228,6 +236,7 @@ def aggregate(
     config: StatsConfig,
     *,
     epoch: int = 0,
+    limits: SignalLimits = DEFAULT_LIMITS,
 ) -> tuple[PoolStats, StatsMemory]:
     """Fold the latest snapshot per worker into the memory and summarize the pool.
 
@@ -295,6 +304,7 @@ def aggregate(
         trial_succeeded=sum(s.trial_succeeded for s in live_snaps if s.control_epoch == epoch),
         trial_failed=sum(s.trial_failed for s in live_snaps if s.control_epoch == epoch),
         last_progress_at=_dt(new_memory.last_progress_at),
+        signals=read_signals(live_snaps, limits),
     )
     return stats, new_memory
 
