@@ -14,8 +14,11 @@ import yaml
 from prometheus_client.metrics import MetricWrapperBase
 
 from jetpool_operator import metrics as operator_metrics
+from jetpool_operator.api.v1alpha1 import WorkerPoolSpec
+from jetpool_operator.core.children import PoolRef, build_deployment
 from jetpool_operator.core.tenancy import SubjectGrants
 from jetpool_operator.main import parse_args
+from jetpool_worker.metrics import Metrics as WorkerMetrics
 from tests.packaging.conftest import (
     CHART,
     CRDS,
@@ -50,10 +53,23 @@ def exposed_operator_series() -> set[str]:
     return names
 
 
+def exposed_worker_series() -> set[str]:
+    """Every series name a worker's /metrics shows (a laned pool's worker: every family)."""
+    metrics = WorkerMetrics("p", "ns", "w")
+    metrics.watch_lanes(lambda: [("high", "workers-high", 1)])
+    metrics.failed("ValueError")
+    metrics.retried("ValueError")
+    metrics.dead_lettered("max_attempts", "ValueError")
+    text = metrics.render().decode()
+    return {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line[:1] != "#"}
+
+
 NAMESPACED_MODE = ("--set", "watch.namespaces={team-a,team-b}")
 EVERYTHING_ON = (
     "--set",
     "metrics.serviceMonitor.enabled=true",
+    "--set",
+    "metrics.podMonitor.enabled=true",
     "--set",
     "metrics.prometheusRule.enabled=true",
     "--set",
@@ -415,7 +431,26 @@ def test_service_monitor_scrapes_the_metrics_port(render: Render) -> None:
 
 
 def test_monitoring_objects_are_off_by_default(render: Render) -> None:
-    assert not kinds(render()) & {"ServiceMonitor", "PrometheusRule", "NetworkPolicy"}
+    assert not kinds(render()) & {
+        "ServiceMonitor",
+        "PodMonitor",
+        "PrometheusRule",
+        "NetworkPolicy",
+    }
+
+
+def test_pod_monitor_scrapes_the_worker_pods_metrics_port(render: Render) -> None:
+    pool = WorkerPoolSpec.model_validate({"image": "i", "handler": "h:f", "nats": {"url": "n"}})
+    deployment = build_deployment(PoolRef("p", "team-a", uid="u"), pool, replicas=1)
+    pod = deployment["spec"]["template"]
+    [container] = pod["spec"]["containers"]
+    monitor = only(render(*EVERYTHING_ON), "PodMonitor")
+    assert monitor["spec"]["namespaceSelector"] == {"any": True}
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    [endpoint] = monitor["spec"]["podMetricsEndpoints"]
+    assert endpoint["port"] in {p["name"] for p in container["ports"]}
+    namespaced = only(render(*EVERYTHING_ON, *NAMESPACED_MODE), "PodMonitor")
+    assert namespaced["spec"]["namespaceSelector"] == {"matchNames": ["team-a", "team-b"]}
 
 
 def test_network_policy_lets_in_only_metrics_and_out_only_dns_apiserver_nats(
@@ -440,7 +475,17 @@ def test_dashboard_charts_every_pool_metric_and_only_series_the_operator_exposes
     exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
     used = {m for e in exprs for m in re.findall(r"jetpool_\w+", e)}
     assert used >= POOL_METRICS
-    assert used <= exposed_operator_series(), used - exposed_operator_series()
+    exposed = exposed_operator_series() | exposed_worker_series()
+    assert used <= exposed, used - exposed
+    # the workers' own series (scraped through the PodMonitor) are charted too
+    assert {
+        "jetpool_task_duration_seconds_bucket",
+        "jetpool_tasks_failed_total",
+        "jetpool_tasks_retried_total",
+        "jetpool_tasks_dead_lettered_total",
+        "jetpool_tasks_in_flight",
+        "jetpool_fetching_paused",
+    } <= used
     titles = " ".join(p["title"].lower() for p in dashboard["panels"])
     for topic in ("replicas", "backlog", "throughput", "error rate", "breaker", "dead letters"):
         assert topic in titles
