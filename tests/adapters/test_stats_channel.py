@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -44,14 +45,20 @@ async def test_stats_claiming_another_pool_on_this_pools_subject_are_ignored(
         runtimes[names] = runtime
     try:
         await (await operator.nats.get(key)).flush()  # its stats subscription is in place
-        # a hostile pool's worker speaks for the victim on its own subject, and the reverse
-        await nc.publish(hostile.stats_subject, _stats(ns, "victim", "forged"))
-        await nc.publish("jetpool.stats.elsewhere.x", _stats(ns, "victim", "forged-2"))
-        await nc.publish(victim.stats_subject, _stats(ns, "victim", "real"))
-        await nc.publish(hostile.stats_subject, _stats(f"{ns}-b", "hostile", "theirs"))
-        await nc.flush()
-        await eventually(lambda: "real" in runtimes[victim].snapshots, what="victim's stats")
-        await eventually(lambda: "theirs" in runtimes[hostile].snapshots, what="hostile's stats")
+
+        async def published_and_seen() -> bool:
+            # Sent again each round, as workers do every second: stats lost to a reconnect of
+            # the operator's connection under load are simply the next ones.
+            # A hostile pool's worker speaks for the victim on its own subject, and the reverse.
+            await nc.publish(hostile.stats_subject, _stats(ns, "victim", "forged"))
+            await nc.publish("jetpool.stats.elsewhere.x", _stats(ns, "victim", "forged-2"))
+            await nc.publish(victim.stats_subject, _stats(ns, "victim", "real"))
+            await nc.publish(hostile.stats_subject, _stats(f"{ns}-b", "hostile", "theirs"))
+            await nc.flush()
+            await asyncio.sleep(0.1)
+            return "real" in runtimes[victim].snapshots and "theirs" in runtimes[hostile].snapshots
+
+        await eventually(published_and_seen, interval=0.2, what="both pools' stats")
         assert set(runtimes[victim].snapshots) == {"real"}
         assert set(runtimes[hostile].snapshots) == {"theirs"}
     finally:

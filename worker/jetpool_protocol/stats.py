@@ -30,8 +30,7 @@ class WorkerStats(BaseModel):
     fetching: bool = True
     """False while the worker holds back (breaker, memory guard, draining)."""
     paused_reason: str = ""
-    """Why not: ``memory``, ``draining`` or the breaker's ``breaker_<state>`` (e.g.
-    ``breaker_state_unknown`` before the control state was first read)."""
+    """Why not: ``breaker``, ``memory`` or ``draining``."""
     concurrency: int = 0
     """The worker's slots (0 from workers older than this field)."""
     lingering_threads: int = 0

@@ -1130,7 +1130,7 @@ class Worker:
             in_flight=self._slots_taken,
             oldest_in_flight_seconds=oldest,
             fetching=not reason,
-            paused_reason=self.gate.paused_reason if reason == "breaker" else reason,
+            paused_reason=reason,
             concurrency=self.settings.concurrency,
             lingering_threads=self._lingering,
             pulled_ago_seconds=None if self._pulled_at is None else now - self._pulled_at,

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from jetpool_protocol.stats import WorkerStats
 
 MEMORY_PAUSE = "memory"
-CONTROL_UNKNOWN = "breaker_state_unknown"
 
 
 @dataclass(frozen=True)
@@ -60,9 +59,10 @@ def read_signals(snapshots: Iterable[WorkerStats], limits: SignalLimits) -> Work
 def _control_unknown(snap: WorkerStats, limits: SignalLimits) -> bool:
     age = snap.control_read_ago_seconds
     if age is None:
-        # Never read: normal for a moment after the start, a problem once it lasts.
+        # Never read: normal for a moment after the start, a problem once it lasts. (Stats of
+        # workers older than this field have no concurrency either: they say nothing.)
         up = (snap.at - snap.started_at).total_seconds()
-        return snap.paused_reason == CONTROL_UNKNOWN and up > limits.control_stale_seconds
+        return snap.concurrency > 0 and up > limits.control_stale_seconds
     return age > limits.control_stale_seconds
 
 

@@ -49,9 +49,9 @@ class TestReadingTheWorkersStats:
         assert signals.control_unknown == ("a",)
 
     def test_a_worker_that_never_read_it_is_named_only_once_it_has_been_up_a_while(self) -> None:
-        waiting = {"control_read_ago_seconds": None, "fetching": False}
-        young = snap("a", up=5, paused_reason="breaker_state_unknown", **waiting)
-        old = snap("b", up=40, paused_reason="breaker_state_unknown", **waiting)
+        waiting = {"control_read_ago_seconds": None, "fetching": False, "paused_reason": "breaker"}
+        young = snap("a", up=5, **waiting)
+        old = snap("b", up=40, **waiting)
         assert read_signals([young, old], LIMITS).control_unknown == ("b",)
 
     def test_overrun_handler_threads_are_counted_per_worker(self) -> None:
