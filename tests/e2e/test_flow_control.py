@@ -10,6 +10,7 @@ import itertools
 import json
 import random
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -26,6 +27,11 @@ from tests.rates import most_at_once, sliding_counts
 pytestmark = [pytest.mark.kube, pytest.mark.nats, pytest.mark.e2e]
 
 PACED = "tests.e2e.handlers:paced"
+KEYED_BY_CUSTOMER = {"header": "Customer", "maxPerKey": 2}
+HIGH_AND_LOW = {
+    "levels": [{"name": "high", "weight": 9}, {"name": "low", "weight": 1}],
+    "default": "low",
+}
 FETCH_CYCLE_SECONDS = 0.5
 """A worker's pull expiry and re-sweep interval (``consumer_loop``)."""
 
@@ -54,33 +60,60 @@ def ready(cluster: Cluster, namespace: str, name: str, replicas: int) -> bool:
     return (status(cluster, namespace, name).get("readyReplicas") or 0) >= replicas
 
 
+@dataclass
+class PacedPool:
+    """A pool of ``paced`` handlers applied with kubectl, and a client of it."""
+
+    cluster: Cluster
+    namespace: str
+    endpoint: NatsEndpoint
+    name: str
+    spec: dict[str, Any]
+    nc: Any = None
+    client: Client | None = None
+
+    def apply(self, replicas: int) -> None:
+        """(Re)apply the pool at a fixed ``replicas`` and wait until they are ready."""
+        manifest = worker_pool(
+            self.name,
+            self.endpoint.pod_url,
+            f"e2e-{self.namespace}",
+            handler=PACED,
+            concurrency=4,
+            scaling={"minReplicas": replicas, "maxReplicas": replicas, "pollIntervalSeconds": 1},
+            **self.spec,
+        )
+        self.cluster.apply(manifest, "-n", self.namespace)
+        eventually(
+            lambda: ready(self.cluster, self.namespace, self.name, replicas),
+            timeout=180,
+            what=f"{replicas} workers",
+        )
+
+    async def start(self, replicas: int) -> Client:
+        self.apply(replicas)
+        self.nc = await self.endpoint.connect()
+        self.client = Client(self.nc, namespace=self.namespace, pool=self.name)
+        return self.client
+
+    async def dead_letters(self) -> int:
+        dlq = status(self.cluster, self.namespace, self.name)["nats"]["deadLetterStream"]
+        return int((await self.nc.jetstream().stream_info(dlq)).state.messages)
+
+
 @pytest.mark.usefixtures("operator", "pod_runner")
 @pytest.mark.timeout(420)
 async def test_a_rate_limit_of_50_per_second_holds_in_every_5s_window_while_4_workers_become_8(
     cluster: Cluster, namespace: str, nats_endpoint: NatsEndpoint, record: KeyValue
 ) -> None:
-    name = "paced"
-
-    def manifest(replicas: int) -> dict[str, Any]:
-        return worker_pool(
-            name,
-            nats_endpoint.pod_url,
-            f"e2e-{namespace}",
-            handler=PACED,
-            concurrency=4,
-            rateLimit={"perSecond": 50, "burst": 5},
-            scaling={"minReplicas": replicas, "maxReplicas": replicas, "pollIntervalSeconds": 1},
-        )
-
-    cluster.apply(manifest(4), "-n", namespace)
-    eventually(lambda: ready(cluster, namespace, name, 4), timeout=180, what="four workers")
-    nc = await nats_endpoint.connect()
-    client = Client(nc, namespace=namespace, pool=name)
+    pool = PacedPool(
+        cluster, namespace, nats_endpoint, "paced", {"rateLimit": {"perSecond": 50, "burst": 5}}
+    )
+    client = await pool.start(4)
     tasks = 1600  # 32 s at the limit: a backlog for the whole run
     ids = [h.id for h in await client.publish_batch([{"sleep": 0.02}] * tasks)]
     await asyncio.sleep(10)
-    cluster.apply(manifest(8), "-n", namespace)
-    eventually(lambda: ready(cluster, namespace, name, 8), timeout=120, what="eight workers")
+    pool.apply(8)
 
     async def all_done() -> bool:
         return len(await recorded(record, "done.")) >= tasks
@@ -89,13 +122,12 @@ async def test_a_rate_limit_of_50_per_second_holds_in_every_5s_window_while_4_wo
     starts = await recorded(record, "start.")
     assert set(starts) == set(ids)  # every task ran: none dropped, none dead-lettered
     assert await recorded(record, "restart.") == {}  # and none ran twice
-    dlq = status(cluster, namespace, name)["nats"]["deadLetterStream"]
-    assert (await nc.jetstream().stream_info(dlq)).state.messages == 0
+    assert await pool.dead_letters() == 0
     windows = sliding_counts(list(starts.values()), width=5.0, step=1.0)
     print(json.dumps({"tasks": tasks, "windows_5s": windows}))
     assert len(windows) >= 20
     assert all(225 <= n <= 275 for n in windows), windows  # 250 per 5 s, within 10 %
-    await nc.close()
+    await pool.nc.close()
 
 
 @pytest.mark.usefixtures("operator", "pod_runner")
@@ -103,23 +135,10 @@ async def test_a_rate_limit_of_50_per_second_holds_in_every_5s_window_while_4_wo
 async def test_keyed_concurrency_2_never_runs_more_than_2_tasks_of_a_key_at_once(
     cluster: Cluster, namespace: str, nats_endpoint: NatsEndpoint, record: KeyValue
 ) -> None:
-    name = "keyed"
-    cluster.apply(
-        worker_pool(
-            name,
-            nats_endpoint.pod_url,
-            f"e2e-{namespace}",
-            handler=PACED,
-            concurrency=4,
-            keyedConcurrency={"header": "Customer", "maxPerKey": 2},
-            scaling={"minReplicas": 3, "maxReplicas": 3, "pollIntervalSeconds": 1},
-        ),
-        "-n",
-        namespace,
+    pool = PacedPool(
+        cluster, namespace, nats_endpoint, "keyed", {"keyedConcurrency": KEYED_BY_CUSTOMER}
     )
-    eventually(lambda: ready(cluster, namespace, name, 3), timeout=180, what="three workers")
-    nc = await nats_endpoint.connect()
-    client = Client(nc, namespace=namespace, pool=name)
+    client = await pool.start(3)
     rng = random.Random(13)
     keys = [f"customer-{i}" for i in range(4)]
     tasks = [(rng.choice(keys), round(rng.uniform(0.05, 0.2), 3)) for _ in range(240)]
@@ -142,9 +161,8 @@ async def test_keyed_concurrency_2_never_runs_more_than_2_tasks_of_a_key_at_once
     print(json.dumps({"tasks": len(tasks), "most_running_per_key": peaks}))
     assert all(peak <= 2 for peak in peaks.values()), peaks
     assert max(peaks.values()) == 2  # the limit is used, not one at a time
-    dlq = status(cluster, namespace, name)["nats"]["deadLetterStream"]
-    assert (await nc.jetstream().stream_info(dlq)).state.messages == 0
-    await nc.close()
+    assert await pool.dead_letters() == 0
+    await pool.nc.close()
 
 
 @pytest.mark.usefixtures("operator", "pod_runner")
@@ -153,25 +171,8 @@ async def test_high_priority_tasks_overtake_a_low_backlog_and_low_keeps_its_shar
     cluster: Cluster, namespace: str, nats_endpoint: NatsEndpoint, record: KeyValue
 ) -> None:
     name = "ranked"
-    cluster.apply(
-        worker_pool(
-            name,
-            nats_endpoint.pod_url,
-            f"e2e-{namespace}",
-            handler=PACED,
-            concurrency=4,
-            priorities={
-                "levels": [{"name": "high", "weight": 9}, {"name": "low", "weight": 1}],
-                "default": "low",
-            },
-            scaling={"minReplicas": 2, "maxReplicas": 2, "pollIntervalSeconds": 1},
-        ),
-        "-n",
-        namespace,
-    )
-    eventually(lambda: ready(cluster, namespace, name, 2), timeout=180, what="two workers")
-    nc = await nats_endpoint.connect()
-    client = Client(nc, namespace=namespace, pool=name)
+    pool = PacedPool(cluster, namespace, nats_endpoint, name, {"priorities": HIGH_AND_LOW})
+    client = await pool.start(2)
     lows = [h.id for h in await client.publish_batch([{"sleep": 0.1}] * 600)]
 
     async def started(count: int) -> bool:
@@ -221,9 +222,8 @@ async def test_high_priority_tasks_overtake_a_low_backlog_and_low_keeps_its_shar
     assert 0.05 <= share <= 0.18, share  # weights 9:1
     assert levels_seen.get("low", 0) > 0
     assert await recorded(record, "restart.") == {}
-    dlq = status(cluster, namespace, name)["nats"]["deadLetterStream"]
-    assert (await nc.jetstream().stream_info(dlq)).state.messages == 0
-    await nc.close()
+    assert await pool.dead_letters() == 0
+    await pool.nc.close()
 
 
 async def started_one(kv: KeyValue, task_id: str) -> bool:
@@ -243,24 +243,10 @@ async def test_ordered_keys_run_in_publish_order_without_overlap_when_a_worker_i
     record: KeyValue,
     pod_runner: PodRunner | None,
 ) -> None:
-    name = "ordered"
-    cluster.apply(
-        worker_pool(
-            name,
-            nats_endpoint.pod_url,
-            f"e2e-{namespace}",
-            handler=PACED,
-            concurrency=4,
-            ordered={"partitions": 8},
-            task={"timeoutSeconds": 5},  # a killed worker's task is redelivered after ~this
-            scaling={"minReplicas": 4, "maxReplicas": 4, "pollIntervalSeconds": 1},
-        ),
-        "-n",
-        namespace,
-    )
-    eventually(lambda: ready(cluster, namespace, name, 4), timeout=180, what="four workers")
-    nc = await nats_endpoint.connect()
-    client = Client(nc, namespace=namespace, pool=name)
+    # task.timeoutSeconds 5: a killed worker's task is redelivered after about that
+    spec = {"ordered": {"partitions": 8}, "task": {"timeoutSeconds": 5}}
+    pool = PacedPool(cluster, namespace, nats_endpoint, "ordered", spec)
+    client = await pool.start(4)
     rng = random.Random(20)
     keys = [f"account-{i}" for i in range(20)]
     plan = [(rng.choice(keys), round(rng.uniform(0.01, 0.06), 3)) for _ in range(1000)]
@@ -304,6 +290,5 @@ async def test_ordered_keys_run_in_publish_order_without_overlap_when_a_worker_i
     )
     assert out_of_order == [], out_of_order[:5]
     assert len(reruns) <= 4  # at most what the killed worker had running (its concurrency)
-    dlq = status(cluster, namespace, name)["nats"]["deadLetterStream"]
-    assert (await nc.jetstream().stream_info(dlq)).state.messages == 0
-    await nc.close()
+    assert await pool.dead_letters() == 0
+    await pool.nc.close()
