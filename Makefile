@@ -24,8 +24,9 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP) ## create/refresh the virtualenv with jetpool and its dev tools
 
-testbed: ## build the pinned kube-apiserver/etcd/KCM/scheduler/kwok/helm binaries (cached)
+testbed: ## build the pinned kube-apiserver/etcd/KCM/scheduler/kwok/helm binaries and promtool (cached)
 	@e2e/build-testbed.sh >/dev/null
+	@e2e/build-promtool.sh >/dev/null
 
 cluster-up: venv ## start the local cluster; kubeconfig in .jetpool/kubeconfig
 	@e2e/cluster.sh up

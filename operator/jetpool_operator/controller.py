@@ -1096,6 +1096,7 @@ def _export_metrics(pool: PoolRuntime, status: Mapping[str, Any], state: Breaker
     metrics.POOL_BREAKER_OPEN.labels(*labels).set(1 if state is BreakerState.OPEN else 0)
     metrics.POOL_HEALTHY.labels(*labels).set(1 if status["health"]["healthy"] else 0)
     metrics.set_level_backlog(*labels, status["backlogByLevel"])
+    metrics.set_health_issues(*labels, (i["type"] for i in status["health"]["issues"]))
 
 
 async def _write_status(

@@ -6,7 +6,7 @@ Pool gauges mirror ``status`` so dashboards and alerts need no kube-state-metric
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -59,27 +59,53 @@ POOL_GAUGES = (
     POOL_HEALTHY,
 )
 
-POOL_LEVEL_BACKLOG = Gauge(
-    "jetpool_pool_level_backlog",
-    "Tasks pending or awaiting ack per priority level of a pool with priorities or ordered "
-    "keys (level 'ordered': all ordered partitions; 'default': the unordered tasks of a pool "
-    "with ordered keys only).",
-    [*_POOL, "level"],
+
+class PoolBreakdown:
+    """A per-pool gauge with one more label whose values come and go (priority levels, health
+    issue types): a value a pool no longer reports loses its series, as does a deleted pool."""
+
+    def __init__(self, gauge: Gauge) -> None:
+        self.gauge = gauge
+        self._seen: dict[tuple[str, str], set[str]] = {}
+
+    def set(self, namespace: str, pool: str, values: Mapping[str, float] | None) -> None:
+        current = dict(values or {})
+        for gone in self._seen.pop((namespace, pool), set()) - current.keys():
+            with contextlib.suppress(KeyError):
+                self.gauge.remove(namespace, pool, gone)
+        for label, value in current.items():
+            self.gauge.labels(namespace, pool, label).set(value)
+        if current:
+            self._seen[(namespace, pool)] = set(current)
+
+
+POOL_LEVEL_BACKLOG = PoolBreakdown(
+    Gauge(
+        "jetpool_pool_level_backlog",
+        "Tasks pending or awaiting ack per priority level of a pool with priorities or ordered "
+        "keys (level 'ordered': all ordered partitions; 'default': the unordered tasks of a "
+        "pool with ordered keys only).",
+        [*_POOL, "level"],
+    )
 )
-_levels: dict[tuple[str, str], set[str]] = {}
+POOL_HEALTH_ISSUES = PoolBreakdown(
+    Gauge(
+        "jetpool_pool_health_issue",
+        "1 for each health issue a pool has now, by type (docs/health.md): what the alerts "
+        "on stuck tasks and workers fire on.",
+        [*_POOL, "type"],
+    )
+)
 
 
 def set_level_backlog(namespace: str, pool: str, by_level: Mapping[str, int] | None) -> None:
     """A laned pool's ``status.backlogByLevel``; a level no longer there (or a pool whose
     backlog could not be read, or that is no longer laned) loses its series."""
-    current = dict(by_level or {})
-    for level in _levels.pop((namespace, pool), set()) - current.keys():
-        with contextlib.suppress(KeyError):
-            POOL_LEVEL_BACKLOG.remove(namespace, pool, level)
-    for level, value in current.items():
-        POOL_LEVEL_BACKLOG.labels(namespace, pool, level).set(value)
-    if current:
-        _levels[(namespace, pool)] = set(current)
+    POOL_LEVEL_BACKLOG.set(namespace, pool, by_level)
+
+
+def set_health_issues(namespace: str, pool: str, issue_types: Iterable[str]) -> None:
+    POOL_HEALTH_ISSUES.set(namespace, pool, dict.fromkeys(issue_types, 1))
 
 
 _POOL_COUNTERS = (RECONCILES, ERRORS, SCALE_EVENTS, BREAKER_TRIPS)
@@ -98,6 +124,7 @@ def forget_pool(namespace: str, pool: str) -> None:
         with contextlib.suppress(KeyError):
             gauge.remove(namespace, pool)
     set_level_backlog(namespace, pool, None)
+    set_health_issues(namespace, pool, ())
     for counter, labels in _counted.pop((namespace, pool), set()):
         with contextlib.suppress(KeyError):
             counter.remove(namespace, pool, *labels)

@@ -46,7 +46,8 @@ def exposed_operator_series() -> set[str]:
     """Every series name the operator's /metrics can show (counters get _total, ...)."""
     suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
     names: set[str] = set()
-    for value in vars(operator_metrics).values():
+    for found in vars(operator_metrics).values():
+        value = found.gauge if isinstance(found, operator_metrics.PoolBreakdown) else found
         if isinstance(value, MetricWrapperBase):
             for family in value.describe():
                 names |= {family.name + suffix for suffix in suffixes[family.type]}
@@ -408,7 +409,8 @@ def test_prometheus_rule_alerts_on_breaker_dlq_backlog_and_operator_down(render:
     for alert in alerts.values():
         assert alert["labels"]["severity"] in {"warning", "critical"}
         used = set(re.findall(r"jetpool_\w+", alert["expr"]))
-        assert used <= exposed_operator_series(), used - exposed_operator_series()
+        exposed = exposed_operator_series() | exposed_worker_series()
+        assert used <= exposed, used - exposed
 
 
 def test_alert_thresholds_come_from_values(render: Render) -> None:
