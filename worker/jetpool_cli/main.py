@@ -22,7 +22,7 @@ from typing import Any, TextIO
 
 import nats.errors
 
-from jetpool_cli import task_commands
+from jetpool_cli import task_commands, top
 from jetpool_cli.client import Client
 from jetpool_cli.connection import DEFAULT_NATS_URL, connect
 from jetpool_cli.dead_letters import (
@@ -325,6 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     purge.add_argument("--yes", action="store_true", help="really delete")
     _common(purge)
     task_commands.add_parsers(commands, _common, _positive_float)
+    top.add_parser(commands, _common, _positive_float)
     return parser
 
 
@@ -699,6 +700,7 @@ COMMANDS: dict[tuple[str, str | None], Callable[[argparse.Namespace, Io], Any]] 
     ("dlq", "replay"): cmd_dlq_replay,
     ("dlq", "purge"): cmd_dlq_purge,
     **task_commands.COMMANDS,
+    **top.COMMANDS,
 }
 
 
