@@ -21,6 +21,7 @@ from e2e.testbed.cluster import Cluster, eventually
 from e2e.testbed.pod_runner import PodRunner
 from jetpool import Client
 from tests.e2e.conftest import NatsEndpoint
+from tests.e2e.records import recorded
 from tests.e2e.test_scaling_and_breaker import status, wait_until, worker_pool
 from tests.rates import most_at_once, sliding_counts
 
@@ -34,26 +35,6 @@ HIGH_AND_LOW = {
 }
 FETCH_CYCLE_SECONDS = 0.5
 """A worker's pull expiry and re-sweep interval (``consumer_loop``)."""
-
-
-async def recorded(kv: KeyValue, prefix: str) -> dict[str, float]:
-    """``<prefix><id>`` -> the wall-clock seconds the handler recorded.
-
-    The keys come from the bucket's stream (per-subject counts), then each value is read. Not
-    a KV watch: nats-py ends a watch's initial values by a consumer info that races the
-    deliveries, and under load it ends early, with keys missing."""
-    status = await kv.status()
-    stream, subject_prefix = status.stream_info.config.name, f"$KV.{status.bucket}."
-    js = kv._js  # nats-py keeps the bucket's JetStream context private
-    info = await js.stream_info(stream, subjects_filter=f"{subject_prefix}{prefix}>")
-    keys = [s.removeprefix(subject_prefix) for s in (info.state.subjects or {})]
-    values: dict[str, float] = {}
-    for start in range(0, len(keys), 200):
-        chunk = keys[start : start + 200]
-        entries = await asyncio.gather(*(kv.get(key) for key in chunk))
-        for key, entry in zip(chunk, entries, strict=True):
-            values[key.removeprefix(prefix)] = float(entry.value or b"0")
-    return values
 
 
 def ready(cluster: Cluster, namespace: str, name: str, replicas: int) -> bool:

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from nats.js.errors import NoKeysError, NotFoundError
+from nats.js.errors import NotFoundError
 from nats.js.kv import KeyValue
 
 from e2e.testbed.cluster import Cluster, eventually
@@ -23,6 +23,7 @@ from e2e.testbed.pod_runner import PodRunner
 from jetpool_protocol.dead_letter import DeadLetterRecord
 from jetpool_protocol.envelope import task_headers
 from tests.e2e.conftest import NatsEndpoint, pool_manifest
+from tests.e2e.records import record_keys
 
 pytestmark = [pytest.mark.kube, pytest.mark.nats, pytest.mark.e2e]
 
@@ -54,11 +55,7 @@ async def publish(
 
 async def done(kv: KeyValue, prefix: str = "done.") -> set[str]:
     """Task ids the handler finished (``again.``: finished more than once)."""
-    try:
-        keys = await kv.keys()
-    except NoKeysError:
-        return set()
-    return {k.removeprefix(prefix) for k in keys if k.startswith(prefix)}
+    return set(await record_keys(kv, prefix))
 
 
 async def dead_lettered(endpoint: NatsEndpoint, stream: str) -> set[str]:
