@@ -51,6 +51,7 @@ from jetpool_operator.core import (
     observation,
     stranded,
     tenancy,
+    worker_signals,
 )
 from jetpool_operator.core.child_ownership import child_conflict
 from jetpool_operator.core.children import (
@@ -225,6 +226,12 @@ class OperatorRuntime:
             and runtime.stats_subject == subject
         ):
             runtime.snapshots[stats.worker] = stats
+            if runtime.quiescent and worker_signals.read_signals(
+                [stats], worker_signals.DEFAULT_LIMITS
+            ):
+                # A sleeping pool's worker reports trouble (memory pause, blind to the breaker,
+                # overrun threads, not pulling): tick now, so health names it.
+                runtime.wake.set()
 
     async def secret(self, namespace: str, name: str, key: str) -> bytes:
         """A Secret's key, cached briefly: one GET per pool per tick would load the apiserver."""

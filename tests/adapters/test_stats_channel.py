@@ -20,12 +20,11 @@ from tests.worker.helpers import eventually
 pytestmark = pytest.mark.nats
 
 
-def _stats(namespace: str, pool: str, worker: str) -> bytes:
+def _stats(namespace: str, pool: str, worker: str, **fields: Any) -> bytes:
     now = datetime.now(UTC)
+    values: dict[str, Any] = {"failed": 999, **fields}
     return (
-        WorkerStats(
-            worker=worker, pool=pool, namespace=namespace, at=now, started_at=now, failed=999
-        )
+        WorkerStats(worker=worker, pool=pool, namespace=namespace, at=now, started_at=now, **values)
         .model_dump_json()
         .encode()
     )
@@ -61,5 +60,35 @@ async def test_stats_claiming_another_pool_on_this_pools_subject_are_ignored(
         await eventually(published_and_seen, interval=0.2, what="both pools' stats")
         assert set(runtimes[victim].snapshots) == {"real"}
         assert set(runtimes[hostile].snapshots) == {"theirs"}
+    finally:
+        await operator.nats.close()
+
+
+async def test_a_sleeping_pool_is_woken_by_a_worker_reporting_trouble_not_by_routine_stats(
+    nats_server: NatsServer, nc: NATS
+) -> None:
+    """A quiescent pool ticks only when woken; health must still name a worker that gets
+    paused by its memory guard while the pool is idle."""
+    names = PoolNames(f"t{uuid.uuid4().hex[:8]}", "idle")
+    operator = OperatorRuntime(kube=cast(Any, None))
+    key = ConnectionKey(nats_server.url)
+    runtime = operator.start_pool(names.namespace, names.pool)
+    runtime.connection_key, runtime.stats_subject = key, names.stats_subject
+    runtime.quiescent = True
+    try:
+        await (await operator.nats.get(key)).flush()
+        fine = _stats(names.namespace, names.pool, "w1", concurrency=4, pulled_ago_seconds=0.5)
+
+        async def seen(worker_state: bytes) -> bool:
+            await nc.publish(names.stats_subject, worker_state)
+            await nc.flush()
+            await asyncio.sleep(0.1)
+            return bool(runtime.snapshots)
+
+        await eventually(lambda: seen(fine), interval=0.2, what="routine stats")
+        assert not runtime.wake.is_set()
+        paused = _stats(names.namespace, names.pool, "w1", fetching=False, paused_reason="memory")
+        await nc.publish(names.stats_subject, paused)
+        await eventually(runtime.wake.is_set, what="the pool woken")
     finally:
         await operator.nats.close()

@@ -45,7 +45,9 @@ class WorkerSignals:
         )
 
 
-def read_signals(snapshots: Iterable[WorkerStats], limits: SignalLimits) -> WorkerSignals:
+def read_signals(
+    snapshots: Iterable[WorkerStats], limits: SignalLimits = DEFAULT_LIMITS
+) -> WorkerSignals:
     """From the live workers' latest snapshots (sorted by worker id in the result)."""
     snaps = sorted(snapshots, key=lambda s: s.worker)
     return WorkerSignals(
