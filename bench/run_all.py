@@ -53,6 +53,12 @@ BENCHMARKS: list[Benchmark] = [
         ("--tasks", "2000", "--rounds", "1", "--seconds", "1"),
     ),
     Benchmark(
+        "lanes",
+        "lanes.py",
+        "one in-process worker on a plain pool vs a pool with two priority levels (no-op tasks)",
+        ("--tasks", "1000", "--rounds", "1"),
+    ),
+    Benchmark(
         "load_throughput",
         "load_throughput.py",
         "worker processes vs bare nats-py processes: 3 loads, concurrency and process sweeps; "
