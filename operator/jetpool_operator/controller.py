@@ -226,9 +226,7 @@ class OperatorRuntime:
             and runtime.stats_subject == subject
         ):
             runtime.snapshots[stats.worker] = stats
-            if runtime.quiescent and worker_signals.read_signals(
-                [stats], worker_signals.DEFAULT_LIMITS
-            ):
+            if runtime.quiescent and worker_signals.read_signals([stats]):
                 # A sleeping pool's worker reports trouble (memory pause, blind to the breaker,
                 # overrun threads, not pulling): tick now, so health names it.
                 runtime.wake.set()

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from nats.js.errors import KeyNotFoundError, NotFoundError
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
@@ -23,7 +24,7 @@ from jetpool_cli.connection import connect
 from jetpool_cli.errors import EXIT_OK
 from jetpool_cli.task_commands import connect_options
 from jetpool_cli.top_view import PoolKey, PoolReading, PoolRow, TopModel, WorkerRow
-from jetpool_protocol.control import ControlState
+from jetpool_protocol.control import BreakerState, ControlState
 from jetpool_protocol.naming import CONTROL_BUCKET, STATS_SUBJECT_PREFIX, PoolNames, nats_token
 from jetpool_protocol.stats import WorkerStats
 
@@ -31,6 +32,8 @@ if TYPE_CHECKING:
     from jetpool_cli.main import Io
 
 Command = Callable[[argparse.Namespace, "Io"], Any]
+NO_CONTROL_BUCKET = object()
+"""The control bucket does not exist: every breaker is Closed (as workers read it)."""
 
 
 def add_parser(
@@ -98,13 +101,20 @@ async def _refresh(js: Any, model: TopModel, focus: PoolKey | None) -> None:
     keys = [k for k in model.known() if focus is None or k == focus]
     if focus is not None and focus not in keys:
         keys.append(focus)
-    readings = await asyncio.gather(*(_read_pool(js, key) for key in keys))
+    control: Any
+    try:
+        control = await js.key_value(CONTROL_BUCKET)
+    except NotFoundError:  # no bucket yet: no breaker was ever tripped
+        control = NO_CONTROL_BUCKET
+    except Exception:  # not readable (permissions, NATS): the state is unknown
+        control = None
+    readings = await asyncio.gather(*(_read_pool(js, control, key) for key in keys))
     for key, reading in zip(keys, readings, strict=True):
         model.read(key, reading)
     model.tick(time.monotonic())
 
 
-async def _read_pool(js: Any, key: PoolKey) -> PoolReading:
+async def _read_pool(js: Any, control: Any, key: PoolKey) -> PoolReading:
     """Tasks stored in the pool's task stream (waiting or running), its dead letters and its
     breaker state; what cannot be read stays unknown (custom stream names, permissions)."""
     names = PoolNames(*key)
@@ -116,11 +126,16 @@ async def _read_pool(js: Any, key: PoolKey) -> PoolReading:
             return None
 
     async def breaker() -> str:
+        if control is NO_CONTROL_BUCKET:
+            return BreakerState.CLOSED.value
+        if control is None:
+            return "?"
         try:
-            kv = await js.key_value(CONTROL_BUCKET)
-            entry = await kv.get(names.control_key)
+            entry = await control.get(names.control_key)
+        except KeyNotFoundError:
+            return BreakerState.CLOSED.value  # no entry: the operator has never tripped it
         except Exception:
-            return "Closed"  # no entry: the operator has never tripped it
+            return "?"
         try:
             return ControlState.model_validate_json(entry.value or b"{}").breaker.value
         except ValueError:

@@ -62,12 +62,12 @@ request outlives it on the server."""
 CONFIRM_SENT_TIMEOUT_SECONDS = 2.0
 """How long a stopping worker waits for the server to confirm it has every pull request."""
 COALESCE_SECONDS = 0.005
+"""With fewer than half the slots free, wait this long for more before pulling."""
 CANCEL_WAIT_SECONDS = 5.0
 """At the grace period's end, how long cancelled handlers get to end before their tasks go
 back (a handler that swallows the cancellation is not waited for longer)."""
 LANE_RESWEEP_SECONDS = 0.5
 """A laned worker with free slots but no parked pull on some lane sweeps again this often."""
-"""With fewer than half the slots free, wait this long for more before pulling."""
 MEMORY_RESUME_FRACTION = 0.9
 LIVENESS_STALE_SECONDS = 10.0
 CONNECT_ATTEMPT_SECONDS = 10.0
@@ -199,7 +199,7 @@ class Worker:
         self.tracker = TaskTracker(settings, self.worker_id, clock)
         self.gates = StartGates(settings, self.worker_id, self.metrics, rand)
         self.gates.check_handler(self.handler)
-        self._ordered = (
+        self._ordered_base = (
             PoolNames(settings.pool_namespace, settings.pool_name).task_base
             if any(lane.single for lane in settings.pull_lanes)
             else ""
@@ -718,7 +718,9 @@ class Worker:
     def _raw(self, msg: Any) -> RawTask:
         stream, sequence, attempt, published_at = delivery_info(msg)
         return RawTask(
-            subject=published_subject(msg.subject, self._ordered) if self._ordered else msg.subject,
+            subject=published_subject(msg.subject, self._ordered_base)
+            if self._ordered_base
+            else msg.subject,
             stream=stream,
             sequence=sequence,
             payload=msg.data,

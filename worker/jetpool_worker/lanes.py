@@ -86,18 +86,12 @@ class StrideShares:
         share = self._shares[lane]
         return share.passed if share.active else self._now
 
-    def allot(
-        self, free: int, candidates: Sequence[int], caps: dict[int, int] | None = None
-    ) -> dict[int, int]:
-        """How many of ``free`` slots each candidate level is asked for, at most its cap."""
-        caps = caps or {}
+    def allot(self, free: int, candidates: Sequence[int]) -> dict[int, int]:
+        """How many of ``free`` slots each candidate level is asked for."""
         passes = {i: self._pass(i) for i in candidates}
         given: dict[int, int] = {}
-        for _ in range(free):
-            open_ = [i for i in candidates if given.get(i, 0) < caps.get(i, free)]
-            if not open_:
-                break
-            pick = min(open_, key=lambda i: (passes[i], self._shares[i].active, i))
+        for _ in range(free if candidates else 0):
+            pick = min(candidates, key=lambda i: (passes[i], self._shares[i].active, i))
             given[pick] = given.get(pick, 0) + 1
             passes[pick] += 1 / self._shares[pick].weight
         return given
@@ -173,7 +167,7 @@ class LanePuller:
         """Ask for up to ``free`` tasks (module docstring: partitions, sweeps, parking).
         Returns how many tasks were taken or pulls left waiting (0: nothing more to ask)."""
         progress = 0
-        watched = sum(1 for i in self.partitions if len(self.pullers[i].ledger))
+        watched = sum(1 for i in self.partitions if self.pullers[i].pulling)
         for lane in self._next_partitions(min(free, self.ordered_pulls - watched)):
             await self.pullers[lane].pull(1)
             free -= 1
@@ -203,7 +197,7 @@ class LanePuller:
             if len(chosen) >= count:
                 break
             lane = self.partitions[(self._cursor + step) % len(self.partitions)]
-            if len(self.pullers[lane].ledger) == 0:
+            if not self.pullers[lane].pulling:
                 chosen.append(lane)
         if chosen:
             self._cursor = (self.partitions.index(chosen[-1]) + 1) % len(self.partitions)
@@ -211,7 +205,7 @@ class LanePuller:
 
     async def _park(self, free: int) -> int:
         """Every lane empty: waiting pulls, levels first (highest first), then partitions."""
-        idle = [i for i in self.levels if len(self.pullers[i].ledger) == 0]
+        idle = [i for i in self.levels if not self.pullers[i].pulling]
         idle += self._next_partitions(max(0, free - len(idle)))
         for lane in idle[:free]:
             await self.pullers[lane].pull(1)

@@ -69,8 +69,8 @@ class PullLedger:
     def __init__(self) -> None:
         self._requests: deque[_Request] = deque()
 
-    def sent(self, batch: int, now: float, expires: float, *, waiter: Any = None) -> None:
-        self._requests.append(_Request(batch, now + expires, waiter=waiter))
+    def sent(self, batch: int, now: float, expires: float) -> None:
+        self._requests.append(_Request(batch, now + expires))
 
     def sent_no_wait(self, batch: int, now: float, *, waiter: Any = None) -> _Request:
         request = _Request(batch, now + NO_WAIT_ANSWER_SECONDS, no_wait=True, waiter=waiter)
@@ -215,13 +215,17 @@ class InboxPuller:
             return request.delivered
 
     def owed(self) -> int:
-        self._ended(self.ledger.expire(self._clock()))
+        self._expire()
         return self.ledger.owed(self._clock())
 
     @property
     def waiting(self) -> bool:
-        self._ended(self.ledger.expire(self._clock()))
+        self._expire()
         return self.ledger.waiting
+
+    def _expire(self) -> None:
+        """Forget requests past their expiry; a sweep waiting on one gets what came."""
+        self._ended(self.ledger.expire(self._clock()))
 
     @staticmethod
     def _ended(requests: Sequence[_Request | None]) -> None:
@@ -240,12 +244,12 @@ class InboxPuller:
         self.ledger.reached_server_by(self._clock(), self._expires)
 
     def quiet_in(self) -> float:
-        self._ended(self.ledger.expire(self._clock()))
+        self._expire()
         return self.ledger.quiet_in(self._clock())
 
     @property
     def pulling(self) -> bool:
-        self._ended(self.ledger.expire(self._clock()))
+        self._expire()
         return len(self.ledger) > 0
 
     async def _receive(self, msg: Any) -> None:

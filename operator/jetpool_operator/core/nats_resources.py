@@ -215,8 +215,8 @@ def max_deliver(spec: WorkerPoolSpec) -> int:
     """Deliveries before the server gives a task up. Unlimited with per-key limits: a task
     whose key is busy goes back unrun, maybe many times, and the workers count its runs
     (``tracking``, required there) to dead-letter it after ``maxAttempts`` runs. The same for
-    laned pools, on every consumer: a worker hands back what it pulled beyond its free slots,
-    and an ordered partition's held task must never be dropped by the server."""
+    laned pools, on every consumer: an ordered partition's task must never be given up by
+    the server (the key's next task would overtake it), so the workers count runs there too."""
     if spec.keyed or spec.laned:
         return UNLIMITED
     return spec.retry.max_attempts + MAX_DELIVER_MARGIN

@@ -24,12 +24,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
-from jetpool_operator.core.worker_signals import (
-    DEFAULT_LIMITS,
-    SignalLimits,
-    WorkerSignals,
-    read_signals,
-)
+from jetpool_operator.core.worker_signals import WorkerSignals, read_signals
 from jetpool_protocol.stats import WorkerStats
 
 
@@ -236,7 +231,6 @@ def aggregate(
     config: StatsConfig,
     *,
     epoch: int = 0,
-    limits: SignalLimits = DEFAULT_LIMITS,
 ) -> tuple[PoolStats, StatsMemory]:
     """Fold the latest snapshot per worker into the memory and summarize the pool.
 
@@ -304,7 +298,7 @@ def aggregate(
         trial_succeeded=sum(s.trial_succeeded for s in live_snaps if s.control_epoch == epoch),
         trial_failed=sum(s.trial_failed for s in live_snaps if s.control_epoch == epoch),
         last_progress_at=_dt(new_memory.last_progress_at),
-        signals=read_signals(live_snaps, limits),
+        signals=read_signals(live_snaps),
     )
     return stats, new_memory
 

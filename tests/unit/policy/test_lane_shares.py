@@ -94,15 +94,12 @@ def test_only_candidate_levels_are_asked():
     free=st.integers(0, 40),
     data=st.data(),
 )
-def test_a_sweep_never_asks_for_more_than_the_free_slots(weights, free, data):
+def test_a_sweep_asks_for_exactly_the_free_slots_and_only_candidates(weights, free, data):
     levels = list(range(len(weights)))
     candidates = data.draw(st.lists(st.sampled_from(levels), unique=True))
-    caps = data.draw(st.dictionaries(st.sampled_from(levels), st.integers(0, 5)))
-    asked = StrideShares(weights).allot(free, candidates, caps)
-    assert sum(asked.values()) <= free
+    asked = StrideShares(weights).allot(free, candidates)
     assert set(asked) <= set(candidates)
-    assert all(n <= caps.get(i, free) for i, n in asked.items())
-    assert sum(asked.values()) == min(free, sum(caps.get(i, free) for i in candidates))
+    assert sum(asked.values()) == (free if candidates else 0)
 
 
 @given(weights=st.lists(st.integers(1, 20), min_size=2, max_size=5))
