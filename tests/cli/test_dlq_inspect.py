@@ -146,6 +146,20 @@ async def test_stats_count_by_reason_and_error_type_from_subject_totals(pool: Po
     assert stats["oldest"] <= stats["newest"]
     table = await pool.cli("dlq", "stats")
     assert f"stream {pool.names.dead_letter_stream}: 5 records" in table.out
+    _, by_reason, by_error_type, _ = table.out.split("\n\n")
+    assert by_reason.splitlines() == [
+        "REASON        COUNT",
+        "max_attempts  3",
+        "expired       1",
+        "invalid       1",
+    ]
+    assert by_error_type.splitlines() == [
+        "ERROR-TYPE       COUNT",
+        "ValueError       2",
+        "ExpiredTask      1",
+        "InvalidTask      1",
+        "pkg_mod_Timeout  1",
+    ]
 
 
 async def test_stats_of_an_empty_stream_are_zero(pool: Pool) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -80,7 +81,8 @@ async def test_bulk_publish_with_an_id_prefix_is_idempotent_when_rerun(pool: Poo
         "aborted": None,
         "elapsed_seconds": 0,
     }
-    assert "published 200/200" in first.err
+    # stderr is no terminal here: no redraws, one final line with the count and the rate
+    assert re.fullmatch(r"published 200/200 \(\d+/s\) 0:00:\d\d\n", first.err)
     ids = {m.headers[h.TASK_ID] for m in await pool.task_messages()}
     assert ids == {f"b-{i}" for i in range(1, 201)}
 

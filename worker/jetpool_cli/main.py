@@ -541,6 +541,7 @@ async def cmd_dlq_list(args: argparse.Namespace, io: Io) -> int:
                 ]
                 for r in rows
             ],
+            color=io.stdout.isatty(),
         )
     )
     return EXIT_OK
@@ -587,12 +588,15 @@ async def cmd_dlq_stats(args: argparse.Namespace, io: Io) -> int:
     io.out(f"stream {stats.stream}: {stats.total} records{age}")
     io.out(f"oldest {when(stats.oldest)}  newest {when(stats.newest)}")
     if stats.total:
+        color = io.stdout.isatty()
         io.out("")
-        io.out(render_table(["REASON", "COUNT"], list(stats.by_reason.items())))
+        io.out(render_table(["REASON", "COUNT"], list(stats.by_reason.items()), color=color))
         io.out("")
-        io.out(render_table(["ERROR-TYPE", "COUNT"], list(stats.by_error_type.items())))
+        io.out(
+            render_table(["ERROR-TYPE", "COUNT"], list(stats.by_error_type.items()), color=color)
+        )
         io.out("")
-        io.out(render_table(["REASON", "ERROR-TYPE", "COUNT"], stats.by_subject))
+        io.out(render_table(["REASON", "ERROR-TYPE", "COUNT"], stats.by_subject, color=color))
     return EXIT_OK
 
 
@@ -647,6 +651,7 @@ async def cmd_dlq_replay(args: argparse.Namespace, io: Io) -> int:
                         ]
                         for i in report.items
                     ],
+                    color=io.stdout.isatty(),
                 )
             )
         if args.dry_run:

@@ -126,7 +126,11 @@ async def cmd_task_status(args: argparse.Namespace, io: Io) -> int:
     else:
         rows = [_state_row(i, s) for i, s in zip(args.ids, states, strict=True)]
         io.out(
-            render_table(["ID", "PHASE", "SINCE", "RUNS", "WORKER", "DELIVERIES", "DETAIL"], rows)
+            render_table(
+                ["ID", "PHASE", "SINCE", "RUNS", "WORKER", "DELIVERIES", "DETAIL"],
+                rows,
+                color=io.stdout.isatty(),
+            )
         )
     return EXIT_OK if all(s is not None for s in states) else EXIT_FAILURE
 
@@ -173,7 +177,7 @@ async def cmd_task_cancel(args: argparse.Namespace, io: Io) -> int:
             [i, c.state.phase.value if c.state else "unknown", explain[c.outcome]]
             for i, c in zip(args.ids, outcomes, strict=True)
         ]
-        io.out(render_table(["ID", "PHASE", "OUTCOME"], rows))
+        io.out(render_table(["ID", "PHASE", "OUTCOME"], rows, color=io.stdout.isatty()))
     finished = [c for c in outcomes if c.outcome is CancelOutcome.ALREADY_FINISHED]
     return EXIT_FAILURE if finished else EXIT_OK
 
@@ -214,7 +218,13 @@ async def cmd_schedule_list(args: argparse.Namespace, io: Io) -> int:
             ]
             for s in found
         ]
-        io.out(render_table(["KIND", "NAME", "SCHEDULE", "TZ", "TARGET", "OWNER", "SEQ"], rows))
+        io.out(
+            render_table(
+                ["KIND", "NAME", "SCHEDULE", "TZ", "TARGET", "OWNER", "SEQ"],
+                rows,
+                color=io.stdout.isatty(),
+            )
+        )
     return EXIT_OK
 
 
