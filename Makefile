@@ -24,9 +24,9 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP) ## create/refresh the virtualenv with jetpool and its dev tools
 
-testbed: ## build the pinned kube-apiserver/etcd/KCM/scheduler/kwok/helm binaries and promtool (cached)
+testbed: ## build the pinned kube-apiserver/etcd/KCM/scheduler/kwok/helm, promtool, prometheus and jaeger (cached)
 	@e2e/build-testbed.sh >/dev/null
-	@e2e/build-promtool.sh >/dev/null
+	@for tool in promtool prometheus jaeger; do e2e/build-observability.sh $$tool >/dev/null; done
 
 cluster-up: venv ## start the local cluster; kubeconfig in .jetpool/kubeconfig
 	@e2e/cluster.sh up

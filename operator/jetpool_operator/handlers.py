@@ -20,7 +20,7 @@ from typing import Any
 import kopf
 import nats.errors
 
-from jetpool_operator import metrics
+from jetpool_operator import metrics, tracing
 from jetpool_operator.adapters.kube import GROUP, PLURAL, VERSION, KubeAdapter
 from jetpool_operator.adapters.nats import delete_streams
 from jetpool_operator.api.v1alpha1 import WorkerPoolSpec
@@ -218,10 +218,14 @@ async def control_loop(
             pool.wake.clear()  # before the tick: a change arriving during it wakes the next one
             with metrics.RECONCILE_SECONDS.time():
                 try:
-                    store = deployments.get((namespace, name))
-                    deployment = next(iter(store), None) if store is not None else None
-                    result = await reconcile(runtime, pool, body, deployment, post_event)
-                    interval = result.interval_seconds
+                    with tracing.reconcile_span(namespace, name) as span:
+                        store = deployments.get((namespace, name))
+                        deployment = next(iter(store), None) if store is not None else None
+                        result = await reconcile(runtime, pool, body, deployment, post_event)
+                        interval = result.interval_seconds
+                        tracing.record_tick(
+                            span, result.status, patched=result.patched, next_tick_seconds=interval
+                        )
                     metrics.count(metrics.RECONCILES, namespace, name, "ok")
                 except Exception:  # one pool's bug must not stop its loop or any other pool
                     log.exception("control loop tick failed for %s/%s", namespace, name)

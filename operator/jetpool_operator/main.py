@@ -26,6 +26,7 @@ from jetpool_operator.core.pod_template_policy import (
 )
 from jetpool_operator.core.tenancy import EXTRA_SUBJECT_SPACES_ENV, SubjectGrants
 from jetpool_operator.memory import limit_malloc_arenas
+from jetpool_protocol import telemetry
 
 log = logging.getLogger("jetpool.operator")
 
@@ -192,6 +193,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         observation = ObservationMode.from_env(os.environ)
         selector = label_selector(env(SHARD_SELECTOR_ENV, ""))
         lifetime = peering_lifetime(env(PEERING_LIFETIME_ENV, str(DEFAULT_PEERING_LIFETIME)))
+        telemetry.tracing_choice(os.environ)  # an unusable OTEL_* stops the start, not a tick
     except ValueError as exc:
         parser.error(str(exc))
     parser.add_argument(
@@ -275,6 +277,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     # Imported for its side effect: registering the kopf handlers.
     from jetpool_operator import handlers  # noqa: F401
 
+    tracing = telemetry.configure_tracing("jetpool-operator", os.environ)
+
     if args.metrics_port:
         start_http_server(args.metrics_port)
     peering = args.peering if not args.standalone else ""
@@ -289,6 +293,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             ALLOW_PROJECTED_TOKENS_ENV: args.allowances.projected_tokens,
             EXTRA_SUBJECT_SPACES_ENV: args.extra_subject_spaces.as_json(),
             OBSERVATION_ENV: args.observation.value,
+            "tracing": ",".join(tracing.exporters) or None,
         },
     )
     try:

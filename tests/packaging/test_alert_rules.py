@@ -12,20 +12,15 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.packaging.conftest import REPO, Render, only
+from e2e.testbed.processes import observability_binary
+from tests.packaging.conftest import Render, only
 
 POOL = {"namespace": "shop", "pool": "emails"}
 
 
 @pytest.fixture(scope="session")
 def promtool() -> str:
-    out = subprocess.run(
-        ["bash", str(REPO / "e2e" / "build-promtool.sh")],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    return str(Path(out.strip().splitlines()[-1]) / "promtool")
+    return str(observability_binary("promtool"))
 
 
 @pytest.fixture(scope="module")

@@ -116,9 +116,20 @@ def test_entrypoint_is_the_console_script(image: str, script: str) -> None:
     assert entrypoints == [f'ENTRYPOINT ["{script}"]']
 
 
+def installed_extras(image: str) -> set[str]:
+    build = " ".join(stages(DOCKERFILES[image])[0])
+    found = re.search(r"jetpool-\*\.whl\)\[([a-z,]+)\]", build)
+    return set(found.group(1).split(",")) if found else set()
+
+
 def test_only_the_operator_image_installs_the_operator_extra() -> None:
-    assert "[operator]" in " ".join(stages(DOCKERFILES["operator"])[0])
-    assert "[operator]" not in " ".join(stages(DOCKERFILES["worker"])[0])
+    assert "operator" in installed_extras("operator")
+    assert "operator" not in installed_extras("worker")
+
+
+def test_both_images_carry_the_opentelemetry_sdk_and_exporter() -> None:
+    assert "tracing" in installed_extras("operator")
+    assert "tracing" in installed_extras("worker")
 
 
 def test_worker_image_puts_app_on_the_import_path_for_handler_images() -> None:

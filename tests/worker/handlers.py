@@ -14,6 +14,8 @@ import os
 import time
 from collections import defaultdict
 
+from opentelemetry import trace
+
 from jetpool_worker import Reject, Retry, Task, TaskCancelled, batch_handler
 
 DONE: dict[str, int] = defaultdict(int)
@@ -158,3 +160,10 @@ def lifecycle_sync(task: Task) -> object:
         time.sleep(0.02)
     LEDGER[task.id].append("returned")
     return spec.get("return")
+
+
+def traced(task: Task) -> None:
+    """A sync handler that makes its own span, as user code with the OpenTelemetry API does."""
+    with trace.get_tracer("tests.handlers").start_as_current_span("charge card") as span:
+        span.set_attribute("task.id", task.id)
+        _record_done(task)

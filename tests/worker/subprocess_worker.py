@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 from jetpool_protocol.worker_settings import WorkerSettings
@@ -14,10 +15,14 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def spawn_worker(
-    settings: WorkerSettings, done_file: Path, log_file: Path
+    settings: WorkerSettings,
+    done_file: Path,
+    log_file: Path,
+    extra_env: Mapping[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JETPOOL_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JETPOOL_", "OTEL_"))}
     env.update(settings.to_env())
+    env.update(extra_env or {})
     env["JETPOOL_TEST_DONE_FILE"] = str(done_file)
     env["PYTHONPATH"] = os.pathsep.join(
         [str(REPO_ROOT), str(REPO_ROOT / "worker"), env.get("PYTHONPATH", "")]

@@ -162,8 +162,20 @@ BASE_ENV = {
         ({"JETPOOL_HEARTBEAT_SECONDS": "60", "JETPOOL_ACK_WAIT_SECONDS": "60"}, "heartbeat"),
         ({"JETPOOL_HEARTBEAT_SECONDS": "90", "JETPOOL_ACK_WAIT_SECONDS": "60"}, "heartbeat"),
         ({"JETPOOL_LOG_LEVEL": "LOUD"}, "JETPOOL_LOG_LEVEL"),
+        ({"OTEL_TRACES_EXPORTER": "zipkin"}, "zipkin"),
+        (
+            {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4317", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"},
+            "4318",
+        ),
     ],
-    ids=["require-signed-without-key", "heartbeat-equal-ack-wait", "heartbeat-over", "log-level"],
+    ids=[
+        "require-signed-without-key",
+        "heartbeat-equal-ack-wait",
+        "heartbeat-over",
+        "log-level",
+        "unknown-trace-exporter",
+        "otlp-over-grpc",
+    ],
 )
 def test_inconsistent_settings_exit_with_code_2_and_say_why(
     capsys: pytest.CaptureFixture[str], root_logging: None, extra: dict[str, str], named: str

@@ -50,6 +50,7 @@ from jetpool_cli.publishing import (
 )
 from jetpool_cli.task_commands import connect_options
 from jetpool_protocol import headers as h
+from jetpool_protocol import telemetry
 from jetpool_protocol.dead_letter import DeadLetterReason
 from jetpool_protocol.keyring import Keyring, KeyringError, load_keyring
 from jetpool_protocol.naming import PoolNames
@@ -735,6 +736,11 @@ async def main_async(
         None,
     )
     command = COMMANDS[(args.command, sub)]
+    try:
+        telemetry.configure_tracing("jetpool-cli", os.environ)
+    except ValueError as exc:
+        io.err(f"jetpool: error: {exc}")
+        return EXIT_USAGE
     try:
         return int(await command(args, io))
     except CliError as exc:

@@ -21,19 +21,23 @@ from collections.abc import (
     Iterator,
     Mapping,
 )
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
 
 import nats.errors
 import nats.js.errors
 from nats.js.client import JetStreamContext
+from opentelemetry import trace
 
 from jetpool_cli.errors import ClientError, CliError, describe
 from jetpool_protocol.envelope import task_headers
 from jetpool_protocol.keyring import Keyring
 from jetpool_protocol.security import seal
+from jetpool_protocol.telemetry import tracing_enabled
 
 log = logging.getLogger(__name__)
+_tracer = trace.get_tracer("jetpool_cli")
 
 JSON_CONTENT_TYPE = "application/json"
 MAX_REPORTED_ERRORS = 5
@@ -74,17 +78,37 @@ def check_json(payload: bytes, what: str) -> None:
         ) from exc
 
 
+def creation_span(subject: str, task_id: str) -> AbstractContextManager[object]:
+    if not tracing_enabled():
+        return nullcontext()
+    return _tracer.start_as_current_span(
+        f"create {subject}",
+        kind=trace.SpanKind.PRODUCER,
+        attributes={
+            "messaging.system": "nats",
+            "messaging.operation.type": "create",
+            "messaging.destination.name": subject,
+            "messaging.message.id": task_id,
+        },
+    )
+
+
 def build_task(
     subject: str, payload: bytes, task_id: str, *, created_at: datetime, options: TaskOptions
 ) -> OutgoingTask:
-    """Envelope headers, then encrypt-and-sign; the result is exactly what goes on the wire."""
-    headers = task_headers(
-        task_id=task_id,
-        created_at=created_at,
-        ttl_seconds=options.ttl_seconds,
-        content_type=options.content_type,
-        extra=options.extra_headers,
-    )
+    """Envelope headers, then encrypt-and-sign; the result is exactly what goes on the wire.
+
+    When the process traces, the task is created inside a producer span (the messaging
+    conventions' ``create`` operation), whose context the headers carry to the worker's span.
+    """
+    with creation_span(subject, task_id):
+        headers = task_headers(
+            task_id=task_id,
+            created_at=created_at,
+            ttl_seconds=options.ttl_seconds,
+            content_type=options.content_type,
+            extra=options.extra_headers,
+        )
     sealed, sealed_headers = seal(
         payload,
         headers,

@@ -24,6 +24,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 from jetpool_protocol.envelope import Task
+from jetpool_protocol.telemetry import tracing_enabled
 from jetpool_worker.eager import resume
 from jetpool_worker.handlers import Handler
 
@@ -52,11 +53,6 @@ class Outcome:
 
 def format_traceback(exc: BaseException) -> str:
     return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-
-
-def tracing_enabled() -> bool:
-    """False until an OpenTelemetry SDK installs a tracer provider: then spans cost nothing."""
-    return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
 
 
 def trace_context(headers: Mapping[str, str]) -> Any:

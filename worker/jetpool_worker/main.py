@@ -10,6 +10,7 @@ import sys
 import threading
 from collections.abc import Mapping, Sequence
 
+from jetpool_protocol import telemetry
 from jetpool_protocol.credentials import CredentialsError
 from jetpool_protocol.worker_settings import WorkerSettings
 from jetpool_worker import logs
@@ -55,6 +56,15 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         print(f"jetpool-worker: invalid JETPOOL_LOG_LEVEL: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     try:
+        telemetry.configure_tracing(
+            "jetpool-worker",
+            env,
+            {"jetpool.pool": settings.pool_name, "k8s.namespace.name": settings.pool_namespace},
+        )
+    except ValueError as exc:
+        log.error("invalid tracing configuration: %s", exc)
+        return EXIT_CONFIG
+    try:
         worker = Worker(settings)
     except CredentialsError as exc:
         # One structured line a `kubectl logs` reader can act on; never a hang or a traceback.
@@ -86,6 +96,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     if lingering:
         # A sync handler past its timeout cannot be killed; do not let it hold the pod hostage.
         log.warning("exiting with %d handler threads still running", len(lingering))
+        telemetry.flush_tracing()
         logging.shutdown()
         os._exit(EXIT_OK)
     return EXIT_OK

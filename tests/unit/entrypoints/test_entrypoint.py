@@ -66,3 +66,13 @@ def test_a_bad_extra_subject_spaces_value_stops_the_operator_with_its_reason(
     with pytest.raises(SystemExit):
         parse_args([])
     assert "JETPOOL_EXTRA_SUBJECT_SPACES: prefix 'tasks.shop.'" in capsys.readouterr().err
+
+
+def test_a_tracing_setting_the_image_cannot_honour_stops_the_operator_at_start(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4317")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+    with pytest.raises(SystemExit):
+        parse_args([])
+    assert "OTLP protocol 'grpc' is not available" in capsys.readouterr().err
