@@ -25,11 +25,13 @@ import time
 import nats
 from nats.js.errors import KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KeyValue
+from opentelemetry import trace
 
 from jetpool_protocol.envelope import Task
 from jetpool_protocol.naming import PoolNames
 
 _bucket: KeyValue | None = None
+_tracer = trace.get_tracer("tests.e2e.handlers")
 _lock = asyncio.Lock()
 
 
@@ -109,7 +111,13 @@ async def _count_run(kv: KeyValue, task_id: str) -> int:
 
 async def lifecycle(task: Task) -> object:
     """``{"return": X}`` returns X; ``{"raise": msg}`` always raises; ``{"fail_once": true}``
-    raises on its first run by the ledger's count; ``{"sleep": s}`` sleeps first (cancellable)."""
+    raises on its first run by the ledger's count; ``{"sleep": s}`` sleeps first (cancellable).
+    Runs inside its own span (``e2e.lifecycle``), as traced user code does."""
+    with _tracer.start_as_current_span("e2e.lifecycle", attributes={"task.id": task.id}):
+        return await _lifecycle(task)
+
+
+async def _lifecycle(task: Task) -> object:
     kv = await bucket()
     work = json.loads(task.payload) if task.payload else {}
     run = await _count_run(kv, task.id)
