@@ -66,7 +66,7 @@ async def test_applying_a_pool_creates_its_deployment_stream_consumer_and_dead_l
             "orders",
             nats_endpoint.pod_url,
             concurrency=3,
-            task={"timeoutSeconds": 40},
+            task={"timeoutSeconds": 10},
             retry={"maxAttempts": 4},
             deadLetter={"maxAgeSeconds": 3600},
             scaling={"minReplicas": 2, "maxReplicas": 5},
@@ -101,7 +101,7 @@ async def test_applying_a_pool_creates_its_deployment_stream_consumer_and_dead_l
     assert info.config.allow_msg_schedules
     # the workers' consumer reads the task subjects only, never a waiting schedule
     assert consumer.config.filter_subject == f"tasks.{namespace}.orders.>"
-    assert consumer.config.ack_wait == pytest.approx(40 + 30)
+    assert consumer.config.ack_wait == pytest.approx(10 + 30)
     assert consumer.config.max_deliver == 4 + 10
     states = await task_state_stream(nats_endpoint, pool["status"]["nats"]["taskStateBucket"])
     assert states.config.max_msgs_per_subject == 1
@@ -118,7 +118,7 @@ async def test_a_spec_change_rolls_out_the_template_and_updates_the_consumer(
 
     cluster.apply(
         pool_manifest(
-            "rollout", nats_endpoint.pod_url, image="jetpool-worker:v2", task={"timeoutSeconds": 90}
+            "rollout", nats_endpoint.pod_url, image="jetpool-worker:v2", task={"timeoutSeconds": 20}
         ),
         "-n",
         namespace,
@@ -131,7 +131,7 @@ async def test_a_spec_change_rolls_out_the_template_and_updates_the_consumer(
 
     eventually(rolled_out, what="new pod template rolled out")
     _, consumer, _ = await stream_and_consumer(nats_endpoint, stream)
-    assert consumer.config.ack_wait == pytest.approx(90 + 30)
+    assert consumer.config.ack_wait == pytest.approx(20 + 30)
     pool = wait_for_condition(cluster, namespace, "rollout", "Ready", "True")
     assert pool["status"]["observedGeneration"] == 2
 

@@ -27,6 +27,12 @@ class Jitter(StrEnum):
     NONE = "none"
 
 
+def server_urls(url: str) -> list[str]:
+    """The servers of a NATS URL setting: ``spec.nats.url``, ``JETPOOL_NATS_URL`` and the CLI's
+    ``--nats-url`` may list several, comma-separated (a cluster's seeds), tried in turn."""
+    return [u.strip() for u in url.split(",") if u.strip()]
+
+
 class LogFormat(StrEnum):
     JSON = "json"
     TEXT = "text"
@@ -47,6 +53,10 @@ class WorkerSettings(BaseModel):
     nats_tls_ca_file: str | None = None
     nats_tls_cert_file: str | None = None
     nats_tls_key_file: str | None = None
+    nats_ping_interval_seconds: float = Field(10.0, gt=0)
+    """Seconds between the client's pings; 3 unanswered move the worker to another server of
+    the URL list: a frozen or partitioned server is left in ~30-40 s (nats-py's own default
+    would take 4 minutes)."""
     stream: str
     consumer: str
     dead_letter_stream: str

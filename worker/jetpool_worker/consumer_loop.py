@@ -33,7 +33,7 @@ from jetpool_protocol.naming import PoolNames
 from jetpool_protocol.security import unseal
 from jetpool_protocol.stats import WorkerStats
 from jetpool_protocol.task_state import TaskError, TaskPhase
-from jetpool_protocol.worker_settings import WorkerSettings
+from jetpool_protocol.worker_settings import WorkerSettings, server_urls
 from jetpool_worker import retry
 from jetpool_worker.batching import BatchFiller
 from jetpool_worker.breaker import BreakerGate, watch_control
@@ -51,6 +51,7 @@ from jetpool_worker.key_leases import Lease
 from jetpool_worker.lanes import LanePuller
 from jetpool_worker.metrics import HealthServer, Metrics
 from jetpool_worker.pull import InboxPuller
+from jetpool_worker.settlement import Settlements
 from jetpool_worker.start_gates import StartGates
 from jetpool_worker.task_tracking import Run, TaskTracker
 
@@ -70,6 +71,8 @@ LANE_RESWEEP_SECONDS = 0.5
 """A laned worker with free slots but no parked pull on some lane sweeps again this often."""
 MEMORY_RESUME_FRACTION = 0.9
 LIVENESS_STALE_SECONDS = 10.0
+MAX_OUTSTANDING_PINGS = 3
+"""Unanswered pings (``nats_ping_interval_seconds`` apart) before the server is given up."""
 CONNECT_ATTEMPT_SECONDS = 10.0
 """One connect attempt (nats-py retries inside it) before it is logged and started over."""
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -239,6 +242,8 @@ class Worker:
         self._lingering = 0
         self.dead_letter_publish_failures = 0
         self._nc: Any = None
+        self.settlements = Settlements(None, self.settings.inbox_prefix, 0)
+        """Replaced once connected; confirmed acks, naks and terms (:mod:`.settlement`)."""
         self._js: Any = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -263,6 +268,10 @@ class Worker:
             if nc is None:
                 return
             self._nc, self._js = nc, nc.jetstream()
+            self.settlements = Settlements(
+                nc, self.settings.inbox_prefix, self.settings.ack_wait_seconds
+            )
+            background += await self.settlements.start()
             self.tracker.bind(nc, self._js)
             background += self.gates.bind(nc, self._js)
             puller = await self._bind()
@@ -347,13 +356,15 @@ class Worker:
     async def _connect(self) -> Any:
         s = self.settings
         options: dict[str, Any] = {
-            "servers": [u.strip() for u in s.nats_url.split(",") if u.strip()],
+            "servers": server_urls(s.nats_url),
             "name": self.worker_id,
             # every inbox (replies, pulls, KV watch) under the pool's own prefix: a per-pool
             # NATS user may subscribe there only (jetpool_protocol.permissions)
             "inbox_prefix": s.inbox_prefix,
             "max_reconnect_attempts": -1,
             "reconnect_time_wait": 0.5,
+            "ping_interval": s.nats_ping_interval_seconds,
+            "max_outstanding_pings": MAX_OUTSTANDING_PINGS,
             "connect_timeout": 2,
             "drain_timeout": 5,
             "disconnected_cb": self._on_disconnected,
@@ -652,7 +663,7 @@ class Worker:
             await self.tracker.handed_back([self._raw(m) for m in msgs], why)
         for m in msgs:
             with contextlib.suppress(Exception):
-                await m.nak(delay=delay or None)
+                await self.settlements.nak(m, delay or None)
         log.info("handed %d fetched tasks back: %s", len(msgs), why)
 
     def _dispatch(self, msgs: list[Any], trial_epoch: int | None = None) -> None:
@@ -925,7 +936,7 @@ class Worker:
         await self.tracker.finished(
             run, TaskPhase.CANCELLED, reason=f"cancelled by {by} before it ran", ran=False
         )
-        await msg.ack()
+        await self.settlements.ack(msg)
         self.counters.cancelled += 1
         log.info(
             "task %s was cancelled before it ran",
@@ -945,7 +956,7 @@ class Worker:
         self._tally.observe(outcome.duration_seconds, ok)
         self.gate.finished(ok, trial_epoch)
         if outcome.error is None:
-            await msg.ack()
+            await self.settlements.ack(msg)
             self.counters.succeeded += 1
             if raw.attempt > 1:  # only a redelivery can have a remembered failure
                 self.first_failures.forget(raw.sequence)
@@ -954,7 +965,7 @@ class Worker:
         error = outcome.error
         error_type = retry.error_type_name(error)
         if run.cancel_requested:
-            await msg.ack()
+            await self.settlements.ack(msg)
             self.counters.cancelled += 1
             self.first_failures.forget(raw.sequence)
             await self.tracker.finished(
@@ -973,7 +984,7 @@ class Worker:
             await self.tracker.retrying(
                 run, decision.delay_seconds, TaskError.of(error_type, str(error) or error_type)
             )
-            await msg.nak(delay=decision.delay_seconds)
+            await self.settlements.nak(msg, decision.delay_seconds)
             self.counters.retried += 1
             self.metrics.retried(error_type)
             log.info(
@@ -1026,7 +1037,7 @@ class Worker:
         )
         if not await self._publish_dead_letter(msg, raw, record):
             return
-        await msg.term()
+        await self.settlements.term(msg)
         self.first_failures.forget(raw.sequence)
         self.counters.dead_lettered += 1
         self.metrics.dead_lettered(reason, error_type)
@@ -1075,7 +1086,7 @@ class Worker:
                     with contextlib.suppress(Exception):
                         # Delayed just past our own pull requests' expiry, so the redelivery
                         # goes to another worker, not back into this stopping one's buffer.
-                        await msg.nak(delay=2 * FETCH_EXPIRY_SECONDS)
+                        await self.settlements.nak(msg, 2 * FETCH_EXPIRY_SECONDS)
                     return False
                 delay = min(DLQ_RETRY_MAX_SECONDS, DLQ_RETRY_INITIAL_SECONDS * 2 ** (failures - 1))
                 log.error(
@@ -1180,13 +1191,17 @@ class Worker:
             msgs = entry.msg if isinstance(entry.msg, list) else [entry.msg]
             for m in msgs:
                 with contextlib.suppress(Exception):
-                    await m.nak(delay=delay or None)
+                    await self.settlements.nak(m, delay or None)
         if left:
             log.warning("grace period over: handed %d unfinished tasks back", len(left))
         log.debug("in-flight work settled")
         await self._close_inbox(puller)
         log.debug("late deliveries returned")
         await self.gates.wait_released()
+        if self._nc.is_connected:
+            missing = await self.settlements.drain(CONFIRM_SENT_TIMEOUT_SECONDS)
+            if missing:
+                log.warning("%d acknowledgements unconfirmed at exit: redelivered later", missing)
 
     async def _close_inbox(self, puller: InboxPuller | LanePuller) -> None:
         """Wait out our pull requests (each expires within FETCH_EXPIRY_SECONDS), then close

@@ -24,6 +24,8 @@ from jetpool_protocol.naming import KV_STREAM_PREFIX, PoolNames
 
 ACK_WAIT_MARGIN_SECONDS = 30.0
 """Slack between the task timeout and the consumer's ack wait (cancel, dead-letter, ack)."""
+MAX_ACK_WAIT_SECONDS = 60.0
+"""Longer tasks are kept by heartbeats (:func:`ack_wait_seconds`)."""
 MAX_DELIVER_MARGIN = 10
 """The server-side redelivery cap sits above retry.maxAttempts: workers dead-letter first;
 the cap only stops a task that kills its worker every time from cycling forever. The margin
@@ -207,8 +209,13 @@ def resolve_names(
 
 
 def ack_wait_seconds(spec: WorkerPoolSpec) -> float:
-    """The consumer's ack wait; workers also extend it with in-progress heartbeats."""
-    return float(spec.task.timeout_seconds) + ACK_WAIT_MARGIN_SECONDS
+    """The consumer's ack wait: the task timeout plus a margin, at most
+    :data:`MAX_ACK_WAIT_SECONDS`. Workers extend it with in-progress heartbeats (every third
+    of it) while a task runs, so a longer task keeps its delivery; what the cap bounds is the
+    wait for a delivery nobody holds any more: a crashed worker's, or one a consumer leader
+    election lost (a delivery or a nak the new leader never saw: on a NATS cluster, a task
+    waited the whole ack wait, 330 s with the default timeout, before it ran again)."""
+    return min(float(spec.task.timeout_seconds) + ACK_WAIT_MARGIN_SECONDS, MAX_ACK_WAIT_SECONDS)
 
 
 def max_deliver(spec: WorkerPoolSpec) -> int:

@@ -210,9 +210,12 @@ class TestWorkerEnvironment:
         settings = worker_settings(POOL, spec(ordered={"partitions": 1}))
         assert settings.lanes == ("workers:1:default:0", "workers-ordered-0:1:ordered:1")
 
-    def test_ack_wait_covers_the_task_timeout(self) -> None:
-        settings = worker_settings(POOL, spec(task={"timeoutSeconds": 60}))
-        assert settings.ack_wait_seconds > settings.task_timeout_seconds
+    def test_ack_wait_is_at_most_a_minute_and_heartbeats_keep_longer_tasks(self) -> None:
+        short = worker_settings(POOL, spec(task={"timeoutSeconds": 10}))
+        assert short.ack_wait_seconds == 40
+        long = worker_settings(POOL, spec(task={"timeoutSeconds": 3600}))
+        assert long.ack_wait_seconds == 60
+        assert long.effective_heartbeat_seconds < long.ack_wait_seconds
 
     def test_user_env_is_appended_and_may_replace_a_rendered_variable(self) -> None:
         pool_spec = spec(

@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from jetpool_operator.core.nats_resources import (
+    MAX_ACK_WAIT_SECONDS,
     MAX_DELIVER_MARGIN,
     AckPolicy,
     Conflict,
@@ -146,9 +147,10 @@ class TestConsumer:
         }
         assert consumer.ack_policy is AckPolicy.EXPLICIT
 
-    def test_ack_wait_outlasts_the_task_timeout(self) -> None:
-        consumer = plan("m", "p", spec(task={"timeoutSeconds": 120})).consumer
-        assert consumer.ack_wait_seconds > 120
+    def test_ack_wait_outlasts_a_short_task_and_is_at_most_a_minute(self) -> None:
+        assert plan("m", "p", spec(task={"timeoutSeconds": 20})).consumer.ack_wait_seconds > 20
+        long = plan("m", "p", spec(task={"timeoutSeconds": 120})).consumer
+        assert long.ack_wait_seconds == MAX_ACK_WAIT_SECONDS  # heartbeats keep longer tasks
 
     def test_max_deliver_is_a_backstop_above_the_retry_budget(self) -> None:
         consumer = plan("m", "p", spec(retry={"maxAttempts": 4})).consumer
@@ -264,7 +266,7 @@ def test_planned_resources_are_always_consistent(
         ),
     )
     consumer = resources.consumer
-    assert consumer.ack_wait_seconds > timeout
+    assert consumer.ack_wait_seconds == min(timeout + 30, MAX_ACK_WAIT_SECONDS)
     assert consumer.max_deliver > attempts
     assert consumer.max_ack_pending >= max_replicas * concurrency
     assert diff_stream(resources.task_stream, resources.task_stream) == InSync()
