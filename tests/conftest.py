@@ -11,6 +11,7 @@ from nats.aio.client import Client as NATS
 
 from e2e.testbed.cluster import Cluster, eventually
 from e2e.testbed.nats_auth import NatsAuth, create_nats_auth
+from e2e.testbed.nats_cluster import NatsCluster
 from e2e.testbed.nats_server import NatsServer
 
 SECURE_ACCOUNTS = ("tenant-a", "tenant-b")
@@ -45,6 +46,27 @@ def private_nats_server() -> Iterator[NatsServer]:
     server = NatsServer().start()
     yield server
     server.close()
+
+
+@pytest.fixture(scope="module")
+def nats_cluster() -> Iterator[NatsCluster]:
+    """A three-server NATS cluster with JetStream for a module's tests; a test that kills,
+    freezes or partitions a server leaves the cluster whole again (:func:`whole_cluster`)."""
+    started = NatsCluster().start()
+    yield started
+    started.close()
+
+
+@pytest.fixture
+def whole_cluster(nats_cluster: NatsCluster) -> Iterator[NatsCluster]:
+    """The module's cluster, with every server running and thawed again after the test."""
+    yield nats_cluster
+    for node in nats_cluster.nodes:
+        if node.running:
+            nats_cluster.thaw(node.name)
+        else:
+            nats_cluster.restart(node.name)
+    nats_cluster.wait_ready()
 
 
 @pytest.fixture

@@ -45,6 +45,7 @@ from jetpool_operator.api.v1alpha1 import (
 from jetpool_operator.core import (
     autoscaler,
     circuit_breaker,
+    control_bucket,
     health,
     lanes,
     nats_resources,
@@ -172,11 +173,12 @@ class OperatorRuntime:
         allowances: TemplateAllowances | None = None,
         subject_grants: tenancy.SubjectGrants = tenancy.NO_GRANTS,
         observation_mode: ObservationMode = ObservationMode.BATCHED,
+        control_replicas: int = control_bucket.DEFAULT_CONTROL_REPLICAS,
     ) -> None:
         self.kube = kube
         self.allowances = allowances or TemplateAllowances()
         self.subject_grants = subject_grants
-        self.nats = NatsConnections(self._on_stats)
+        self.nats = NatsConnections(self._on_stats, control_replicas)
         self.observer: StreamObserver | None = None
         if observation_mode is ObservationMode.BATCHED:
             self.observer = StreamObserver(self.nats, self._wake_quiescent)
@@ -570,6 +572,7 @@ async def reconcile(
         breaker_enabled=bconfig.enabled,
         decision=decision,
         assessed=assessed,
+        control=None if key is None else rt.nats.control_bucket(key),
     )
 
     status: dict[str, Any] = {
@@ -937,8 +940,9 @@ def _pool_conditions(
     breaker_enabled: bool,
     decision: autoscaler.ScalingDecision,
     assessed: health.Health,
+    control: control_bucket.ControlBucket | None,
 ) -> None:
-    """Set the five conditions through ``condition`` (which keeps transition times)."""
+    """Set the six conditions through ``condition`` (which keeps transition times)."""
     if problem is None:
         names = plan.names
         condition(
@@ -973,6 +977,7 @@ def _pool_conditions(
         Reason.HEALTHY if assessed.healthy else Reason.UNHEALTHY,
         "; ".join(f"{i.type.value}: {i.message}" for i in assessed.issues) or "no issues",
     )
+    condition(ConditionType.CONTROL_REPLICATED, *control_bucket.replication_condition(control))
 
 
 def _readiness(

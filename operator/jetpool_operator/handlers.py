@@ -32,6 +32,7 @@ from jetpool_operator.controller import (
     reconcile,
 )
 from jetpool_operator.core.children import LABEL_MANAGED_BY, MANAGER
+from jetpool_operator.core.control_bucket import control_replicas_from_env
 from jetpool_operator.core.nats_resources import resolve_names
 from jetpool_operator.core.network_errors import summarize_nats_failure
 from jetpool_operator.core.observation import ObservationMode
@@ -80,6 +81,7 @@ async def configure(*, settings: kopf.OperatorSettings, memo: kopf.Memo, **_: An
     allowances = memo.get("allowances") or allowances_from_env(os.environ)
     grants = memo.get("subject_grants") or SubjectGrants.from_env(os.environ)
     observation = memo.get("observation") or ObservationMode.from_env(os.environ)
+    control_replicas = memo.get("control_replicas") or control_replicas_from_env(os.environ)
     selector = memo.get("shard_selector")
     if selector is None:
         selector = label_selector(os.environ.get(SHARD_SELECTOR_ENV, ""))
@@ -104,6 +106,7 @@ async def configure(*, settings: kopf.OperatorSettings, memo: kopf.Memo, **_: An
         allowances=allowances,
         subject_grants=grants,
         observation_mode=observation,
+        control_replicas=control_replicas,
     )
 
 

@@ -17,6 +17,11 @@ from typing import Any
 import kopf
 from prometheus_client import start_http_server
 
+from jetpool_operator.core.control_bucket import (
+    CONTROL_REPLICAS_ENV,
+    DEFAULT_CONTROL_REPLICAS,
+    control_replicas_from_env,
+)
 from jetpool_operator.core.observation import OBSERVATION_ENV, ObservationMode
 from jetpool_operator.core.pod_template_policy import (
     ALLOW_FOREIGN_SERVICE_ACCOUNTS_ENV,
@@ -191,6 +196,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         from_env = allowances_from_env(os.environ)
         grants = SubjectGrants.from_env(os.environ)
         observation = ObservationMode.from_env(os.environ)
+        control_replicas = control_replicas_from_env(os.environ)
         selector = label_selector(env(SHARD_SELECTOR_ENV, ""))
         lifetime = peering_lifetime(env(PEERING_LIFETIME_ENV, str(DEFAULT_PEERING_LIFETIME)))
         telemetry.tracing_choice(os.environ)  # an unusable OTEL_* stops the start, not a tick
@@ -247,6 +253,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "sleep until their first task; per-pool: every pool asks its consumer every tick. "
         f"Env: {OBSERVATION_ENV}.",
     )
+    parser.add_argument(
+        "--control-replicas",
+        type=_argument(lambda text: control_replicas_from_env({CONTROL_REPLICAS_ENV: text})),
+        default=control_replicas,
+        metavar="N",
+        help="JetStream replicas of the control bucket (every pool's breaker state), 1..5, "
+        f"default {DEFAULT_CONTROL_REPLICAS}; raised when a pool's spec.nats.replicas is "
+        f"higher, R1 on a single server. Env: {CONTROL_REPLICAS_ENV}.",
+    )
     args = parser.parse_args(argv)
     args.allowances = TemplateAllowances(
         foreign_service_accounts=args.allow_foreign_service_accounts,
@@ -293,6 +308,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             ALLOW_PROJECTED_TOKENS_ENV: args.allowances.projected_tokens,
             EXTRA_SUBJECT_SPACES_ENV: args.extra_subject_spaces.as_json(),
             OBSERVATION_ENV: args.observation.value,
+            CONTROL_REPLICAS_ENV: args.control_replicas,
             "tracing": ",".join(tracing.exporters) or None,
         },
     )
@@ -311,6 +327,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                     allowances=args.allowances,
                     subject_grants=args.extra_subject_spaces,
                     observation=args.observation,
+                    control_replicas=args.control_replicas,
                     shard_selector=args.shard_selector,
                     peering_lifetime=args.peering_lifetime,
                 ),

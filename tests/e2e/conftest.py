@@ -39,6 +39,7 @@ from e2e.testbed.nats_auth import NatsAccount, NatsAuth, load_account
 from e2e.testbed.nats_server import NatsServer
 from e2e.testbed.operator_process import OperatorProcess
 from e2e.testbed.pod_runner import PodRunner
+from jetpool_protocol.worker_settings import server_urls
 
 PROVIDER = os.environ.get("JETPOOL_E2E_PROVIDER", "local")
 SHARD_LABEL = "jetpool.dev/shard"
@@ -81,7 +82,7 @@ class NatsEndpoint:
             options.setdefault("user_credentials", str(self.creds_file))
         if self.ca_file is not None:
             options.setdefault("tls", ssl.create_default_context(cafile=str(self.ca_file)))
-        return await nats.connect(self.test_url, **options)
+        return await nats.connect(server_urls(self.test_url), **options)
 
     def pool_spec(self) -> dict[str, Any]:
         """Spec fields that make a pool use this endpoint's credentials and CA Secrets

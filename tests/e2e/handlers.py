@@ -29,6 +29,7 @@ from opentelemetry import trace
 
 from jetpool_protocol.envelope import Task
 from jetpool_protocol.naming import PoolNames
+from jetpool_protocol.worker_settings import server_urls
 
 _bucket: KeyValue | None = None
 _tracer = trace.get_tracer("tests.e2e.handlers")
@@ -49,7 +50,7 @@ async def bucket() -> KeyValue:
             # A per-pool NATS user may subscribe only to the pool's own inbox prefix.
             pool = PoolNames(os.environ["JETPOOL_POOL_NAMESPACE"], os.environ["JETPOOL_POOL_NAME"])
             nc = await nats.connect(
-                os.environ["JETPOOL_NATS_URL"],
+                server_urls(os.environ["JETPOOL_NATS_URL"]),
                 user_credentials=creds,
                 tls=ssl.create_default_context(cafile=ca) if ca else None,
                 inbox_prefix=pool.inbox_prefix,

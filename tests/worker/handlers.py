@@ -167,3 +167,14 @@ def traced(task: Task) -> None:
     with trace.get_tracer("tests.handlers").start_as_current_span("charge card") as span:
         span.set_attribute("task.id", task.id)
         _record_done(task)
+
+
+RUNS: list[tuple[str, float, float]] = []
+"""(task id, started, finished), monotonic: the record of every run :func:`ledgered` finished."""
+
+
+async def ledgered(task: Task) -> None:
+    """Sleeps ``{"sleep": s}``, then records the run in :data:`RUNS`."""
+    started = time.monotonic()
+    await asyncio.sleep(float(task.json().get("sleep", 0)) if task.payload else 0)
+    RUNS.append((task.id, started, time.monotonic()))

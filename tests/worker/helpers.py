@@ -44,6 +44,7 @@ async def make_pool(
     ack_wait: float = 5.0,
     max_deliver: int | None = None,
     duplicate_window: float = 120.0,
+    replicas: int = 1,
     **overrides: Any,
 ) -> Pool:
     """Stream (WorkQueue), durable pull consumer and DLQ stream, as the operator would make them."""
@@ -57,9 +58,10 @@ async def make_pool(
             subjects=[f"{prefix}.>"],
             retention=api.RetentionPolicy.WORK_QUEUE,
             duplicate_window=duplicate_window,
+            num_replicas=replicas,
         )
     )
-    await js.add_stream(name=f"{stream}-dlq", subjects=[f"{dlq_prefix}.>"])
+    await js.add_stream(name=f"{stream}-dlq", subjects=[f"{dlq_prefix}.>"], num_replicas=replicas)
     fields: dict[str, Any] = {
         "pool_name": token,
         "pool_namespace": "test",

@@ -17,6 +17,7 @@ from nats.aio.client import RawCredentials
 
 from jetpool_cli.errors import CliError, describe
 from jetpool_protocol.credentials import CredentialsError, load_credentials_file
+from jetpool_protocol.worker_settings import server_urls
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +90,7 @@ async def connect(options: ConnectOptions) -> AsyncIterator[NatsClient]:
     try:
         nc = await asyncio.wait_for(
             nats.connect(
-                options.url,
+                server_urls(options.url),
                 user_credentials=credentials,
                 tls=tls,
                 connect_timeout=options.connect_timeout,

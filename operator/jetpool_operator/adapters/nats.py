@@ -15,7 +15,7 @@ import logging
 import ssl
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -28,16 +28,21 @@ from nats.aio.msg import Msg
 from nats.js import api
 from nats.js.api import KeyValueConfig, StorageType
 from nats.js.client import JetStreamContext
-from nats.js.errors import APIError, BucketNotFoundError, NotFoundError
+from nats.js.errors import APIError, NotFoundError
 from nats.js.kv import KeyValue
 
 from jetpool_operator.core import nats_resources as nr
 from jetpool_operator.core import periodic_schedules, stranded, tenancy
+from jetpool_operator.core.control_bucket import (
+    DEFAULT_CONTROL_REPLICAS,
+    ControlBucket,
+    wanted_replicas,
+)
 from jetpool_operator.core.network_errors import ServerRefusal
 from jetpool_protocol import headers as h
 from jetpool_protocol.control import ControlState
 from jetpool_protocol.dead_letter import DeadLetterReason, DeadLetterRecord
-from jetpool_protocol.naming import CONTROL_BUCKET, STATS_SUBJECT_PREFIX
+from jetpool_protocol.naming import CONTROL_BUCKET, KV_STREAM_PREFIX, STATS_SUBJECT_PREFIX
 from jetpool_protocol.schedules import PERIODIC_TOKEN
 from jetpool_protocol.stats import WorkerStats
 from jetpool_protocol.task_state import (
@@ -48,6 +53,7 @@ from jetpool_protocol.task_state import (
     result_key,
     state_key,
 )
+from jetpool_protocol.worker_settings import server_urls
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +61,9 @@ CONNECT_TIMEOUT_SECONDS = 2.0
 REQUEST_TIMEOUT_SECONDS = 2.0
 MAX_RECONNECT_ATTEMPTS = 3
 CONNECT_DEADLINE_SECONDS = 6.0
+CONTROL_STREAM = KV_STREAM_PREFIX + CONTROL_BUCKET
+REPLICAS_NOT_SUPPORTED = 10074
+"""JetStream's answer to R>1 on a server that is not clustered."""
 """A first connect gives up after this long (inside the operator's 8 s tick budget)."""
 
 
@@ -71,7 +80,7 @@ class ConnectionKey:
     @property
     def servers(self) -> list[str]:
         """``spec.nats.url`` may list several servers, comma-separated."""
-        return [u.strip() for u in self.url.split(",") if u.strip()]
+        return server_urls(self.url)
 
     def tls_context(self) -> ssl.SSLContext | None:
         """The client TLS context; :class:`InvalidTlsMaterial` names the PEM that is bad."""
@@ -157,10 +166,14 @@ StatsSink = Callable[[ConnectionKey, str, WorkerStats], None]
 class NatsConnections:
     """Shared, lazily opened NATS connections; each also feeds worker stats to a sink."""
 
-    def __init__(self, stats_sink: StatsSink) -> None:
+    def __init__(
+        self, stats_sink: StatsSink, control_replicas: int = DEFAULT_CONTROL_REPLICAS
+    ) -> None:
         self._stats_sink = stats_sink
         self._connections: dict[ConnectionKey, NATS] = {}
         self._kv: dict[ConnectionKey, KeyValue] = {}
+        self._control: dict[ConnectionKey, ControlBucket] = {}
+        self.control_replicas = control_replicas
         self._locks: dict[ConnectionKey, asyncio.Lock] = {}
         self._users: dict[tuple[str, str], ConnectionKey] = {}
         """(namespace, pool) -> the connection it uses now; a key nobody uses is closed."""
@@ -288,25 +301,65 @@ class NatsConnections:
         info = await js.stream_info(stream)
         return int(info.state.messages)
 
-    async def _control_kv(self, key: ConnectionKey, replicas: int = 1) -> KeyValue:
-        """The control bucket; created on first use with the replicas of the pool that needs
-        it (one bucket serves every pool on a NATS system, so R3 once any pool runs R3)."""
-        kv = self._kv.get(key)
-        if kv is None:
-            js = (await self.get(key)).jetstream(timeout=REQUEST_TIMEOUT_SECONDS)
-            try:
-                kv = await js.key_value(CONTROL_BUCKET)
-            except BucketNotFoundError:
-                kv = await js.create_key_value(
-                    KeyValueConfig(
-                        bucket=CONTROL_BUCKET,
-                        history=1,
-                        storage=StorageType.FILE,
-                        replicas=replicas,
-                    )
-                )
-            self._kv[key] = kv
+    async def _control_kv(self, key: ConnectionKey, pool_replicas: int = 1) -> KeyValue:
+        """The control bucket, created on first use and raised to the replicas wanted
+        (:mod:`jetpool_operator.core.control_bucket`); what was seen is kept for
+        :meth:`control_bucket`."""
+        kv, seen = self._kv.get(key), self._control.get(key)
+        want = wanted_replicas(
+            configured=self.control_replicas,
+            pool_replicas=pool_replicas,
+            current=None if seen is None else seen.replicas,
+            clustered=None if seen is None else seen.clustered,
+        )
+        if kv is not None and (want is None or (seen is not None and seen.problem)):
+            return kv  # a raise the server refused is not retried on every write
+        js = (await self.get(key)).jetstream(timeout=REQUEST_TIMEOUT_SECONDS)
+        try:
+            info = await js.stream_info(CONTROL_STREAM)
+        except NotFoundError:
+            info = await self._create_control_bucket(js, want or 1)
+        self._control[key] = await self._raise_control_replicas(js, info, pool_replicas)
+        kv = self._kv[key] = await js.key_value(CONTROL_BUCKET)
         return kv
+
+    async def _create_control_bucket(self, js: JetStreamContext, replicas: int) -> api.StreamInfo:
+        config = KeyValueConfig(
+            bucket=CONTROL_BUCKET, history=1, storage=StorageType.FILE, replicas=replicas
+        )
+        try:
+            await js.create_key_value(config)
+        except APIError as exc:
+            if exc.err_code != REPLICAS_NOT_SUPPORTED or replicas == 1:
+                raise
+            config.replicas = 1  # a single server: R1 is all it takes
+            await js.create_key_value(config)
+        return await js.stream_info(CONTROL_STREAM)
+
+    async def _raise_control_replicas(
+        self, js: JetStreamContext, info: api.StreamInfo, pool_replicas: int
+    ) -> ControlBucket:
+        current = int(info.config.num_replicas or 1)
+        clustered = bool(info.cluster is not None and info.cluster.name)
+        want = wanted_replicas(
+            configured=self.control_replicas,
+            pool_replicas=pool_replicas,
+            current=current,
+            clustered=clustered,
+        )
+        if want is None:
+            return ControlBucket(current, clustered)
+        try:
+            await js.update_stream(replace(info.config, num_replicas=want))
+        except APIError as exc:
+            log.warning("control bucket %s stays at R%d: %s", CONTROL_BUCKET, current, exc)
+            return ControlBucket(current, clustered, problem=exc.description or str(exc))
+        log.info("control bucket %s raised from R%d to R%d", CONTROL_BUCKET, current, want)
+        return ControlBucket(want, clustered)
+
+    def control_bucket(self, key: ConnectionKey) -> ControlBucket | None:
+        """The control bucket as last seen on ``key``'s NATS system (None: not yet)."""
+        return self._control.get(key)
 
     async def publish_control(
         self, key: ConnectionKey, control_key: str, state: ControlState, *, replicas: int = 1

@@ -1440,7 +1440,7 @@ class Condition(ApiModel):
         max_length=316,
         pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
         r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$",
-        description="Ready, NatsReady, CircuitOpen, ScalingLimited or Degraded.",
+        description="Ready, NatsReady, CircuitOpen, ScalingLimited, Degraded or ControlReplicated.",
     )
     status: ConditionStatus = Field(description="True, False or Unknown.")
     reason: str = Field(

@@ -25,6 +25,9 @@ class ConditionType(StrEnum):
     """The autoscaler wants more or fewer replicas than it may set."""
     DEGRADED = "Degraded"
     """Health checks found a Warning or Critical issue."""
+    CONTROL_REPLICATED = "ControlReplicated"
+    """The control bucket (breaker state) survives the loss of a server: False only for R1 on
+    a clustered NATS (:mod:`jetpool_operator.core.control_bucket`)."""
 
 
 class Reason(StrEnum):
@@ -62,6 +65,10 @@ class Reason(StrEnum):
     # Degraded
     HEALTHY = "Healthy"
     UNHEALTHY = "Unhealthy"
+    # ControlReplicated
+    REPLICATED = "Replicated"
+    SINGLE_SERVER = "SingleServer"
+    SINGLE_REPLICA_ON_CLUSTER = "SingleReplicaOnCluster"
     # any
     UNKNOWN = "Unknown"
 
