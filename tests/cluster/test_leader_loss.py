@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 
 import nats
 import pytest
-from nats.js.client import JetStreamContext
 
 from e2e.testbed.nats_cluster import NatsCluster
 from jetpool_operator.adapters.nats import ConnectionKey, NatsConnections
@@ -67,7 +66,7 @@ async def read_backlog(
 
 
 async def kill_and_restart(
-    cluster: NatsCluster, js: JetStreamContext, name: str, done_before: int
+    cluster: NatsCluster, name: str, done_before: int
 ) -> dict[str, float | str]:
     """SIGKILL ``name`` once the handler has passed ``done_before`` tasks; restart it once
     consumption resumed on the others."""
@@ -103,15 +102,13 @@ async def test_a_burst_rides_through_the_loss_of_the_stream_leader_then_the_cons
             info = await js.stream_info(stream)
             assert info.cluster is not None
             assert info.cluster.leader is not None
-            events.append(await kill_and_restart(whole_cluster, js, info.cluster.leader, 600))
+            events.append(await kill_and_restart(whole_cluster, info.cluster.leader, 600))
             consumer = await answered(lambda: js.consumer_info(stream, "workers"))
             assert consumer.cluster is not None
             assert consumer.cluster.leader is not None
             # right after the first server is back, with work left to do
             next_kill = len(handlers.RUNS) + 100
-            events.append(
-                await kill_and_restart(whole_cluster, js, consumer.cluster.leader, next_kill)
-            )
+            events.append(await kill_and_restart(whole_cluster, consumer.cluster.leader, next_kill))
             await eventually(
                 lambda: {i for i, _, _ in handlers.RUNS} >= set(ids),
                 within=120,
