@@ -61,10 +61,10 @@ CONNECT_TIMEOUT_SECONDS = 2.0
 REQUEST_TIMEOUT_SECONDS = 2.0
 MAX_RECONNECT_ATTEMPTS = 3
 CONNECT_DEADLINE_SECONDS = 6.0
+"""A first connect gives up after this long (inside the operator's 8 s tick budget)."""
 CONTROL_STREAM = KV_STREAM_PREFIX + CONTROL_BUCKET
 REPLICAS_NOT_SUPPORTED = 10074
 """JetStream's answer to R>1 on a server that is not clustered."""
-"""A first connect gives up after this long (inside the operator's 8 s tick budget)."""
 
 
 @dataclass(frozen=True, slots=True)
